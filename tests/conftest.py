@@ -1,0 +1,17 @@
+"""Shared test configuration."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+# User models written by tests go to a throw-away folder, never to the real per-user folder.
+os.environ["NAPARI_QPI_USER_DIR"] = tempfile.mkdtemp(prefix="napari-qpi-tests-")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,332 @@
+"""PRNet: a MobileNet-v2 encoder with a decoder whose skip connectivity is data.
+
+The encoder gives nine endpoints E0..E8 (see :mod:`napari_qpi.nn.mobilenet`) and G, the global
+average of E8. Decoder stage D_l works at the resolution of E_l and may read
+
+    E_i for i >= l,   D_i for i > l,   G
+
+so information only flows from coarse to fine. Each connection t contributes
+``upsample(BN(conv1x1(ReLU6(t))))`` (for G: ``conv1x1`` with bias, broadcast over the image; a batch
+norm over 1x1 maps would fail on a batch of one), the stage sums its contributions and applies a
+batch norm. The head applies ReLU6 and a 1x1 convolution to one channel to the *output stage*, the
+lowest-numbered stage present (D0 unless a search removed it), and upsamples bilinearly to the input
+size: the output is the phase in radians.
+
+The connectivity is a JSON-friendly mapping from stage to inputs, e.g.::
+
+    {"D0": ["E0", "E1", "D2"], "D2": ["E2", "E5", "G"], ...}
+
+``None`` stands for the *supernet* in which every stage reads every allowed input (90
+connections). Stages with no inputs, or whose output nothing reads, are dropped; so are
+encoder stages deeper than the deepest endpoint read. The supernet with ``gated=True`` is the
+search space of :mod:`napari_qpi.nn.sparsemask`; a searched network is an ungated PRNet with the
+pruned connectivity.
+
+Any input size runs, but features of different stages line up exactly only when H and W are
+multiples of :attr:`PRNet.stride` (32 when E6..E8 or G are used): callers pad, e.g. with
+:func:`napari_qpi.nn.pad_to_multiple`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError, ModelError
+from .mobilenet import NUM_ENDPOINTS, MobileNetV2, init_weights
+from .sparsemask import Gate, drop_dangling
+
+#: Decoder stages, one per encoder endpoint.
+STAGES: tuple[str, ...] = tuple(f"D{l}" for l in range(NUM_ENDPOINTS))
+GLOBAL = "G"
+
+Connectivity = dict[str, list[str]]
+
+
+def allowed_inputs(stage: str) -> list[str]:
+    """Inputs stage ``D<l>`` may read, in canonical order: E_l..E8, D_(l+1)..D8, G."""
+    level = STAGES.index(stage)
+    return (
+        [f"E{i}" for i in range(level, NUM_ENDPOINTS)]
+        + [f"D{i}" for i in range(level + 1, NUM_ENDPOINTS)]
+        + [GLOBAL]
+    )
+
+
+def supernet_connectivity() -> Connectivity:
+    """The fully dense connectivity: every stage reads every allowed input."""
+    return {stage: allowed_inputs(stage) for stage in STAGES}
+
+
+def normalise_connectivity(
+    connectivity: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+) -> Connectivity:
+    """Validate a connectivity and bring it to canonical form.
+
+    Parameters
+    ----------
+    connectivity
+        ``{stage: [inputs]}``, or a list whose entry l holds the inputs of ``D<l>``.
+
+    Returns
+    -------
+    dict
+        Stages in increasing order, inputs in the order of :func:`allowed_inputs`, dangling stages
+        removed (:func:`~napari_qpi.nn.sparsemask.drop_dangling`).
+
+    Raises
+    ------
+    ModelError
+        For an unknown stage, an input a stage may not read, a repeated input, or a connectivity
+        that leaves no stage with inputs.
+    """
+    if not isinstance(connectivity, Mapping):
+        connectivity = {f"D{l}": inputs for l, inputs in enumerate(connectivity)}
+    canonical: Connectivity = {}
+    for stage, inputs in connectivity.items():
+        if stage not in STAGES:
+            raise ModelError(f"unknown decoder stage {stage!r} in connectivity; stages are D0..D8")
+        if isinstance(inputs, str) or not isinstance(inputs, Sequence):
+            raise ModelError(f"the inputs of {stage} must be a list of names, got {inputs!r}")
+        allowed = allowed_inputs(stage)
+        if bad := [name for name in inputs if name not in allowed]:
+            raise ModelError(
+                f"{stage} cannot read {bad}: a stage D<l> reads E<i> for i >= l, D<i> for i > l "
+                f"and G, i.e. {allowed}"
+            )
+        if len(set(inputs)) != len(inputs):
+            raise ModelError(f"{stage} lists an input twice: {list(inputs)}")
+        canonical[stage] = [name for name in allowed if name in inputs]
+    canonical = drop_dangling(canonical)
+    if not canonical:
+        raise ModelError("the connectivity leaves no decoder stage with inputs")
+    return canonical
+
+
+@dataclass
+class PRNetConfig:
+    """Architecture of a :class:`PRNet`; JSON round trip with :meth:`to_dict` / :meth:`from_dict`.
+
+    Attributes
+    ----------
+    width
+        Width multiplier of the MobileNet-v2 encoder (1.0 in the paper; 0.5 or less for CPU).
+    in_channels
+        Channels of the input image, not counting coordinate channels (1: normalised hologram).
+    decoder_channels
+        Channels of every decoder stage.
+    connectivity
+        ``{stage: [inputs]}`` (see the module docstring), or ``None`` for the full supernet.
+        Normalised on construction (canonical order, dangling stages removed).
+    coord_channels
+        Append two channels with the pixel coordinates (y, x), from -1 to 1 across the tensor
+        given to :meth:`PRNet.forward` (after any padding), so the network can learn
+        position-dependent corrections such as a background tilt. Tiles of a larger image see
+        their own coordinates, not the image's.
+    gated
+        Multiply each connection by a SparseMask gate (search mode).
+    """
+
+    width: float = 1.0
+    in_channels: int = 1
+    decoder_channels: int = 64
+    connectivity: Connectivity | None = None
+    coord_channels: bool = False
+    gated: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.width > 0:
+            raise ModelError(f"width must be positive, got {self.width}")
+        if self.in_channels < 1 or self.decoder_channels < 1:
+            raise ModelError(
+                f"in_channels and decoder_channels must be at least 1, got {self.in_channels} "
+                f"and {self.decoder_channels}"
+            )
+        if self.connectivity is not None:
+            self.connectivity = normalise_connectivity(self.connectivity)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PRNetConfig:
+        """Config from :meth:`to_dict` output; missing fields take their defaults."""
+        if unknown := sorted(set(data) - {f.name for f in fields(cls)}):
+            raise ModelError(f"unknown PRNetConfig fields {unknown}")
+        return cls(**data)
+
+
+class DecoderStage(nn.Module):
+    """One decoder stage: the (gated) sum of its input connections, then a batch norm.
+
+    Parameters
+    ----------
+    name
+        Stage name, ``"D<l>"``.
+    in_channels
+        Channels of each input, by name; the stage reads them in this order.
+    channels
+        Output channels.
+    gated
+        Multiply each connection by a :class:`~napari_qpi.nn.sparsemask.Gate`.
+    """
+
+    def __init__(
+        self, name: str, in_channels: Mapping[str, int], channels: int, gated: bool = False
+    ) -> None:
+        super().__init__()
+        self.inputs = tuple(in_channels)
+        self.branches = nn.ModuleDict(
+            {
+                source: _branch(c, channels, norm=source != GLOBAL)
+                for source, c in in_channels.items()
+            }
+        )
+        self.gate = Gate(name, self.inputs) if gated else None
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, features: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:
+        """Stage output (B, channels, *size) from its inputs ``features[name]`` (B, C, h, w).
+
+        Inputs are no larger than ``size``. Bilinear upsampling commutes with the sum, so
+        contributions of equal resolution are summed before they are upsampled once.
+        """
+        weights = self.gate() if self.gate is not None else None
+        by_size: dict[torch.Size, Tensor] = {}
+        for k, name in enumerate(self.inputs):
+            y = self.branches[name](features[name])
+            if weights is not None:
+                y = weights[k] * y
+            key = y.shape[-2:]
+            by_size[key] = by_size[key] + y if key in by_size else y
+        return self.norm(sum(_resize(y, size) for y in by_size.values()))
+
+
+class PRNet(nn.Module):
+    """Phase retrieval network: hologram in, phase (radians) out.
+
+    Parameters
+    ----------
+    config
+        Architecture; the default is the ungated width-1.0 supernet.
+
+    Attributes
+    ----------
+    connectivity
+        The connectivity actually built (the supernet's when ``config.connectivity`` is None).
+    output_stage
+        The stage the head reads: the lowest-numbered stage present.
+    """
+
+    def __init__(self, config: PRNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or PRNetConfig()
+        connectivity = config.connectivity or supernet_connectivity()
+        self.connectivity = {stage: list(inputs) for stage, inputs in connectivity.items()}
+        read = {name for inputs in self.connectivity.values() for name in inputs}
+        self.uses_global = GLOBAL in read
+        levels = [STAGES.index(stage) for stage in self.connectivity]
+        levels += [int(name[1:]) for name in read if name.startswith("E")]
+        if self.uses_global:
+            levels.append(NUM_ENDPOINTS - 1)
+        self.encoder = MobileNetV2(
+            config.width, config.in_channels + 2 * config.coord_channels, num_stages=max(levels) + 1
+        )
+        channels = {f"E{i}": c for i, c in enumerate(self.encoder.channels)}
+        channels[GLOBAL] = self.encoder.channels[-1]
+        channels |= {stage: config.decoder_channels for stage in STAGES}
+        self.decoder = nn.ModuleDict(
+            {
+                stage: DecoderStage(
+                    stage,
+                    {name: channels[name] for name in self.connectivity[stage]},
+                    config.decoder_channels,
+                    config.gated,
+                )
+                for stage in reversed(self.connectivity)
+            }
+        )
+        self.output_stage = next(iter(self.connectivity))
+        self.head = nn.Sequential(nn.ReLU6(), nn.Conv2d(config.decoder_channels, 1, kernel_size=1))
+        init_weights(self.decoder)
+        init_weights(self.head, nonlinearity="linear", mode="fan_in")
+
+    @property
+    def stride(self) -> int:
+        """Input height and width should be multiples of this (32 for the supernet)."""
+        return self.encoder.strides[-1]
+
+    @property
+    def connections(self) -> list[tuple[str, str]]:
+        """Every (stage, input) connection of the decoder."""
+        return [(stage, name) for stage, inputs in self.connectivity.items() for name in inputs]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Phase of a batch of holograms.
+
+        Parameters
+        ----------
+        x
+            (B, in_channels, H, W) normalised holograms (or other inputs the net was trained on).
+
+        Returns
+        -------
+        Tensor
+            (B, 1, H, W) phase in radians.
+        """
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise InputError(
+                f"PRNet expects a (batch, {self.config.in_channels}, height, width) tensor, "
+                f"got shape {tuple(x.shape)}"
+            )
+        size = x.shape[-2:]
+        if self.config.coord_channels:
+            x = torch.cat([x, coordinate_grid(x)], dim=1)
+        endpoints = self.encoder(x)
+        features = {f"E{i}": e for i, e in enumerate(endpoints)}
+        if self.uses_global:
+            features[GLOBAL] = endpoints[-1].mean(dim=(-2, -1), keepdim=True)
+        for stage, block in self.decoder.items():
+            features[stage] = block(features, endpoints[STAGES.index(stage)].shape[-2:])
+        phase = self.head(features[self.output_stage])
+        return F.interpolate(phase, size=size, mode="bilinear", align_corners=False)
+
+
+def coordinate_grid(x: Tensor) -> Tensor:
+    """(B, 2, H, W) y and x pixel coordinates in [-1, 1] for a batch x of shape (B, C, H, W)."""
+    height, width = x.shape[-2:]
+    y = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device)
+    x_ = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device)
+    grid = torch.stack(torch.meshgrid(y, x_, indexing="ij"))
+    return grid.expand(x.shape[0], -1, -1, -1)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements of ``module`` (only those with gradients if asked)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _branch(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
+    """ReLU6 and a 1x1 convolution, followed by a batch norm or (for 1x1 maps) a bias."""
+    if not norm:
+        return nn.Sequential(nn.ReLU6(), nn.Conv2d(in_channels, out_channels, kernel_size=1))
+    return nn.Sequential(
+        nn.ReLU6(),
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """(B, C, h, w) -> (B, C, *size): broadcast a 1x1 map, upsample bilinearly otherwise."""
+    if x.shape[-2:] == size:
+        return x
+    if x.shape[-2:] == (1, 1):
+        return x.expand(*x.shape[:2], *size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,227 @@
+"""Networks: MobileNet-v2 endpoints, PRNet connectivity, SparseMask gates and pruning, U-Net."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_qpi.errors import InputError, ModelError
+from napari_qpi.nn import (
+    MobileNetV2,
+    PRNet,
+    PRNetConfig,
+    UNet,
+    UNetConfig,
+    allowed_inputs,
+    build_network,
+    clamp_gates_,
+    count_parameters,
+    gate_parameters,
+    gate_table,
+    pad_to_multiple,
+    prune,
+    sparsity_loss,
+)
+from napari_qpi.nn.sparsemask import gates
+
+SMALL = {"width": 0.25, "decoder_channels": 16}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and busy cores make OpenMP threads spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def small_prnet(**overrides: object) -> PRNet:
+    return PRNet(PRNetConfig(**{**SMALL, **overrides}))
+
+
+def test_mobilenet_endpoints_have_documented_channels_and_strides() -> None:
+    encoder = MobileNetV2(width=1.0, in_channels=1)
+    channels = (32, 16, 24, 32, 64, 96, 160, 320, 1280)
+    strides = (2, 2, 4, 8, 16, 16, 32, 32, 32)
+    assert encoder.channels == channels
+    assert encoder.strides == strides
+    with torch.no_grad():
+        endpoints = encoder(torch.zeros(2, 1, 64, 64))
+    assert [tuple(e.shape) for e in endpoints] == [
+        (2, c, 64 // s, 64 // s) for c, s in zip(channels, strides, strict=True)
+    ]
+
+
+def test_width_multiplier_rounds_to_multiples_of_8_and_keeps_last_layer() -> None:
+    assert MobileNetV2(width=0.5).channels == (16, 8, 16, 16, 32, 48, 80, 160, 1280)
+    assert MobileNetV2(width=1.4, num_stages=9).channels[-1] == 1792
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        pytest.param(lambda: small_prnet(), id="prnet"),
+        pytest.param(lambda: small_prnet(coord_channels=True), id="prnet-coords"),
+        pytest.param(lambda: UNet(UNetConfig(base_channels=8)), id="unet"),
+        pytest.param(
+            lambda: UNet(UNetConfig(base_channels=8, upsampling="bilinear")), id="unet-bilinear"
+        ),
+    ],
+)
+def test_odd_sizes_padded_to_the_stride_give_the_input_size(network) -> None:
+    net = network().eval()
+    x = torch.randn(2, 1, 45, 77)
+    padded, (height, width) = pad_to_multiple(x, net.stride)
+    assert padded.shape[-2] % net.stride == 0 and padded.shape[-1] % net.stride == 0
+    with torch.no_grad():
+        assert net(padded)[..., :height, :width].shape == (2, 1, 45, 77)
+        assert net(x).shape == (2, 1, 45, 77)
+
+
+def test_supernet_has_every_allowed_connection() -> None:
+    net = small_prnet()
+    per_stage = {f"D{l}": (9 - l) + (8 - l) + 1 for l in range(9)}  # E_i>=l, D_i>l, G
+    assert sum(per_stage.values()) == 90
+    assert len(net.connections) == 90
+    assert {stage: len(inputs) for stage, inputs in net.connectivity.items()} == per_stage
+    assert net.stride == 32 and net.output_stage == "D0"
+    assert allowed_inputs("D7") == ["E7", "E8", "D8", "G"]
+
+
+def test_gates_receive_gradients_and_sparsity_loss_is_differentiable() -> None:
+    net = small_prnet(gated=True).train()
+    table = gate_table(net)
+    assert sum(len(row) for row in table.values()) == 90
+    assert all(p == 0.5 for row in table.values() for p in row.values())
+
+    sparsity = sparsity_loss(net)
+    assert sparsity.item() == pytest.approx(9 * 2 * math.log(2), rel=1e-5)
+    x, target = torch.randn(2, 1, 64, 64), torch.randn(2, 1, 64, 64)
+    loss = F.l1_loss(net(x), target) + 0.01 * sparsity
+    loss.backward()
+    for weight in gate_parameters(net):
+        assert weight.grad is not None
+        assert torch.isfinite(weight.grad).all() and (weight.grad != 0).all()
+
+    with torch.no_grad():
+        for gate in gates(net):
+            gate.weight.uniform_(-1.0, 3.0)
+    (grad,) = torch.autograd.grad(sparsity_loss(net), next(gate_parameters(net)))
+    assert torch.isfinite(grad).all()
+    clamp_gates_(net)
+    assert all(((w >= 0) & (w <= 2)).all() for w in gate_parameters(net))
+
+    gate = gates(net)[0]
+    assert not torch.equal(gate(), gate())
+    gate.eval()
+    assert torch.equal(gate(), gate())
+    with pytest.raises(ModelError):
+        sparsity_loss(small_prnet())
+
+
+def test_pruning_hand_set_gates_drops_weak_connections_and_dangling_stages() -> None:
+    net = small_prnet(gated=True)
+    kept = {
+        "D0": {"E0": 1.0, "D2": 1.0, "D3": 1.0},
+        "D1": {"E1": 1.0},  # nothing reads D1
+        "D2": {"E2": 1.0, "G": 0.002},
+        "D3": {"D5": 1.0},  # D5 <- D6, and D6 has no inputs: the chain collapses
+        "D4": {"E4": 0.0008},  # below the threshold
+        "D5": {"D6": 1.0},
+    }
+    with torch.no_grad():
+        for gate in gates(net):
+            probs = kept.get(gate.stage, {})
+            gate.weight.copy_(torch.tensor([2 * probs.get(name, 0.0) for name in gate.inputs]))
+    assert prune(net) == {"D0": ["E0", "D2"], "D2": ["E2", "G"]}
+    assert prune(net, threshold=0.01) == {"D0": ["E0", "D2"], "D2": ["E2"]}
+
+    without_d0 = {"D0": {"E0": 0.0}, "D1": {"E1": 0.9, "E3": 0.0}, "D2": {"E2": 1.0}}
+    assert prune(without_d0) == {"D1": ["E1"]}
+    with pytest.raises(ModelError):
+        prune({"D0": {"E0": 0.0}})
+
+
+def test_pruned_prnet_is_smaller_and_runs() -> None:
+    supernet = small_prnet()
+    searched = small_prnet(connectivity={"D0": ["E0", "D2"], "D2": ["E2", "G"]})
+    assert not gates(searched)
+    assert count_parameters(searched) < count_parameters(supernet)
+    shallow = small_prnet(connectivity={"D1": ["E1", "E3"], "D5": ["E5"]})
+    assert shallow.connectivity == {"D1": ["E1", "E3"]}
+    assert len(shallow.encoder.stages) == 4 and shallow.stride == 8
+    assert shallow.output_stage == "D1"
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert searched.eval()(x).shape == shallow.eval()(x).shape == (2, 1, 64, 64)
+
+
+def test_connectivity_is_normalised_and_validated() -> None:
+    config = PRNetConfig(connectivity=[["D3", "E0"], [], [], ["E3"], ["E4"]])
+    assert config.connectivity == {"D0": ["E0", "D3"], "D3": ["E3"]}
+    for bad in ({"D3": ["E2"]}, {"D9": ["E0"]}, {"D0": ["E0", "E0"]}, {"D0": "E0"}, {"D0": []}):
+        with pytest.raises(ModelError):
+            PRNetConfig(connectivity=bad)
+    with pytest.raises(ModelError):
+        build_network("resnet", {})
+    with pytest.raises(ModelError):
+        PRNetConfig.from_dict({"widht": 1.0})
+    with pytest.raises(ModelError):
+        UNetConfig(upsampling="nearest")
+    with pytest.raises(InputError):
+        small_prnet()(torch.zeros(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize(
+    ("family", "config"),
+    [
+        ("prnet", {**SMALL, "coord_channels": True, "connectivity": {"D0": ["E0", "E8", "G"]}}),
+        ("unet", {"base_channels": 8, "upsampling": "bilinear"}),
+    ],
+)
+def test_config_round_trip_rebuilds_the_same_network(family: str, config: dict) -> None:
+    net = build_network(family, config)
+    x = torch.randn(2, 1, 64, 64)
+    net(x)  # move the batch norm statistics away from their initial values
+    card = json.loads(json.dumps(net.config.to_dict()))
+    clone = build_network(family, card)
+    clone.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), clone.eval()(x))
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        pytest.param(lambda: small_prnet(), id="prnet"),
+        pytest.param(lambda: small_prnet(gated=True), id="prnet-search"),
+        pytest.param(lambda: UNet(UNetConfig(base_channels=8)), id="unet"),
+    ],
+)
+def test_training_steps_reduce_l1_loss(network) -> None:
+    net: nn.Module = network().train()
+    x = torch.randn(4, 1, 64, 64)
+    target = 4 * F.interpolate(F.avg_pool2d(x, 8), size=x.shape[-2:], mode="bilinear")
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        loss = F.l1_loss(net(x), target)
+        total = loss + 0.01 * sparsity_loss(net) if gates(net) else loss
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+        clamp_gates_(net)
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]

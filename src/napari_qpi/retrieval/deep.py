@@ -1,0 +1,396 @@
+"""Deep phase retrieval: run a registered network on holograms or coded diffraction patterns.
+
+:func:`retrieve_deep` has the call shape and output conventions of
+:func:`~napari_qpi.retrieval.offaxis.retrieve_offaxis`: float32 phase in radians, same orientation
+and size as the input. The measurement is normalised as the model card says, padded by reflection
+to the network's stride, and, when larger than ``tile``, cut into overlapping tiles whose outputs
+are blended with raised-cosine weights, so memory stays bounded and seams do not show. Tiles of
+all planes of a stack are batched together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..acquisition import Acquisition
+from ..errors import InputError, ModelError
+from ..models.card import ModelCard, normalise
+from ..models.registry import load_model, select_device
+from .background import background_mask as auto_background_mask
+from .background import fit_background
+from .fourier import looks_like_hologram
+from .offaxis import PhaseResult
+
+#: Smallest image side accepted.
+MIN_SIZE = 16
+
+ModelSpec = str | tuple[nn.Module, ModelCard]
+Progress = Callable[[int, int], None]
+
+
+def _resolve(
+    model: ModelSpec, device: str | torch.device | None
+) -> tuple[nn.Module, ModelCard, torch.device]:
+    """Module, card and device of a model name or a ``(module, card)`` pair."""
+    if isinstance(model, str):
+        module, card = load_model(model, device=device)
+        return module, card, next(_tensors(module), torch.empty(0)).device
+    if (
+        not isinstance(model, tuple)
+        or len(model) != 2
+        or not isinstance(model[0], nn.Module)
+        or not isinstance(model[1], ModelCard)
+    ):
+        raise InputError(
+            "model must be a registered model's name or a (torch.nn.Module, ModelCard) pair, "
+            f"got {type(model).__name__}."
+        )
+    module, card = model
+    if device is None:
+        return module, card, next(_tensors(module), torch.empty(0)).device
+    dev = select_device(device)
+    return module.to(dev), card, dev
+
+
+def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def _check_modality(card: ModelCard, acquisition: Acquisition, first: np.ndarray) -> None:
+    """Refuse a measurement of another kind than the model reconstructs."""
+    names = {"hologram": "off-axis holograms", "cdp": "coded diffraction patterns"}
+    given = acquisition.modality
+    if given == "phase":
+        raise InputError(
+            "This image is already a phase image (its metadata say so); phase retrieval needs the "
+            "raw hologram or diffraction patterns."
+        )
+    if given is not None and given != card.modality:
+        raise ModelError(
+            f"Model {card.name!r} reconstructs {names[card.modality]}, but this data are "
+            f"{names[given]}. Choose a {given} model."
+        )
+    if given is None and card.modality == "cdp" and looks_like_hologram(first):
+        raise ModelError(
+            f"Model {card.name!r} reconstructs coded diffraction patterns, but this image looks "
+            "like an off-axis hologram (it has fringes). Choose a hologram model, or set the "
+            "modality in the acquisition metadata to 'cdp' if this is a diffraction pattern."
+        )
+
+
+def _as_batch(measurement: np.ndarray, channels: int, card: ModelCard) -> tuple[np.ndarray, bool]:
+    """(N, C, H, W) float32 view of a measurement, and whether it was a stack."""
+    arr = np.asarray(measurement)
+    if np.iscomplexobj(arr):
+        raise InputError("The measurement must be real intensities, got complex values.")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InputError(f"The measurement must be numeric, got dtype {arr.dtype}.")
+    if channels == 1:
+        if arr.ndim not in (2, 3):
+            raise InputError(
+                f"Expected one image (height, width) or a stack (planes, height, width), got an "
+                f"array of shape {arr.shape}."
+            )
+        stacked = arr.ndim == 3
+        batch = arr.reshape(-1, 1, *arr.shape[-2:])
+    else:
+        if arr.ndim == 2:
+            raise ModelError(
+                f"Model {card.name!r} needs {channels} coded diffraction patterns per measurement "
+                f"({channels}, height, width), got a single 2-D image. For a hologram choose a "
+                "hologram model."
+            )
+        if arr.ndim not in (3, 4) or arr.shape[-3] != channels:
+            raise InputError(
+                f"Model {card.name!r} needs ({channels}, height, width) patterns or a stack "
+                f"(planes, {channels}, height, width), got an array of shape {arr.shape}."
+            )
+        stacked = arr.ndim == 4
+        batch = arr.reshape(-1, channels, *arr.shape[-2:])
+    if batch.shape[0] == 0 or min(batch.shape[-2:]) < MIN_SIZE:
+        raise InputError(
+            f"The measurement is too small ({arr.shape}); it needs at least "
+            f"{MIN_SIZE}x{MIN_SIZE} pixels and one plane."
+        )
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if not np.isfinite(batch).all():
+        raise InputError(
+            "The measurement contains NaN or infinite values; replace or crop them before "
+            "retrieval."
+        )
+    return batch, stacked
+
+
+def _stride(module: nn.Module, card: ModelCard) -> int:
+    stride = getattr(module, "stride", None) or card.architecture.get("stride") or 1
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ModelError(f"Model {card.name!r} has an invalid stride {stride!r}.")
+    return stride
+
+
+def _axis_plan(length: int, tile: int, overlap: int, stride: int) -> tuple[int, int, list[int]]:
+    """Padded length, tile length and tile starts along one axis.
+
+    The axis is padded to a multiple of ``stride`` either way, so the image border sees the same
+    context whether it is tiled or not. If that is no longer than ``tile`` (a multiple of
+    ``stride``) it is one tile. Otherwise tiles of ``tile`` pixels start at multiples of
+    ``stride`` (so pooling grids line up with the whole image's) spread evenly from 0 to
+    ``padded - tile``, adjacent tiles overlapping by at least ``overlap`` where the tile allows.
+    """
+    padded = -(-length // stride) * stride
+    if padded <= tile:
+        return padded, padded, [0]
+    span, size = (padded - tile) // stride, tile // stride
+    step = size - min(-(-overlap // stride), size - 1)
+    count = 1 + -(-span // step)
+    starts = np.linspace(0, span, count).round().astype(int) * stride
+    return padded, tile, [int(s) for s in starts]
+
+
+def _ramp(size: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
+    """1-D blending weights: raised-cosine edges of ``overlap`` pixels where a neighbour exists."""
+    weights = np.ones(size, dtype=np.float32)
+    if overlap > 0:
+        edge = (0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)).astype(np.float32)
+        if rise:
+            weights[:overlap] = edge
+        if fall:
+            weights[-overlap:] = edge[::-1]
+    return weights
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _run_tiles(
+    module: nn.Module,
+    batch: np.ndarray,
+    *,
+    device: torch.device,
+    tile: int | None,
+    overlap: int,
+    stride: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(N, H, W) network output for a normalised (N, C, H, W) batch, tiled and blended."""
+    n, _, height, width = batch.shape
+    whole = -(-max(height, width) // stride) * stride
+    limit = whole if not tile else max(stride, tile // stride * stride)
+    overlap = min(overlap, limit // 2)
+    pad_h, tile_h, ys = _axis_plan(height, limit, overlap, stride)
+    pad_w, tile_w, xs = _axis_plan(width, limit, overlap, stride)
+    if (pad_h, pad_w) != (height, width):
+        batch = np.pad(
+            batch, ((0, 0), (0, 0), (0, pad_h - height), (0, pad_w - width)), mode="reflect"
+        )
+    windows = {
+        (y, x): np.outer(
+            _ramp(tile_h, overlap, y > 0, y + tile_h < pad_h),
+            _ramp(tile_w, overlap, x > 0, x + tile_w < pad_w),
+        )
+        for y in ys
+        for x in xs
+    }
+    total = np.zeros((n, pad_h, pad_w), dtype=np.float32)
+    weight = np.zeros((pad_h, pad_w), dtype=np.float32)
+    for (y, x), window in windows.items():
+        weight[y : y + tile_h, x : x + tile_w] += window
+    jobs = [(i, y, x) for i in range(n) for y in ys for x in xs]
+    for done in range(0, len(jobs), batch_size):
+        chunk = jobs[done : done + batch_size]
+        tiles = np.stack([batch[i, :, y : y + tile_h, x : x + tile_w] for i, y, x in chunk])
+        output = module(torch.from_numpy(tiles).to(device))
+        if tuple(output.shape) != (len(chunk), 1, tile_h, tile_w):
+            raise ModelError(
+                f"The network returned shape {tuple(output.shape)} for input "
+                f"{tuple(tiles.shape)}; expected ({len(chunk)}, 1, {tile_h}, {tile_w})."
+            )
+        phase = output[:, 0].float().cpu().numpy()
+        for (i, y, x), plane in zip(chunk, phase, strict=True):
+            total[i, y : y + tile_h, x : x + tile_w] += plane * windows[(y, x)]
+        if progress is not None:
+            progress(min(done + batch_size, len(jobs)), len(jobs))
+    total /= weight
+    plan = {
+        "tile": [tile_h, tile_w],
+        "overlap": overlap if len(windows) > 1 else 0,
+        "tiles": len(windows),
+        "padded_shape": [pad_h, pad_w],
+    }
+    return np.ascontiguousarray(total[:, :height, :width]), plan
+
+
+def _run_whole(
+    module: nn.Module, batch: np.ndarray, *, device: torch.device, stride: int, batch_size: int
+) -> np.ndarray:
+    """Network output for a (N, C, H, W) batch run as is (coded diffraction patterns)."""
+    height, width = batch.shape[-2:]
+    if height % stride or width % stride:
+        raise InputError(
+            f"The diffraction patterns are {height}x{width} pixels, but this network needs sides "
+            f"that are multiples of {stride}; crop or pad them to the size it was trained on."
+        )
+    planes = []
+    for start in range(0, batch.shape[0], batch_size):
+        output = module(torch.from_numpy(batch[start : start + batch_size]).to(device))
+        if output.ndim != 4 or output.shape[1] != 1:
+            raise ModelError(
+                f"The network returned shape {tuple(output.shape)}; expected (batch, 1, H, W)."
+            )
+        planes.append(output[:, 0].float().cpu().numpy())
+    return np.concatenate(planes)
+
+
+def _subtract_background(phase: np.ndarray, order: int, mask: np.ndarray | None) -> np.ndarray:
+    """Fit and subtract a polynomial background from each (H, W) plane, in place."""
+    for plane in phase:
+        chosen = mask if mask is not None else auto_background_mask(plane, order=order)
+        plane -= fit_background(plane, order=order, mask=chosen)
+    return phase
+
+
+def retrieve_deep(
+    hologram: np.ndarray,
+    *,
+    model: ModelSpec,
+    acquisition: Acquisition | None = None,
+    device: str | torch.device | None = None,
+    tile: int | None = 512,
+    overlap: int = 32,
+    batch_size: int = 4,
+    background_order: int | None = None,
+    background_mask: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> PhaseResult:
+    """Phase in radians of a hologram (or CDP measurement), or of a stack, from a network.
+
+    Parameters
+    ----------
+    hologram
+        A hologram (H, W) or a stack (N, H, W). For a model reading K coded diffraction patterns:
+        (K, H, W) or (N, K, H, W).
+    model
+        A registered model's name (loaded with :func:`~napari_qpi.models.load_model`, cached), or
+        a ``(module, card)`` pair. A pair's module is put in eval mode while it runs (its mode is
+        restored) and moved to ``device`` only when a device is given.
+    acquisition
+        Metadata; its ``modality``, when set, must match the model's.
+    device
+        ``"cpu"``, ``"cuda"``, ``"mps"``, ``None`` for the best available.
+    tile
+        Largest tile side in pixels (rounded down to a multiple of the network's stride);
+        ``None`` runs whole images. Tiles start on the stride grid and blend away seams, but a
+        network that pools globally (PRNet's ``G``) sees one tile at a time: use a tile at least
+        the size it was trained on. Coded diffraction patterns always run whole.
+    overlap
+        Pixels by which neighbouring tiles overlap; blended with raised-cosine weights.
+    batch_size
+        Tiles (or planes) per network call.
+    background_order
+        If given (0-5), fit a polynomial of this order to the background of each output plane
+        and subtract it, as the classical method does.
+    background_mask
+        Background pixels (True), (H, W), for that fit; found automatically if ``None``.
+    progress
+        Called as ``progress(done, total)`` after each network call (it may raise
+        :class:`~napari_qpi.errors.CancelledError` to stop).
+
+    Returns
+    -------
+    PhaseResult
+        ``phase`` float32 (H, W) or (N, H, W); ``pixel_size_factor`` 1.0; ``sideband`` None;
+        ``info`` with the model's name, family and sha256, device, tiling and timings.
+
+    Raises
+    ------
+    InputError
+        Wrong dimensions, non-finite values, a phase image, bad tiling parameters.
+    ModelError
+        Unknown or damaged model, or a measurement of another modality than the model's.
+    """
+    t0 = time.perf_counter()
+    acq = acquisition or Acquisition()
+    tile = None if tile is None else _check_int("tile", tile, 0) or None
+    overlap = _check_int("overlap", overlap, 0)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    module, card, dev = _resolve(model, device)
+    batch, stacked = _as_batch(hologram, card.input_channels, card)
+    _check_modality(card, acq, batch[0, 0])
+    height, width = batch.shape[-2:]
+    if background_mask is not None:
+        background_mask = np.asarray(background_mask, dtype=bool)
+        if background_mask.shape != (height, width):
+            raise InputError(
+                f"The background mask has shape {background_mask.shape} but the images are "
+                f"{(height, width)}."
+            )
+    axes = (2, 3) if card.normalisation.get("per_channel", False) else (1, 2, 3)
+    batch = normalise(batch, card.normalisation, axes=axes)
+    stride = _stride(module, card)
+    t_ready = time.perf_counter()
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            if card.modality == "cdp":
+                phase = _run_whole(module, batch, device=dev, stride=stride, batch_size=batch_size)
+                plan: dict[str, Any] = {"tiles": 1}
+                if progress is not None:
+                    progress(1, 1)
+            else:
+                phase, plan = _run_tiles(
+                    module,
+                    batch,
+                    device=dev,
+                    tile=tile,
+                    overlap=overlap,
+                    stride=stride,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+    finally:
+        module.train(was_training)
+    t_network = time.perf_counter()
+    background: dict[str, Any] | None = None
+    if background_order is not None:
+        _subtract_background(phase, background_order, background_mask)
+        background = {
+            "order": int(background_order),
+            "mask": "given" if background_mask is not None else "auto",
+        }
+    info: dict[str, Any] = {
+        "method": "deep",
+        "model": card.name,
+        "family": card.family,
+        "network": card.network,
+        "modality": card.modality,
+        "source": card.source,
+        "sha256": card.sha256,
+        "device": str(dev),
+        "stride": stride,
+        "batch_size": batch_size,
+        "normalisation": card.normalisation.get("method"),
+        **plan,
+        "background": background,
+        "time_ms": {
+            "prepare": 1e3 * (t_ready - t0),
+            "network": 1e3 * (t_network - t_ready),
+            "total": 1e3 * (time.perf_counter() - t0),
+        },
+    }
+    phase = phase.astype(np.float32, copy=False)
+    return PhaseResult(phase if stacked else phase[0], 1.0, None, info)
+
+
+__all__ = ["MIN_SIZE", "retrieve_deep"]

@@ -49,8 +49,13 @@ class Acquisition:
     modality: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("wavelength_nm", "pixel_size_um", "magnification", "medium_index",
-                     "numerical_aperture"):
+        for name in (
+            "wavelength_nm",
+            "pixel_size_um",
+            "magnification",
+            "medium_index",
+            "numerical_aperture",
+        ):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -61,7 +66,8 @@ class Acquisition:
                 )
             if not math.isfinite(value) or value <= 0:
                 raise MetadataError(
-                    f"Acquisition metadata '{name}' must be a positive finite number, got {value!r}."
+                    f"Acquisition metadata '{name}' must be a positive finite number, "
+                    f"got {value!r}."
                 )
             object.__setattr__(self, name, float(value))
         carrier = self.carrier_cycles_per_px
@@ -97,7 +103,9 @@ class Acquisition:
         if not data:
             return cls()
         if not isinstance(data, dict):
-            raise MetadataError(f"Acquisition metadata must be a mapping, got {type(data).__name__}.")
+            raise MetadataError(
+                f"Acquisition metadata must be a mapping, got {type(data).__name__}."
+            )
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

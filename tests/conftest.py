@@ -15,3 +15,11 @@ os.environ["NAPARI_QPI_USER_DIR"] = tempfile.mkdtemp(prefix="napari-qpi-tests-")
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _discover_plugins() -> None:
+    """Let npe2 find napari-qpi's manifest (napari does this itself at start-up)."""
+    import npe2
+
+    npe2.PluginManager.instance().discover()

@@ -1,0 +1,182 @@
+"""The *Cell morphology* widget: phase layer in, labels layer with a per-cell table out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Table, create_widget
+from napari.utils.notifications import show_warning
+
+from ..errors import InputError
+from ..morphology import (
+    DEFAULT_ALPHA_UM3_PER_PG,
+    MorphologyTable,
+    SegmentationSettings,
+    combine_frames,
+    iter_measure_frames,
+)
+from .layers import MORPHOLOGY_KEY, acquisition_of
+from .task import Job, TaskControls
+
+#: Columns shown in the dock table (all columns stay in ``layer.features`` and in the CSV).
+SHOWN_COLUMNS = (
+    "label",
+    "frame",
+    "area_um2",
+    "equivalent_diameter_um",
+    "eccentricity",
+    "mean_phase_rad",
+    "max_phase_rad",
+    "dry_mass_pg",
+)
+
+
+class CellMorphologyWidget(Container):
+    """Segment cells on a phase layer (or take a painted labels layer) and measure them."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        defaults = SegmentationSettings()
+        self.phase = create_widget(annotation=napari.layers.Image, label="phase")
+        self.user_labels = create_widget(
+            annotation=napari.layers.Labels | None,
+            label="labels (optional)",
+            options={"nullable": True},
+        )
+        self.threshold = ComboBox(
+            label="threshold", choices=["triangle", "otsu", "li"], value=defaults.threshold
+        )
+        self.smoothing = FloatSpinBox(
+            label="smoothing (px)", value=defaults.smoothing_sigma_px, min=0.0, max=10.0, step=0.5
+        )
+        self.min_area = FloatSpinBox(
+            label="min area (um²)", value=defaults.min_area_um2, min=0.0, max=1e5, step=5.0
+        )
+        self.split = CheckBox(label="split touching cells", value=defaults.split_touching)
+        self.exclude_border = CheckBox(label="exclude border cells", value=defaults.exclude_border)
+        self.wavelength = FloatSpinBox(
+            label="wavelength (nm)",
+            value=0.0,
+            min=0.0,
+            max=2000.0,
+            step=1.0,
+            tooltip="0: take it from the layer's metadata",
+        )
+        self.alpha = FloatSpinBox(
+            label="α (um³/pg)",
+            value=DEFAULT_ALPHA_UM3_PER_PG,
+            min=0.01,
+            max=1.0,
+            step=0.005,
+            tooltip="refractive increment for dry mass (0.18 mL/g)",
+        )
+        self.controls = TaskControls(self._make_job, self._add_result, run_text="Measure")
+        self.table = Table(value=None, visible=False)
+        super().__init__(
+            widgets=[
+                self.phase,
+                self.user_labels,
+                self.threshold,
+                self.smoothing,
+                self.min_area,
+                self.split,
+                self.exclude_border,
+                self.wavelength,
+                self.alpha,
+                self.controls,
+                self.table,
+            ]
+        )
+        self.phase.changed.connect(self._fill_wavelength)
+        self.reset_choices()
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self._fill_wavelength()
+
+    def _fill_wavelength(self, *_: Any) -> None:
+        layer = self.phase.value
+        if layer is not None:
+            wavelength = acquisition_of(layer.metadata).wavelength_nm
+            self.wavelength.value = wavelength or 0.0
+
+    def settings(self) -> SegmentationSettings:
+        return SegmentationSettings(
+            threshold=self.threshold.value,
+            smoothing_sigma_px=float(self.smoothing.value),
+            min_area_um2=float(self.min_area.value),
+            split_touching=bool(self.split.value),
+            exclude_border=bool(self.exclude_border.value),
+        )
+
+    def _make_job(self) -> Job:
+        layer = self.phase.value
+        if layer is None:
+            raise InputError("Choose a phase layer: run Phase retrieval first, or open one.")
+        labels_layer = self.user_labels.value
+        phase = layer.data
+        labels = None if labels_layer is None else labels_layer.data
+        if labels is not None and tuple(labels.shape) != tuple(phase.shape):
+            raise InputError(
+                f"Labels layer '{labels_layer.name}' has shape {tuple(labels.shape)} but phase "
+                f"layer '{layer.name}' has shape {tuple(phase.shape)}: paint labels on this phase "
+                "image, or leave labels empty to segment automatically."
+            )
+        acquisition = acquisition_of(layer.metadata)
+        pixel = acquisition.pixel_size_um
+        if pixel is None and float(layer.scale[-1]) != 1.0:
+            pixel = float(layer.scale[-1])
+        wavelength = float(self.wavelength.value) or acquisition.wavelength_nm
+        options = {
+            "pixel_size_um": pixel,
+            "wavelength_nm": wavelength,
+            "alpha_um3_per_pg": float(self.alpha.value),
+            "settings": self.settings(),
+        }
+        shape = tuple(phase.shape)
+        total = int(np.prod(shape[:-2], dtype=int))
+
+        def run() -> Job:
+            out_labels = np.zeros(shape, dtype=np.int32)
+            tables: list[MorphologyTable] = []
+            for done, (position, plane_labels, table) in enumerate(
+                iter_measure_frames(phase, labels, **options), start=1
+            ):
+                out_labels[position] = plane_labels
+                tables.append(table)
+                yield done, total
+            return {"layer": layer, "labels": out_labels, "table": combine_frames(tables, shape)}
+
+        return run()
+
+    def _add_result(self, result: dict[str, Any]) -> None:
+        source = result["layer"]
+        table: MorphologyTable = result["table"]
+        metadata = {
+            "qpi": source.metadata.get("qpi", {}),
+            MORPHOLOGY_KEY: {"units": table.units, "metadata": table.metadata},
+        }
+        name = f"{source.name} cells"
+        features = table.to_dataframe()
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_labels(
+            result["labels"],
+            name=name,
+            features=features,
+            metadata=metadata,
+            scale=source.scale,
+            translate=source.translate,
+            units=tuple(str(u) for u in source.units),
+        )
+        shown = [c for c in SHOWN_COLUMNS if c in table.columns]
+        self.table.value = {c: np.asarray(table.columns[c]).tolist() for c in shown}
+        self.table.visible = True
+        if table.metadata.get("pixel_size_missing"):
+            show_warning(
+                f"'{source.name}' has no pixel size: areas are in pixels and dry mass is not "
+                "computed. Set the pixel size in the file's metadata or sidecar."
+            )
+        if len(table) == 0:
+            show_warning(f"No cells found in '{source.name}'. Lower the threshold or min area.")

@@ -1,0 +1,150 @@
+"""The *Phase retrieval* widget: hologram layer in, phase layer (radians, same scale) out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox, create_widget
+
+from ..errors import InputError
+from ..reconstruct import (
+    CLASSICAL_METHODS,
+    iter_reconstruct,
+    output_acquisition,
+    plane_indices,
+    settings_record,
+)
+from ..retrieval import OffAxisSettings
+from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .task import Job, TaskControls
+
+
+class PhaseRetrievalWidget(Container):
+    """Retrieve unwrapped, background-corrected phase from an off-axis hologram layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        defaults = OffAxisSettings()
+        self.hologram = create_widget(annotation=napari.layers.Image, label="hologram")
+        self.reference = create_widget(
+            annotation=napari.layers.Image | None, label="background", options={"nullable": True}
+        )
+        self.method = ComboBox(label="method", choices=list(CLASSICAL_METHODS))
+        self.filter = ComboBox(
+            label="filter", choices=["smooth_disk", "disk", "gaussian"], value=defaults.filter
+        )
+        self.radius_fraction = FloatSpinBox(
+            label="filter radius",
+            value=defaults.radius_fraction,
+            min=0.05,
+            max=1.0,
+            step=0.05,
+            tooltip="fraction of the carrier distance",
+        )
+        self.background_order = SpinBox(
+            label="background order", value=defaults.background_order, min=0, max=3
+        )
+        self.resolution = ComboBox(label="resolution", choices=["full", "native"], value="full")
+        self.controls = TaskControls(self._make_job, self._add_result)
+        super().__init__(
+            widgets=[
+                self.hologram,
+                self.reference,
+                self.method,
+                self.filter,
+                self.radius_fraction,
+                self.background_order,
+                self.resolution,
+                self.controls,
+            ]
+        )
+        self.reset_choices()
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+
+    def settings(self) -> OffAxisSettings:
+        return OffAxisSettings(
+            filter=self.filter.value,
+            radius_fraction=float(self.radius_fraction.value),
+            background_order=int(self.background_order.value),
+            resolution=self.resolution.value,
+        )
+
+    def _make_job(self) -> Job:
+        layer = self.hologram.value
+        if layer is None:
+            raise InputError("Open a hologram first: there is no image layer to reconstruct.")
+        if layer.rgb:
+            raise InputError(f"Layer '{layer.name}' is an RGB image; holograms are monochrome.")
+        reference_layer = self.reference.value
+        reference = None if reference_layer is None else np.asarray(reference_layer.data)
+        data = layer.data
+        plane_indices(tuple(data.shape))
+        acquisition = acquisition_of(layer.metadata)
+        settings = self.settings()
+        method = self.method.value
+        job = {
+            "layer": layer,
+            "settings": settings,
+            "method": method,
+            "reference": reference_layer.name if reference_layer else None,
+        }
+
+        def run() -> Job:
+            planes = []
+            total = len(plane_indices(tuple(data.shape)))
+            factor = 1.0
+            for done, result in enumerate(
+                iter_reconstruct(
+                    data,
+                    method=method,
+                    reference=reference,
+                    acquisition=acquisition,
+                    settings=settings,
+                ),
+                start=1,
+            ):
+                planes.append(result.phase)
+                factor = result.pixel_size_factor
+                yield done, total
+            phase = (
+                planes[0]
+                if len(planes) == 1
+                else np.stack(planes).reshape(*data.shape[:-2], *planes[0].shape)
+            )
+            return {
+                **job,
+                "phase": phase,
+                "factor": factor,
+                "acquisition": output_acquisition(acquisition, factor),
+            }
+
+        return run()
+
+    def _add_result(self, result: dict[str, Any]) -> None:
+        source = result["layer"]
+        phase = result["phase"]
+        factor = result["factor"]
+        scale = np.array(source.scale, dtype=float)
+        scale[-2:] *= factor
+        method = {
+            "name": result["method"],
+            "settings": settings_record(result["settings"]),
+            "source": source.name,
+            "reference": result["reference"],
+        }
+        data, kwargs, _ = image_layer(
+            phase,
+            name=f"{source.name} phase",
+            acquisition=result["acquisition"],
+            extra_metadata={METHOD_KEY: method},
+            colormap="viridis",
+            contrast_limits=phase_contrast_limits(phase),
+        )
+        kwargs["scale"] = tuple(scale)
+        kwargs["translate"] = tuple(source.translate)
+        if source.units is not None:
+            kwargs["units"] = tuple(str(u) for u in source.units)
+        self.viewer.add_image(data, **kwargs)

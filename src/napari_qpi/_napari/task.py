@@ -1,0 +1,147 @@
+"""Run / Cancel buttons, a progress bar and a status line for background work.
+
+Every long job in the plugin (retrieval, morphology, fine-tuning) runs in a napari ``thread_worker``
+that yields progress. :class:`TaskControls` starts such a worker, moves the progress bar as it
+yields, lets the user cancel it, and turns any error into a notification with a readable message
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+
+from ..errors import QPIError
+
+Job = Generator[tuple[int, int], None, Any]
+
+
+@dataclass
+class _Failure:
+    """An exception raised by a job, carried out of the worker thread as its result."""
+
+    error: Exception
+
+
+class TaskControls(Container):
+    """The controls of one background task.
+
+    ``make_job`` is called on Run, in the GUI thread: it checks the input (raising a
+    :class:`QPIError` with a message for the user if something is wrong) and returns a generator
+    that does the work, yielding ``(done, total)`` and returning the result. The generator runs in
+    a worker thread; ``on_result`` receives its result back in the GUI thread.
+    """
+
+    def __init__(
+        self,
+        make_job: Callable[[], Job],
+        on_result: Callable[[Any], None],
+        *,
+        run_text: str = "Run",
+    ) -> None:
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[
+                Container(
+                    widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
+                ),
+                self.progress,
+                self.status,
+            ],
+            labels=False,
+        )
+        self._make_job = make_job
+        self._on_result = on_result
+        self.worker: GeneratorWorker | None = None
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self) -> GeneratorWorker | None:
+        """Build the worker and start it on the next turn of the event loop."""
+        if self.running:
+            return None
+        try:
+            job = self._make_job()
+        except QPIError as error:
+            self._report(error)
+            return None
+        worker = _run_in_thread(job)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.visible = True
+        self.progress.value = 0
+        self.status.value = "running..."
+        QTimer.singleShot(0, worker.start)
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the worker to stop at its next yield."""
+        if self.worker is not None:
+            self.status.value = "cancelling..."
+            self.worker.quit()
+
+    def _on_progress(self, progress: tuple[int, int]) -> None:
+        done, total = progress
+        self.progress.max = max(int(total), 1)
+        self.progress.value = int(done)
+        self.status.value = f"{done} / {total}"
+
+    def _on_returned(self, result: Any) -> None:
+        if isinstance(result, _Failure):
+            self._report(result.error)
+            return
+        try:
+            self._on_result(result)
+        except Exception as error:  # the GUI reports it; it must never reach the event loop
+            self._report(error)
+            return
+        self.status.value = "done"
+
+    def _on_aborted(self) -> None:
+        self.status.value = "cancelled"
+        show_info("Cancelled; nothing was added.")
+
+    def _report(self, error: BaseException) -> None:
+        if isinstance(error, QPIError):
+            self.status.value = str(error)
+            show_warning(str(error))
+        else:
+            self.status.value = f"failed: {error}"
+            show_error(f"Unexpected error ({type(error).__name__}): {error}")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self.progress.visible = False
+
+
+@thread_worker(progress=False)
+def _run_in_thread(job: Job) -> Job:
+    """Run ``job`` in a worker thread; an exception becomes a :class:`_Failure` result.
+
+    Catching here, rather than letting the worker emit ``errored``, keeps napari from showing the
+    user a traceback for what is a message about their input.
+    """
+    try:
+        return (yield from job)
+    except Exception as error:
+        return _Failure(error)

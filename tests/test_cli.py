@@ -1,0 +1,110 @@
+"""The napari-qpi command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_qpi.cli import main
+from napari_qpi.io import read_image
+from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    system = OffAxisSystem(pixel_size_um=0.25)
+    for seed in range(2):
+        phantom = random_cells((192, 192), n_cells=3, seed=seed, pixel_size_um=0.25)
+        hologram = simulate_hologram(phantom.phase, phantom.amplitude, system, seed=seed)
+        tifffile.imwrite(folder / f"cells_{seed}.tif", hologram)
+    sidecar = '{"qpi": {"pixel_size_um": 0.25, "wavelength_nm": 532}}'
+    (folder / "cells_0.tif.json").write_text(sidecar)
+    return folder
+
+
+def test_reconstruct_folder_writes_phase_with_metadata(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(data_dir), "--out", str(out), "--quiet"]) == 0
+    written = sorted(out.glob("*_phase.ome.tif"))
+    assert [p.name for p in written] == ["cells_0_phase.ome.tif", "cells_1_phase.ome.tif"]
+    phase = read_image(written[0])
+    assert phase.data.dtype == np.float32
+    assert phase.acquisition.pixel_size_um == pytest.approx(0.25)
+    assert phase.acquisition.modality == "phase"
+    summary = capsys.readouterr().out
+    assert "2 file(s)" in summary and str(out) in summary
+
+
+def test_reconstruct_skips_existing_outputs_unless_overwrite(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    main(["reconstruct", str(data_dir), "--out", str(out), "--quiet"])
+    first = (out / "cells_0_phase.ome.tif").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["reconstruct", str(data_dir), "--out", str(out), "--quiet"]) == 0
+    assert "2 skipped" in capsys.readouterr().out
+    assert (out / "cells_0_phase.ome.tif").stat().st_mtime_ns == first
+    assert main(["reconstruct", str(data_dir), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert (out / "cells_0_phase.ome.tif").stat().st_mtime_ns != first
+
+
+def test_bad_files_are_listed_and_good_ones_processed(data_dir, tmp_path, capsys):
+    (data_dir / "broken.tif").write_bytes(b"II*\x00garbage")
+    tifffile.imwrite(data_dir / "flat.tif", np.full((64, 64), 1000, dtype=np.uint16))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(data_dir), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.tif" in err and "flat.tif" in err
+    assert len(list(out.glob("*_phase.ome.tif"))) == 2
+
+
+def test_console_script_runs(data_dir, tmp_path):
+    exe = Path(sys.executable).with_name("napari-qpi")
+    result = subprocess.run(
+        [
+            str(exe),
+            "reconstruct",
+            str(data_dir / "cells_1.tif"),
+            "--out",
+            str(tmp_path / "o"),
+            "--resolution",
+            "native",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 file(s), 1 plane(s)" in result.stdout
+
+
+def test_reconstruct_with_measure_then_measure_command(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(data_dir / "cells_0.tif"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--measure",
+            ]
+        )
+        == 0
+    )
+    assert (out / "cells_0_cells.ome.tif").exists() and (out / "cells_0_cells.csv").exists()
+    assert "cell(s)" in capsys.readouterr().out
+    again = tmp_path / "again"
+    assert (
+        main(["measure", str(out / "cells_0_phase.ome.tif"), "--out", str(again), "--quiet"]) == 0
+    )
+    first = (out / "cells_0_cells.csv").read_text()
+    assert (again / "cells_0_cells.csv").read_text() == first

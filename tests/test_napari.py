@@ -1,0 +1,205 @@
+"""The napari plugin: manifest, reader, writer, sample data and the Phase retrieval widget."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_qpi._napari.reader import get_reader
+from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
+from napari_qpi._napari.sample_data import cdp_sample, hologram_sample
+from napari_qpi.io import read_image
+from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
+
+
+def test_manifest_validates_with_imports():
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "--imports", "napari-qpi"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def hologram_file(tmp_path) -> Path:
+    """A plain TIFF hologram with no metadata: the reader must find the sideband itself."""
+    phantom = random_cells((256, 256), n_cells=3, seed=3)
+    hologram = simulate_hologram(phantom.phase, phantom.amplitude, OffAxisSystem(), seed=3)
+    path = tmp_path / "plain_hologram.tif"
+    tifffile.imwrite(path, hologram)
+    return path
+
+
+def test_reader_claims_a_hologram_without_metadata(hologram_file):
+    reader = get_reader(str(hologram_file))
+    assert reader is not None
+    [(data, kwargs, layer_type)] = reader(str(hologram_file))
+    assert layer_type == "image"
+    assert np.asarray(data).shape == (256, 256)
+    assert kwargs["metadata"]["qpi"]["modality"] == "hologram"
+
+
+def test_reader_declines_ordinary_images(tmp_path):
+    from skimage import data as skdata
+
+    photo = tmp_path / "camera.tif"
+    tifffile.imwrite(photo, skdata.camera())
+    noise = tmp_path / "noise.png"
+    import imageio.v3 as iio
+
+    iio.imwrite(noise, np.random.default_rng(0).integers(0, 255, (128, 128), dtype=np.uint8))
+    text = tmp_path / "notes.tif"
+    text.write_text("not an image")
+    for path in (photo, noise, text, tmp_path / "missing.tif"):
+        assert get_reader(str(path)) is None, path
+
+
+def test_npe2_reads_sample_hologram_with_physical_scale():
+    from importlib.resources import files
+
+    import npe2
+
+    from napari_qpi._napari.sample_data import HOLOGRAM_FILE, SAMPLE_PACKAGE
+
+    path = files(SAMPLE_PACKAGE) / HOLOGRAM_FILE
+    layers = npe2.read([str(path)], stack=False, plugin_name="napari-qpi")
+    [(_, kwargs, _)] = layers
+    acquisition = kwargs["metadata"]["qpi"]
+    assert kwargs["scale"][-1] == pytest.approx(acquisition["pixel_size_um"])
+    assert kwargs["units"][-1] == "um"
+    assert acquisition["wavelength_nm"] > 0
+
+
+def test_writer_round_trip_through_npe2(tmp_path):
+    import npe2
+
+    phase = np.random.default_rng(1).normal(size=(32, 40)).astype(np.float32)
+    meta = {
+        "qpi": {"wavelength_nm": 532.0, "pixel_size_um": 0.2, "modality": "phase"},
+        "qpi_method": {"name": "classical"},
+    }
+    target = tmp_path / "phase.ome.tif"
+    written = npe2.write(
+        str(target),
+        [(phase, {"name": "p", "metadata": meta, "scale": (0.2, 0.2)}, "image")],
+        plugin_name="napari-qpi",
+    )
+    assert [Path(p) for p in written] == [target]
+    back = read_image(target)
+    np.testing.assert_array_equal(np.asarray(back.data), phase)
+    assert back.acquisition.pixel_size_um == pytest.approx(0.2)
+    assert back.acquisition.wavelength_nm == pytest.approx(532.0)
+
+
+def test_sample_data_opens_in_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in hologram_sample() + cdp_sample():
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    names = [layer.name for layer in viewer.layers]
+    assert "hologram" in names and "true phase" in names
+    assert viewer.layers["hologram"].scale[-1] == pytest.approx(
+        viewer.layers["hologram"].metadata["qpi"]["pixel_size_um"]
+    )
+    viewer.screenshot(canvas_only=True, flash=False)
+
+
+def _run_widget(widget, qtbot, timeout=30_000):
+    worker = widget.controls.start()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def test_widget_adds_phase_layer_matching_truth(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in hologram_sample():
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    widget = PhaseRetrievalWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.hologram.value = viewer.layers["hologram"]
+    widget.reference.value = viewer.layers["background hologram"]
+    _run_widget(widget, qtbot)
+    phase_layer = viewer.layers["hologram phase"]
+    phase = np.asarray(phase_layer.data)
+    truth = np.asarray(viewer.layers["true phase"].data)
+    assert phase.dtype == np.float32 and phase.shape == truth.shape
+    assert tuple(phase_layer.scale) == tuple(viewer.layers["hologram"].scale)
+    assert phase_layer.metadata["qpi"]["modality"] == "phase"
+    cells = truth > 0.5
+    error = (phase - truth) - np.median((phase - truth)[~cells])
+    assert np.sqrt(np.mean(error[cells] ** 2)) < 0.15
+    assert widget.controls.status.value == "done"
+
+
+def test_widget_native_resolution_scales_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in hologram_sample():
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["hologram"]
+    widget.resolution.value = "native"
+    _run_widget(widget, qtbot)
+    source, phase_layer = viewer.layers["hologram"], viewer.layers["hologram phase"]
+    ratio = source.data.shape[-1] / phase_layer.data.shape[-1]
+    assert ratio > 1.5
+    assert phase_layer.scale[-1] == pytest.approx(source.scale[-1] * ratio, rel=0.02)
+
+
+def test_widget_processes_a_stack_plane_by_plane(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    system = OffAxisSystem()
+    stack = np.stack(
+        [
+            simulate_hologram(
+                random_cells((128, 128), n_cells=2, seed=s).phase, None, system, seed=s
+            )
+            for s in range(3)
+        ]
+    )
+    viewer.add_image(stack, name="timelapse", metadata={"qpi": system.acquisition().to_dict()})
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["timelapse"]
+    _run_widget(widget, qtbot)
+    assert viewer.layers["timelapse phase"].data.shape == (3, 128, 128)
+
+
+def test_widget_reports_bad_input_without_traceback(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), dtype=np.uint16), name="dark")
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["dark"]
+    worker = widget.controls.start()
+    if worker is not None:
+        with qtbot.waitSignal(worker.finished, timeout=10_000):
+            pass
+    assert "dark phase" not in [layer.name for layer in viewer.layers]
+    status = widget.controls.status.value.lower()
+    assert status and status != "done" and "traceback" not in status
+
+
+def test_widget_cancel_stops_a_long_stack(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    system = OffAxisSystem()
+    plane = simulate_hologram(
+        random_cells((256, 256), n_cells=2, seed=1).phase, None, system, seed=1
+    )
+    viewer.add_image(
+        np.repeat(plane[None], 400, axis=0),
+        name="long",
+        metadata={"qpi": system.acquisition().to_dict()},
+    )
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["long"]
+    worker = widget.controls.start()
+    qtbot.waitUntil(lambda: widget.controls.progress.value >= 1, timeout=10_000)
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget.controls.cancel_button.native.click()
+    assert "long phase" not in [layer.name for layer in viewer.layers]
+    assert widget.controls.status.value == "cancelled"

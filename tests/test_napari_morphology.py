@@ -1,0 +1,92 @@
+"""Cell morphology in napari: widget, labels + table writers, analysis folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_qpi._napari.morphology_widget import CellMorphologyWidget
+from napari_qpi.io import read_image
+from napari_qpi.io.tables import read_labels_tiff, read_table_csv
+from napari_qpi.physics import random_cells
+
+ACQ = {"wavelength_nm": 532.0, "pixel_size_um": 0.2, "modality": "phase"}
+
+
+@pytest.fixture
+def phase_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    phantom = random_cells((256, 256), n_cells=4, kinds=("round",), allow_touching=False, seed=5)
+    viewer.add_image(phantom.phase, name="phase", scale=(0.2, 0.2), metadata={"qpi": ACQ})
+    return viewer, phantom
+
+
+def _run(widget, qtbot):
+    worker = widget.controls.start()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+
+
+def test_widget_adds_labels_with_features(phase_viewer, qtbot):
+    viewer, phantom = phase_viewer
+    widget = CellMorphologyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.phase.value = viewer.layers["phase"]
+    assert widget.wavelength.value == pytest.approx(532.0)
+    _run(widget, qtbot)
+    labels = viewer.layers["phase cells"]
+    found = labels.features
+    inside = phantom.labels > 0
+    border = np.unique(
+        np.r_[phantom.labels[0], phantom.labels[-1], phantom.labels[:, 0], phantom.labels[:, -1]]
+    )
+    expected = len(set(np.unique(phantom.labels[inside])) - set(border))
+    assert len(found) == expected
+    assert {"area_um2", "dry_mass_pg"} <= set(found.columns)
+    assert labels.scale[-1] == pytest.approx(0.2)
+    assert widget.table.native.isVisibleTo(widget.native)
+    assert widget.table.shape[0] == expected
+
+
+def test_user_labels_of_wrong_shape_are_refused(phase_viewer, qtbot):
+    viewer, _ = phase_viewer
+    viewer.add_labels(np.zeros((10, 10), dtype=np.int32), name="small")
+    widget = CellMorphologyWidget(viewer)
+    widget.phase.value = viewer.layers["phase"]
+    widget.user_labels.value = viewer.layers["small"]
+    assert widget.controls.start() is None
+    assert "shape" in widget.controls.status.value
+
+
+def test_save_labels_layer_writes_tiff_and_csv(phase_viewer, qtbot, tmp_path):
+    viewer, _ = phase_viewer
+    widget = CellMorphologyWidget(viewer)
+    widget.phase.value = viewer.layers["phase"]
+    _run(widget, qtbot)
+    target = tmp_path / "cells.ome.tif"
+    written = viewer.layers["phase cells"].save(str(target), plugin="napari-qpi")
+    assert sorted(written) == sorted([str(target), str(tmp_path / "cells.csv")])
+    labels, pixel = read_labels_tiff(target)
+    np.testing.assert_array_equal(labels, viewer.layers["phase cells"].data)
+    assert pixel == pytest.approx(0.2)
+    table = read_table_csv(tmp_path / "cells.csv")
+    np.testing.assert_allclose(
+        table["dry_mass_pg"], viewer.layers["phase cells"].features["dry_mass_pg"]
+    )
+
+
+def test_analysis_folder_round_trip(phase_viewer, qtbot, tmp_path):
+    import npe2
+
+    viewer, _ = phase_viewer
+    widget = CellMorphologyWidget(viewer)
+    widget.phase.value = viewer.layers["phase"]
+    _run(widget, qtbot)
+    layers = [viewer.layers["phase"], viewer.layers["phase cells"]]
+    data = [layer.as_layer_data_tuple() for layer in layers]
+    written = npe2.write(str(tmp_path / "analysis"), data, plugin_name="napari-qpi")
+    assert len(written) == 3
+    phase = read_image(tmp_path / "analysis" / "phase.ome.tif")
+    np.testing.assert_array_equal(np.asarray(phase.data), viewer.layers["phase"].data)
+    assert phase.acquisition.pixel_size_um == pytest.approx(0.2)

@@ -1,0 +1,195 @@
+"""Background phase: which pixels are background, and a low-order polynomial fitted to them.
+
+After demodulation the phase still holds the smooth aberrations of the optics (tilt from a
+mis-set carrier, defocus, curvature of the wavefronts) and an arbitrary constant. Over the
+medium around the cells the true phase is constant, so a 2-D polynomial fitted to background pixels
+estimates those aberrations; subtracting it sets the medium to 0 rad.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+
+#: Most pixels used by one least-squares fit; larger images are fitted on a regular subgrid.
+MAX_FIT_SAMPLES = 16384
+#: :func:`background_mask` works on a regular subgrid at most this many pixels on a side.
+MASK_GRID = 256
+
+
+def _check_phase(phase: np.ndarray) -> np.ndarray:
+    p = np.asarray(phase)
+    if p.ndim != 2 or min(p.shape) < 2:
+        raise InputError(f"The phase must be a 2-D image, got shape {p.shape}.")
+    if np.iscomplexobj(p):
+        raise InputError("The phase must be real (radians), got complex values.")
+    return np.asarray(p, dtype=np.float32)
+
+
+def _check_order(order: int) -> int:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
+        raise InputError(f"The background polynomial order must be an integer 0-5, got {order!r}.")
+    return int(order)
+
+
+def _powers(order: int) -> list[tuple[int, int]]:
+    """Exponents ``(i, j)`` of the terms ``y^i x^j`` with ``i + j <= order``."""
+    return [(i, t - i) for t in range(order + 1) for i in range(t + 1)]
+
+
+def _axis(n: int) -> np.ndarray:
+    """Pixel coordinates scaled to [-1, 1] (well-conditioned powers)."""
+    return np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+
+
+def polynomial_coefficients(
+    phase: np.ndarray, *, order: int = 2, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Least-squares coefficients of ``sum c_ij y^i x^j`` (coordinates in [-1, 1]) over ``mask``.
+
+    Terms are ordered as total degree, then by power of ``y`` (``1, x, y, x^2, xy, y^2, ...``).
+    The fit uses a regular subgrid of at most ``MAX_FIT_SAMPLES`` pixels and ignores non-finite
+    pixels.
+    """
+    p = _check_phase(phase)
+    order = _check_order(order)
+    h, w = p.shape
+    step = max(1, math.ceil(math.sqrt(h * w / MAX_FIT_SAMPLES)))
+    sub = p[::step, ::step]
+    y = _axis(h)[::step]
+    x = _axis(w)[::step]
+    keep = np.isfinite(sub)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != p.shape:
+            raise InputError(
+                f"The background mask has shape {m.shape} but the phase has shape {p.shape}."
+            )
+        keep &= m[::step, ::step]
+    powers = _powers(order)
+    if np.count_nonzero(keep) < max(len(powers) * 4, 16):
+        raise InputError(
+            f"Too few background pixels ({int(np.count_nonzero(mask)) if mask is not None else 0})"
+            f" to fit a polynomial of order {order}; mark more background or lower the order."
+        )
+    yy, xx = np.nonzero(keep)
+    ys, xs = y[yy], x[xx]
+    design = np.empty((len(powers), yy.size))
+    for k, (i, j) in enumerate(powers):
+        design[k] = ys**i * xs**j
+    gram = design @ design.T
+    rhs = design @ sub[keep].astype(np.float64)
+    try:
+        return np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(design.T, sub[keep].astype(np.float64), rcond=None)[0]
+
+
+def evaluate_polynomial(coef: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """The polynomial of :func:`polynomial_coefficients` on a ``shape`` grid (float32)."""
+    h, w = shape
+    y = _axis(h)
+    x = _axis(w)
+    out = np.zeros((h, w), dtype=np.float32)
+    by_y: dict[int, np.ndarray] = {}
+    for c, (i, j) in zip(coef, _powers(order), strict=True):
+        by_y[i] = by_y.get(i, 0.0) + c * x**j
+    for i, row in by_y.items():
+        out += np.outer(y**i, row).astype(np.float32)
+    return out
+
+
+def fit_background(
+    phase: np.ndarray, *, order: int = 2, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Least-squares 2-D polynomial of total degree ``order`` over the ``mask`` pixels (float32).
+
+    ``order`` 0 is the mean background phase, 1 adds tilt, 2 defocus and astigmatism, 3 coma.
+    ``mask`` (True = background) defaults to all pixels. Returns the background on the full grid,
+    in the units of ``phase`` (radians).
+    """
+    p = _check_phase(phase)
+    coef = polynomial_coefficients(p, order=order, mask=mask)
+    return evaluate_polynomial(coef, p.shape, order)
+
+
+def _thin(values: np.ndarray, limit: int = 16384) -> np.ndarray:
+    """A regular subsample of at most about ``limit`` values (for medians)."""
+    return values[:: max(1, values.size // limit)]
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    values = _thin(values)
+    med = np.median(values)
+    return float(1.4826 * np.median(np.abs(values - med))) + 1e-6
+
+
+def background_mask(
+    phase: np.ndarray,
+    *,
+    order: int = 2,
+    threshold: float = 3.0,
+    margin_px: int | None = None,
+    iterations: int = 4,
+    return_background: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Automatic background pixels (True) of an unwrapped phase image.
+
+    The medium is flat after a smooth background is removed, with only noise left, while cells
+    are compact excursions of either sign. Start from the pixels of low local phase variation,
+    then alternate: fit the polynomial background there, keep the pixels within ``threshold``
+    robust standard deviations of it, and grow the excluded regions by ``margin_px`` (to drop the
+    ringing halo around cells). Sign-agnostic, so it can be used to decide the sign of the phase.
+    Large images are classified on a subgrid of at most ``MASK_GRID`` pixels on a side.
+
+    Parameters
+    ----------
+    phase
+        Unwrapped phase in radians.
+    order
+        Polynomial order of the background fitted in between.
+    threshold
+        Deviation from the background, in robust standard deviations, that marks a cell pixel.
+    margin_px
+        Width of the guard band around excluded regions; by default 1% of the smaller side (>= 2).
+    iterations
+        Fit / threshold rounds.
+    return_background
+        Also return the last fitted background (float32).
+    """
+    full = _check_phase(phase)
+    stride = max(1, math.ceil(max(full.shape) / MASK_GRID))
+    p = full[::stride, ::stride]
+    h, w = p.shape
+    if margin_px is None:
+        margin_px = max(2, round(0.01 * min(full.shape)))
+    margin_px = math.ceil(margin_px / stride)
+    finite = np.isfinite(p)
+    pf = np.where(finite, p, 0).astype(np.float32)
+    mean = ndimage.uniform_filter(pf, size=5)
+    var = ndimage.uniform_filter(pf * pf, size=5) - mean * mean
+    local = np.sqrt(np.maximum(var, 0))
+    mask = finite & (local <= 2.0 * np.median(_thin(local[finite])) + 1e-6)
+    if np.count_nonzero(mask) < 0.05 * h * w:
+        mask = finite.copy()
+    for _ in range(iterations):
+        resid = pf - fit_background(pf, order=order, mask=mask)
+        sigma = _robust_sigma(resid[mask])
+        new = finite & (np.abs(resid) <= threshold * sigma)
+        if margin_px > 0:
+            size = 2 * margin_px + 1
+            near_cell = ndimage.uniform_filter((~new).astype(np.float32), size=size)
+            new &= near_cell < 0.5 / size**2
+        if np.count_nonzero(new) < 0.05 * h * w or np.array_equal(new, mask):
+            break
+        mask = new
+    if stride > 1:
+        mask = np.repeat(np.repeat(mask, stride, axis=0), stride, axis=1)
+        mask = mask[: full.shape[0], : full.shape[1]] & np.isfinite(full)
+    if not return_background:
+        return mask
+    return mask, fit_background(full, order=order, mask=mask)

@@ -1,0 +1,340 @@
+"""Classical off-axis phase retrieval: hologram in, phase in radians out.
+
+Pipeline: real FFT of the hologram; sideband from the settings, the acquisition metadata or an
+automatic search; filtered crop of the sideband, inverse transformed at native resolution (one
+sample per ``q`` pixels, ``q = crop_factor``); division by a reference hologram's field if one is
+given (the optics' aberrations cancel); least-squares unwrapping; polynomial fit over the
+background pixels, subtracted; sign fixed so that cells (denser than the medium) are positive.
+
+Full resolution is the band-limited field at every input pixel, from a zero-padded inverse FFT. Its
+wrapped phase is unwrapped by making it congruent to the native unwrapped phase interpolated to the
+full grid; the background is interpolated the same way. Only the FFT, one ``angle`` and a few
+element-wise passes run at full size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from ..acquisition import Acquisition
+from ..errors import InputError
+from .background import background_mask as auto_background_mask
+from .background import fit_background
+from .fourier import (
+    DEFAULT_RADIUS_FRACTION,
+    FILTERS,
+    Sideband,
+    as_image,
+    crop_factor,
+    demodulate,
+    find_sideband,
+    half_spectrum,
+    subbin_offset,
+)
+from .unwrap import unwrap_phase
+
+_TWO_PI = np.float32(2 * np.pi)
+
+
+@dataclass(frozen=True)
+class OffAxisSettings:
+    """Settings of :func:`retrieve_offaxis`.
+
+    Attributes
+    ----------
+    carrier
+        Sideband position ``(fy, fx)`` in cycles per pixel carrying ``+phi`` (see CONTRACTS.md).
+        ``None`` takes it from the acquisition metadata, else searches for it.
+    filter
+        Sideband filter: ``"disk"``, ``"smooth_disk"`` (raised-cosine edge) or ``"gaussian"``.
+    radius_fraction
+        Filter radius as a fraction of the carrier distance (used unless an NA is known).
+    numerical_aperture
+        Detection NA; sizes the filter at ``NA / lambda`` (needs wavelength and pixel size in the
+        acquisition). ``None`` uses the acquisition's NA if it has one.
+    background_order
+        Order (0-5) of the 2-D polynomial fitted to the background phase and subtracted.
+    resolution
+        ``"full"``: one phase value per input pixel. ``"native"``: the sampling the sideband
+        supports, ``pixel_size_factor`` times coarser, much faster for large images.
+    unwrap
+        Unwrap the phase (and then subtract the background and fix the sign). ``False`` returns
+        the wrapped phase in ``[-pi, pi)``.
+    unwrap_method
+        ``"auto"``, ``"ls"`` or ``"quality"``, see :func:`~napari_qpi.retrieval.unwrap_phase`.
+    """
+
+    carrier: tuple[float, float] | None = None
+    filter: Literal["disk", "smooth_disk", "gaussian"] = "smooth_disk"
+    radius_fraction: float = DEFAULT_RADIUS_FRACTION
+    numerical_aperture: float | None = None
+    background_order: int = 2
+    resolution: Literal["full", "native"] = "full"
+    unwrap: bool = True
+    unwrap_method: Literal["auto", "ls", "quality"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.filter not in FILTERS:
+            raise InputError(f"Unknown filter {self.filter!r}; choose one of {', '.join(FILTERS)}.")
+        if self.resolution not in ("full", "native"):
+            raise InputError(f"resolution must be 'full' or 'native', got {self.resolution!r}.")
+        if not 0 < float(self.radius_fraction) < 1:
+            raise InputError(
+                f"radius_fraction must lie between 0 and 1, got {self.radius_fraction!r}."
+            )
+        order = self.background_order
+        if (
+            isinstance(order, bool)
+            or not isinstance(order, (int, np.integer))
+            or not 0 <= order <= 5
+        ):
+            raise InputError(f"background_order must be an integer 0-5, got {order!r}.")
+        if self.unwrap_method not in ("auto", "ls", "quality"):
+            raise InputError(
+                f"Unknown unwrap_method {self.unwrap_method!r}; use 'auto', 'ls' or 'quality'."
+            )
+        if self.numerical_aperture is not None and not self.numerical_aperture > 0:
+            raise InputError(
+                f"numerical_aperture must be positive, got {self.numerical_aperture!r}."
+            )
+
+
+@dataclass
+class PhaseResult:
+    """Output of a phase retrieval.
+
+    Attributes
+    ----------
+    phase
+        Phase in radians (float32), background at 0, cells positive.
+    pixel_size_factor
+        Output pixel size over input pixel size: 1.0 at full resolution, ``q`` at native.
+    sideband
+        The sideband that was demodulated.
+    info
+        How it was done: crop factor, sign and where it came from, unwrapping report, background
+        fit, timings in ms.
+    """
+
+    phase: np.ndarray
+    pixel_size_factor: float
+    sideband: Sideband
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _upsample(native: np.ndarray, q: int, shape: tuple[int, int]) -> np.ndarray:
+    """Linear interpolation from every ``q``-th pixel to the full ``shape`` grid (float32).
+
+    Native sample ``[j, i]`` sits on full pixel ``[q j, q i]``; the last ``q - 1`` rows and columns
+    are extrapolated linearly. Columns first on the small grid, then rows straight into the output.
+    """
+    a = native.astype(np.float32, copy=False)
+    if q == 1:
+        return a
+    m, n = a.shape
+    t = np.arange(q, dtype=np.float32) / np.float32(q)
+    step = np.diff(a, axis=1, append=2 * a[:, -1:] - a[:, -2:-1])
+    rows = (a[:, :, None] + step[:, :, None] * t).reshape(m, n * q)
+    step = np.diff(rows, axis=0, append=2 * rows[-1:] - rows[-2:-1])
+    out = np.empty((m, q, n * q), dtype=np.float32)
+    np.multiply(step[:, None, :], t[None, :, None], out=out)
+    out += rows[:, None, :]
+    return out.reshape(m * q, n * q)[: shape[0], : shape[1]]
+
+
+def _data_sign(corrected: np.ndarray, mask: np.ndarray) -> int:
+    """+1 if the non-background pixels rise above the background on balance, else -1."""
+    cells = corrected[~mask]
+    if cells.size == 0:
+        return 1
+    return 1 if float(cells.sum(dtype=np.float64)) >= 0 else -1
+
+
+def retrieve_offaxis(
+    hologram: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    acquisition: Acquisition | None = None,
+    settings: OffAxisSettings | None = None,
+    background_mask: np.ndarray | None = None,
+) -> PhaseResult:
+    """Phase in radians of a single off-axis hologram.
+
+    Parameters
+    ----------
+    hologram
+        2-D intensity image ``|R + O|^2`` (any real dtype).
+    reference
+        Optional hologram of an empty field taken with the same optics: its field divides the
+        object field so fixed aberrations and the carrier's exact position cancel.
+    acquisition
+        Metadata: the carrier (``carrier_cycles_per_px``), and the NA, wavelength and pixel size
+        for an NA-based filter radius.
+    settings
+        :class:`OffAxisSettings`; defaults if ``None``.
+    background_mask
+        Background pixels (True), same shape as the hologram; found automatically if ``None``.
+
+    Returns
+    -------
+    PhaseResult
+        Float32 phase; at ``resolution="native"`` sampled on every ``pixel_size_factor``-th pixel.
+
+    Sign: with a carrier from the settings or metadata, that sideband is taken as carrying ``+phi``
+    (CONTRACTS.md). With an automatic search the sideband found may be either of the two conjugate
+    ones, and the sign is set so that what is not background (the cells) is positive on balance.
+
+    Raises
+    ------
+    InputError
+        Not a single 2-D real finite image, reference or mask of another shape.
+    SidebandError
+        No fringes found, or a carrier outside the spectrum.
+    MetadataError
+        NA-based radius without wavelength or pixel size.
+    """
+    t0 = time.perf_counter()
+    settings = settings or OffAxisSettings()
+    acq = acquisition or Acquisition()
+    img = as_image(hologram)
+    shape = img.shape
+    ref = None
+    if reference is not None:
+        ref = as_image(reference, "reference hologram")
+        if ref.shape != shape:
+            raise InputError(
+                f"The reference hologram has shape {ref.shape} but the hologram has {shape}; "
+                "they must be taken with the same camera region."
+            )
+    mask_full = None
+    if background_mask is not None:
+        mask_full = np.asarray(background_mask, dtype=bool)
+        if mask_full.shape != shape:
+            raise InputError(
+                f"The background mask has shape {mask_full.shape} but the hologram has {shape}."
+            )
+
+    carrier = settings.carrier if settings.carrier is not None else acq.carrier_cycles_per_px
+    na = settings.numerical_aperture or acq.numerical_aperture
+    spectrum = half_spectrum(img)
+    sideband = find_sideband(
+        img,
+        carrier=carrier,
+        radius_fraction=settings.radius_fraction,
+        numerical_aperture=na,
+        wavelength_nm=acq.wavelength_nm,
+        pixel_size_um=acq.pixel_size_um,
+        spectrum=spectrum,
+    )
+    q = crop_factor(shape, sideband, settings.filter)
+    info: dict[str, Any] = {
+        "method": "offaxis",
+        "crop_factor": q,
+        "filter": settings.filter,
+        "radius_cycles_per_px": sideband.radius_cycles_per_px,
+        "carrier_from": "settings"
+        if settings.carrier is not None
+        else ("metadata" if carrier is not None else "search"),
+        "reference": ref is not None,
+        "resolution": settings.resolution,
+    }
+
+    def field_of(image: np.ndarray, spec: np.ndarray, resolution: str) -> np.ndarray:
+        return demodulate(
+            image, sideband, filter=settings.filter, resolution=resolution, spectrum=spec, factor=q
+        )
+
+    ref_spectrum = half_spectrum(ref) if ref is not None else None
+    obj_n = field_of(img, spectrum, "native")
+    ref_n = field_of(ref, ref_spectrum, "native") if ref is not None else None
+    wrapped_n = np.angle(obj_n * np.conj(ref_n) if ref_n is not None else obj_n)
+    t_native = time.perf_counter()
+
+    if not settings.unwrap:
+        info["sign_from"] = "none"
+        if settings.resolution == "native":
+            phase = wrapped_n.astype(np.float32)
+        else:
+            obj = field_of(img, spectrum, "full")
+            if ref is not None:
+                obj *= np.conj(field_of(ref, ref_spectrum, "full"))
+            phase = np.angle(obj).astype(np.float32)
+        info["time_ms"] = {"total": 1e3 * (time.perf_counter() - t0)}
+        return PhaseResult(
+            phase, 1.0 if settings.resolution == "full" else float(q), sideband, info
+        )
+
+    unwrapped_n, report = unwrap_phase(wrapped_n, method=settings.unwrap_method, return_report=True)
+    info["unwrap"] = {"method": report.method, "residues": report.residues, "jumps": report.jumps}
+    order = int(settings.background_order)
+    if mask_full is not None:
+        mask_n = mask_full[::q, ::q]
+    else:
+        mask_n = auto_background_mask(unwrapped_n, order=order)
+    background_n = fit_background(unwrapped_n, order=order, mask=mask_n)
+    corrected_n = unwrapped_n - background_n
+    if carrier is not None:
+        sign, info["sign_from"] = 1, "metadata"
+    else:
+        sign, info["sign_from"] = _data_sign(corrected_n, mask_n), "data"
+    info["sign"] = sign
+    info["background"] = {
+        "order": order,
+        "mask": "given" if mask_full is not None else "auto",
+        "fraction": float(np.count_nonzero(mask_n) / mask_n.size),
+    }
+    t_unwrap = time.perf_counter()
+
+    if settings.resolution == "native":
+        phase = corrected_n
+        factor = float(q)
+    else:
+        smooth_n = background_n
+        total_n = unwrapped_n
+        if ref_n is not None:
+            ref_phase_n = unwrap_phase(np.angle(ref_n), method=settings.unwrap_method)
+            smooth_n = smooth_n + ref_phase_n
+            total_n = total_n + ref_phase_n
+        sub_y, sub_x = subbin_offset(sideband, shape)
+        if sub_y or sub_x:
+            ramp_n = _TWO_PI * (
+                np.float32(q * sub_y) * np.arange(total_n.shape[0], dtype=np.float32)[:, None]
+                + np.float32(q * sub_x) * np.arange(total_n.shape[1], dtype=np.float32)[None, :]
+            )
+            total_n = total_n - ramp_n
+            smooth_n = smooth_n - ramp_n
+        full = demodulate(
+            img,
+            sideband,
+            filter=settings.filter,
+            resolution="full",
+            spectrum=spectrum,
+            factor=q,
+            remove_subbin=False,
+        )
+        wrapped = np.angle(full)
+        del full
+        estimate = _upsample(total_n, q, shape)
+        estimate -= wrapped
+        estimate /= _TWO_PI
+        np.round(estimate, out=estimate)
+        estimate *= _TWO_PI
+        estimate += wrapped
+        estimate -= _upsample(smooth_n, q, shape)
+        phase = estimate
+        factor = 1.0
+    if sign < 0:
+        np.negative(phase, out=phase)
+    info["time_ms"] = {
+        "native_field": 1e3 * (t_native - t0),
+        "unwrap_background": 1e3 * (t_unwrap - t_native),
+        "total": 1e3 * (time.perf_counter() - t0),
+    }
+    return PhaseResult(phase.astype(np.float32, copy=False), factor, sideband, info)
+
+
+__all__ = ["OffAxisSettings", "PhaseResult", "retrieve_offaxis"]

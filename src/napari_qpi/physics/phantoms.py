@@ -49,6 +49,11 @@ DIAMETER_RANGE_UM: dict[str, tuple[float, float]] = {
     "adherent": (18.0, 32.0),
 }
 
+#: Largest peak phase (rad) drawn for a red blood cell: an Evans–Fung cell (2.6 um thick at most)
+#: with dn ~ 0.06 gives ~1.8 rad at 532 nm; thicker, denser values are unphysical and their steep
+#: rims exceed any off-axis system's bandwidth.
+RBC_MAX_PEAK_PHASE_RAD = 3.5
+
 SeedLike = int | np.random.Generator | None
 
 
@@ -469,11 +474,14 @@ def _random_spec(
         nucleus_phase = float(rng.uniform(1.5, 3.0))
         angle, dist = rng.uniform(0.0, 2 * np.pi), rng.uniform(0.0, 0.25)
         nucleus_offset = (dist * math.sin(angle), dist * math.cos(angle))
+    peak_phase = _uniform(rng, peak_phase_rad)
+    if kind == "rbc":
+        peak_phase = min(peak_phase, RBC_MAX_PEAK_PHASE_RAD)
     spec = CellSpec(
         kind=kind,
         centre_px=(0.0, 0.0),
         radius_px=float(radius),
-        peak_phase_rad=_uniform(rng, peak_phase_rad),
+        peak_phase_rad=peak_phase,
         aspect=aspect,
         orientation_rad=orientation,
         nucleus_radius_frac=nucleus_radius,

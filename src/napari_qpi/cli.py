@@ -345,7 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measure_options(mea)
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=cmd_measure)
+
+    _add_training_commands(commands)
     return parser
+
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """Sub-commands that train networks; torch is imported only when one of them runs."""
+    from .training.search import (
+        add_search_arguments,
+        add_train_arguments,
+        search_main,
+        train_main,
+    )
+
+    search = commands.add_parser(
+        "search", help="search a NAS-PRNet connectivity (SparseMask), then retrain it"
+    )
+    add_search_arguments(search)
+    search.set_defaults(func=search_main)
+    train = commands.add_parser("train", help="train a network (U-Net baseline, supernet, ...)")
+    add_train_arguments(train)
+    train.set_defaults(func=train_main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

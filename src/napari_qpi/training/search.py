@@ -1,0 +1,759 @@
+"""NAS-PRNet: SparseMask search of the PRNet decoder, retraining, baselines and model folders.
+
+The pipeline of ``napari-qpi search``:
+
+1. :func:`search` trains the gated PRNet supernet (every decoder connection multiplied by a noisy
+   gate in [0, 2]) on synthetic holograms with ``phase loss + 0.01 * sparsity loss``, clamping the
+   gates after every step, then prunes connections with keep probability below 0.001;
+2. :func:`retrain` trains an ungated PRNet with that connectivity from scratch;
+3. :func:`save_model_folder` writes ``model.safetensors`` (fp16) and ``card.json``.
+
+:func:`train` trains any network (``napari-qpi train``: U-Net or the full supernet as baselines at
+the same budget, or a given connectivity). Every run returns the model and a *record*: settings,
+seed, steps, timings, connectivity, gate table and held-out metrics.
+
+Whole fields, not crops (DESIGN pitfall): networks are retrained and scored on 256^2 fields, the
+size of the held-out sets, and PRNet gets coordinate channels so it can tell where it is in the
+field and remove a global aberration. Scores remove the background offset (phase is defined up
+to a constant), see :mod:`.metrics`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, ModelError
+from ..models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, validate_name
+from ..nn import build_network, clamp_gates_, count_parameters, gate_table, prune, sparsity_loss
+from ..nn.sparsemask import PRUNE_THRESHOLD, gate_parameters
+from .data import NORMALISATION, DataConfig, held_out_set, synthetic_batches
+from .loop import FitResult, ProgressBar, fit
+from .losses import Reduction, phase_loss
+from .metrics import evaluate, network_predictor
+
+#: Held-out splits scored at the end of every run.
+SPLITS: tuple[str, ...] = ("standard", "hard", "transfer")
+#: Size (px) of the held-out fields.
+HELD_OUT_SIZE = 256
+#: Fraction of ``napari-qpi search --minutes`` given to the search (the rest to retraining).
+SEARCH_SHARE = 0.45
+#: Seed offset of the validation images, kept apart from training and held-out seeds.
+VALIDATION_SEED = 7_000_000
+
+
+@dataclass
+class TrainSettings:
+    """How a network is trained; every field is a ``napari-qpi train`` flag.
+
+    Attributes
+    ----------
+    family
+        Network family of :func:`napari_qpi.nn.build_network`: ``"prnet"`` or ``"unet"``.
+    network
+        Config of the network (``PRNetConfig`` / ``UNetConfig`` fields).
+    size
+        Side of the square training fields, pixels (a multiple of the network's stride).
+    batch_size
+        Fields per step.
+    steps
+        Optimiser steps (the cosine schedule spans them).
+    lr, weight_decay
+        AdamW base learning rate and weight decay (convolution weights only).
+    loss
+        ``"l1"`` or ``"mse"`` phase loss, offset-free.
+    seed
+        Seeds weights, data and gate noise.
+    minutes
+        Optional wall-time budget; the learning rate anneals over the budget and training stops
+        when it is spent.
+    val_every, val_images
+        Validate on ``val_images`` fixed synthetic fields every ``val_every`` steps.
+    eval_images
+        Fields per held-out split scored at the end (0: skip).
+    """
+
+    family: str = "prnet"
+    network: dict[str, Any] = field(default_factory=lambda: {"width": 0.5, "coord_channels": True})
+    size: int = 256
+    batch_size: int = 8
+    steps: int = 1000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    loss: Reduction = "l1"
+    seed: int = 0
+    minutes: float | None = None
+    val_every: int = 250
+    val_images: int = 4
+    eval_images: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields."""
+        return asdict(self)
+
+
+@dataclass
+class SearchSettings(TrainSettings):
+    """Settings of the SparseMask search (adds to :class:`TrainSettings`).
+
+    Attributes
+    ----------
+    sparsity_weight
+        Weight of the sparsity loss (0.01 in SparseMask).
+    gate_lr
+        Learning rate of the gates (no weight decay), higher than the weights' so the gates
+        settle within a short CPU search.
+    threshold
+        Connections with keep probability below this are pruned.
+    """
+
+    size: int = 128
+    steps: int = 2000
+    sparsity_weight: float = 0.01
+    gate_lr: float = 1e-2
+    threshold: float = PRUNE_THRESHOLD
+
+
+@dataclass
+class TrainOutcome:
+    """A trained network and the record of how it was made and how it scores."""
+
+    model: nn.Module
+    record: dict[str, Any]
+
+
+def _phase_loss_fn(
+    kind: Reduction, sparsity_weight: float = 0.0
+) -> Callable[[nn.Module, Sequence[torch.Tensor]], Any]:
+    """``loss_fn(model, (x, y[, ignore]))``: phase loss, plus the weighted sparsity loss if any."""
+
+    def loss_fn(model: nn.Module, batch: Sequence[torch.Tensor]) -> Any:
+        x, y, *rest = batch
+        phase = phase_loss(model(x), y, rest[0] if rest else None, kind=kind)
+        if not sparsity_weight:
+            return phase
+        sparsity = sparsity_loss(model)
+        return {"loss": phase + sparsity_weight * sparsity, "phase": phase, "sparsity": sparsity}
+
+    return loss_fn
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW: decay on weights with >1 dimension, none on biases and norms, gates at ``gate_lr``."""
+    gate_ids = {id(p) for p in gate_parameters(model)}
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "gates": []}
+    for parameter in model.parameters():
+        if id(parameter) in gate_ids:
+            groups["gates"].append(parameter)
+        elif parameter.ndim > 1:
+            groups["decay"].append(parameter)
+        else:
+            groups["no_decay"].append(parameter)
+    param_groups = [
+        {"params": groups["decay"], "weight_decay": settings.weight_decay},
+        {"params": groups["no_decay"], "weight_decay": 0.0},
+    ]
+    if groups["gates"]:
+        gate_lr = getattr(settings, "gate_lr", settings.lr)
+        param_groups.append({"params": groups["gates"], "weight_decay": 0.0, "lr": gate_lr})
+    return torch.optim.AdamW(param_groups, lr=settings.lr)
+
+
+def _validation_fn(settings: TrainSettings) -> Callable[[nn.Module], dict[str, float]] | None:
+    if settings.val_images <= 0:
+        return None
+    val_set = held_out_set(
+        "standard", n=settings.val_images, size=settings.size, seed=VALIDATION_SEED
+    )
+
+    def val_fn(model: nn.Module) -> dict[str, float]:
+        scores = evaluate(network_predictor(model), val_set)
+        return {"psnr_db": scores["psnr_db"], "rmse_rad": scores["rmse_rad"]}
+
+    return val_fn
+
+
+def held_out_metrics(
+    model: nn.Module, n: int, splits: Iterable[str] = SPLITS, size: int = HELD_OUT_SIZE
+) -> dict[str, dict[str, float]]:
+    """Scores of a network on the first ``n`` fields of each held-out split (:mod:`.metrics`)."""
+    model.eval()
+    predict = network_predictor(model)
+    return {split: evaluate(predict, held_out_set(split, n=n, size=size)) for split in splits}
+
+
+def _run(
+    model: nn.Module,
+    settings: TrainSettings,
+    *,
+    sparsity_weight: float = 0.0,
+    callbacks: Iterable[Any] = (),
+    checkpoint_path: str | Path | None = None,
+    resume: bool = True,
+) -> tuple[FitResult, dict[str, Any]]:
+    """Train ``model`` with ``settings`` on synthetic data; return the fit result and record."""
+    data = DataConfig(size=settings.size, batch_size=settings.batch_size)
+    result = fit(
+        model,
+        _phase_loss_fn(settings.loss, sparsity_weight),
+        synthetic_batches(data, seed=settings.seed),
+        steps=settings.steps,
+        optimizer=_optimizer(model, settings),
+        val_fn=_validation_fn(settings),
+        val_every=settings.val_every,
+        callbacks=callbacks,
+        after_step=clamp_gates_ if sparsity_weight else None,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        time_budget_s=None if settings.minutes is None else 60.0 * settings.minutes,
+        seed=settings.seed,
+    )
+    images = result.step * settings.batch_size
+    start = time.perf_counter()
+    metrics = held_out_metrics(model, settings.eval_images) if settings.eval_images > 0 else {}
+    record = {
+        "settings": settings.to_dict(),
+        "seed": settings.seed,
+        "data": data.to_dict(),
+        "normalisation": dict(NORMALISATION),
+        "steps": result.step,
+        "status": result.status,
+        "parameters": count_parameters(model),
+        "timings": {
+            "train_s": round(result.seconds, 2),
+            "images_per_s": round(images / result.seconds, 2) if result.seconds else None,
+            "evaluate_s": round(time.perf_counter() - start, 2),
+            "threads": torch.get_num_threads(),
+        },
+        "loss_curve": _loss_curve(result),
+        "phase_loss_curve": _loss_curve(result, "phase") if sparsity_weight else None,
+        "validation": result.validation,
+        "metrics": metrics,
+    }
+    return result, record
+
+
+def _loss_curve(result: FitResult, key: str = "loss", points: int = 50) -> list[list[float]]:
+    """(step, mean of ``history[key]``) over about ``points`` equal windows of the run."""
+    history = result.history
+    if not history:
+        return []
+    window = max(1, math.ceil(len(history) / points))
+    return [
+        [
+            history[min(i + window, len(history)) - 1]["step"],
+            sum(row[key] for row in history[i : i + window]) / len(history[i : i + window]),
+        ]
+        for i in range(0, len(history), window)
+    ]
+
+
+def search(
+    settings: SearchSettings | None = None,
+    *,
+    callbacks: Iterable[Any] = (),
+    checkpoint_path: str | Path | None = None,
+    resume: bool = True,
+) -> TrainOutcome:
+    """Search a decoder connectivity with SparseMask.
+
+    Trains the gated supernet (``PRNetConfig(gated=True)`` with ``settings.network``) with
+    ``phase loss + settings.sparsity_weight * sparsity loss`` and prunes it.
+
+    Returns
+    -------
+    TrainOutcome
+        The trained gated supernet and its record, which holds ``"connectivity"`` (the pruned
+        ``{stage: [inputs]}``) and ``"gate_table"`` (keep probability of every connection).
+    """
+    settings = settings or SearchSettings()
+    if settings.family != "prnet":
+        raise InputError(f"the search runs on PRNet only, got family {settings.family!r}")
+    torch.manual_seed(settings.seed)
+    config = {**settings.network, "gated": True, "connectivity": None}
+    model = build_network("prnet", config)
+    _, record = _run(
+        model,
+        settings,
+        sparsity_weight=settings.sparsity_weight,
+        callbacks=callbacks,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+    )
+    table = gate_table(model)
+    connectivity = prune(table, settings.threshold)
+    record |= {
+        "kind": "search",
+        "network": {"family": "prnet", "config": model.config.to_dict()},
+        "connectivity": connectivity,
+        "connections_kept": sum(len(v) for v in connectivity.values()),
+        "connections_total": sum(len(v) for v in table.values()),
+        "gate_table": {s: {k: round(p, 5) for k, p in row.items()} for s, row in table.items()},
+    }
+    return TrainOutcome(model, record)
+
+
+def train(
+    family: str = "prnet",
+    settings: TrainSettings | None = None,
+    *,
+    callbacks: Iterable[Any] = (),
+    checkpoint_path: str | Path | None = None,
+    resume: bool = True,
+) -> TrainOutcome:
+    """Train a network of ``family`` with ``settings.network`` from scratch (no gates).
+
+    ``"prnet"`` without a connectivity is the full (ungated) supernet; ``"unet"`` the U-Net
+    baseline. Give both the same ``steps`` / ``minutes`` for a comparison at equal budget.
+    """
+    settings = replace(settings or TrainSettings(), family=family)
+    torch.manual_seed(settings.seed)
+    config = dict(settings.network)
+    if family == "prnet":
+        config["gated"] = False
+    model = build_network(family, config)
+    _, record = _run(
+        model, settings, callbacks=callbacks, checkpoint_path=checkpoint_path, resume=resume
+    )
+    record |= {
+        "kind": "train",
+        "network": {"family": family, "config": model.config.to_dict()},
+    }
+    if family == "prnet":
+        record["connectivity"] = model.connectivity
+    return TrainOutcome(model, record)
+
+
+def retrain(
+    connectivity: Mapping[str, Sequence[str]],
+    settings: TrainSettings | None = None,
+    **kwargs: Any,
+) -> TrainOutcome:
+    """Train the searched PRNet, ungated with ``connectivity``, from scratch (see :func:`train`)."""
+    settings = settings or TrainSettings()
+    network = {**settings.network, "connectivity": {k: list(v) for k, v in connectivity.items()}}
+    return train("prnet", replace(settings, network=network), **kwargs)
+
+
+def model_card(
+    name: str,
+    family: str,
+    outcome: TrainOutcome,
+    *,
+    command: str,
+    description: str = "",
+    search_record: Mapping[str, Any] | None = None,
+) -> ModelCard:
+    """The card of a trained network (weights entry filled in by :func:`save_model_folder`).
+
+    Parameters
+    ----------
+    name
+        Model name (also the folder name).
+    family
+        ``"searched"``, ``"baseline"`` or ``"supernet"``.
+    outcome
+        From :func:`train`, :func:`retrain` or :func:`search`.
+    command
+        The exact command line that trained (and scored) the model.
+    search_record
+        The record of the search that gave a searched model's connectivity.
+    """
+    record = outcome.record
+    network = record["network"]
+    recipe = {
+        key: record[key]
+        for key in ("settings", "seed", "steps", "status", "timings", "data", "loss_curve")
+    }
+    recipe["command"] = command
+    recipe["recipe"] = (
+        "AdamW, cosine learning rate with 2% warm-up, offset-free phase loss on synthetic "
+        "off-axis holograms (napari_qpi.training.data)"
+    )
+    if search_record is not None:
+        recipe["search"] = {
+            key: search_record[key]
+            for key in (
+                "settings",
+                "steps",
+                "status",
+                "timings",
+                "phase_loss_curve",
+                "gate_table",
+                "connectivity",
+            )
+        }
+    metrics = {
+        split: {
+            **scores,
+            "command": f"{command}  # held-out evaluation at the end of training: "
+            f"napari_qpi.training.metrics.evaluate on held_out_set({split!r}, n={scores['n']}, "
+            f"size={HELD_OUT_SIZE})",
+        }
+        for split, scores in record["metrics"].items()
+    }
+    return ModelCard(
+        name=validate_name(name),
+        family=family,
+        modality="hologram",
+        architecture={"network": network["family"], "config": network["config"]},
+        normalisation=dict(NORMALISATION),
+        training=recipe,
+        metrics=metrics,
+        description=description,
+        extra={"parameters": record["parameters"]},
+    )
+
+
+def save_model_folder(
+    folder: str | Path, model: nn.Module, card: ModelCard, *, overwrite: bool = False
+) -> Path:
+    """Write ``model.safetensors`` (fp16) and ``card.json`` into ``folder``.
+
+    The card's ``weights`` entry gets the file name, dtype and sha256 of the file written.
+
+    Raises
+    ------
+    ModelError
+        The folder already holds a model (without ``overwrite``), or a weight is not finite in
+        float16.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if (folder / CARD_FILE).exists() and not overwrite:
+        raise ModelError(f"{folder} already holds a model; choose another --out or --overwrite")
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.half()
+            if not bool(torch.isfinite(tensor).all()):
+                raise ModelError(f"cannot store {key} in float16: values out of range")
+        state[key] = tensor.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_FILE
+    save_file(state, str(weights), metadata={"format": "pt", "napari_qpi_model": card.name})
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card = card.replace(weights={"file": WEIGHTS_FILE, "sha256": digest, "dtype": "float16"})
+    card.save(folder / CARD_FILE)
+    return folder
+
+
+# Command line ----------------------------------------------------------------------------------
+
+
+class _Flags:
+    """Adds flags to a parser and remembers them, so a run can write its exact command line."""
+
+    def __init__(self, parser: argparse.ArgumentParser, subcommand: str) -> None:
+        self.parser = parser
+        self.actions: list[argparse.Action] = []
+        parser.set_defaults(training_flags=(subcommand, self.actions))
+
+    def add(self, *names: str, **kwargs: Any) -> None:
+        self.actions.append(self.parser.add_argument(*names, **kwargs))
+
+
+def _add_common(flags: _Flags, defaults: TrainSettings) -> None:
+    flags.add("--out", required=True, help="model folder to write (name = folder name)")
+    flags.add("--name", help="model name (default: the --out folder's name)")
+    flags.add("--width", type=float, default=0.5, help="encoder width multiplier")
+    flags.add("--decoder-channels", type=int, default=64, help="channels of every decoder stage")
+    flags.add(
+        "--coord-channels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="append (y, x) coordinate channels to the input",
+    )
+    flags.add("--batch-size", type=int, default=defaults.batch_size)
+    flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
+    flags.add("--loss", choices=("l1", "mse"), default=defaults.loss)
+    flags.add("--seed", type=int, default=defaults.seed)
+    flags.add(
+        "--eval-images",
+        type=int,
+        default=defaults.eval_images,
+        help="held-out fields per split scored at the end",
+    )
+    flags.add("--minutes", type=float, help="wall-time budget (default: no limit)")
+    flags.add(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice; on a machine shared with other jobs "
+        "1 thread is often several times faster than 2)",
+    )
+    flags.add("--val-every", type=int, default=defaults.val_every, help="validate every N steps")
+    flags.add("--work", help="folder for resumable checkpoints (default: <out>.work)")
+    flags.add(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from checkpoints in --work",
+    )
+    flags.add("--overwrite", action="store_true", help="replace an existing --out")
+    flags.add("--quiet", action="store_true", help="no progress bar")
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``napari-qpi search`` (defaults: about an hour on 2 CPU cores)."""
+    search_defaults, train_defaults = SearchSettings(), TrainSettings()
+    flags = _Flags(parser, "search")
+    _add_common(flags, train_defaults)
+    flags.add(
+        "--search-size",
+        type=int,
+        default=search_defaults.size,
+        help="side of the search's training fields, px",
+    )
+    flags.add("--search-steps", type=int, default=search_defaults.steps)
+    flags.add(
+        "--size", type=int, default=train_defaults.size, help="side of the retraining fields, px"
+    )
+    flags.add("--steps", type=int, default=train_defaults.steps, help="retraining steps")
+    flags.add("--sparsity-weight", type=float, default=search_defaults.sparsity_weight)
+    flags.add("--gate-lr", type=float, default=search_defaults.gate_lr)
+    flags.add(
+        "--threshold",
+        type=float,
+        default=search_defaults.threshold,
+        help="prune connections with keep probability below this",
+    )
+    flags.add("--supernet-out", help="also save the searched gated supernet here")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``napari-qpi train`` (baselines and given connectivities at the same budget)."""
+    defaults = TrainSettings()
+    flags = _Flags(parser, "train")
+    _add_common(flags, defaults)
+    flags.add(
+        "--family",
+        choices=("prnet", "unet"),
+        default="prnet",
+        help="prnet: full supernet unless --connectivity; unet: U-Net baseline",
+    )
+    flags.add(
+        "--connectivity", help="PRNet connectivity as JSON text or a card.json to take it from"
+    )
+    flags.add("--base-channels", type=int, default=64, help="U-Net base channels")
+    flags.add("--size", type=int, default=defaults.size, help="training field side, px")
+    flags.add("--steps", type=int, default=defaults.steps)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces ``args``, every setting spelled out."""
+    subcommand, actions = args.training_flags
+    words = ["napari-qpi", subcommand]
+    for action in actions:
+        value = getattr(args, action.dest)
+        flag = action.option_strings[0]
+        if action.dest == "quiet" or value is None:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            words.append(flag if value else "--no-" + flag.removeprefix("--"))
+        elif isinstance(value, bool):
+            words += [flag] if value else []
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _callbacks(args: argparse.Namespace, description: str) -> list[Any]:
+    return [ProgressBar(description, disable=args.quiet)]
+
+
+def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "width": args.width,
+        "decoder_channels": args.decoder_channels,
+        "coord_channels": args.coord_channels,
+    }
+
+
+def _work(args: argparse.Namespace) -> Path:
+    return Path(args.work) if args.work else Path(str(Path(args.out)) + ".work")
+
+
+def _clear_work(work: Path, *names: str) -> None:
+    """Remove the checkpoints of a finished run (and the work folder if that empties it)."""
+    for name in names:
+        (work / name).unlink(missing_ok=True)
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
+
+
+def _check_out(args: argparse.Namespace, *folders: str | None) -> None:
+    for folder in folders:
+        if folder and (Path(folder) / CARD_FILE).exists() and not args.overwrite:
+            raise ModelError(
+                f"{folder} already holds a model; choose another folder or --overwrite"
+            )
+
+
+def _summary(record: Mapping[str, Any]) -> str:
+    parts = [f"{record['steps']} steps, {record['timings']['images_per_s']} img/s"]
+    for split, scores in record["metrics"].items():
+        parts.append(f"{split}: {scores['psnr_db']:.2f} dB, SSIM {scores['ssim']:.3f}")
+    return "; ".join(parts)
+
+
+def search_main(args: argparse.Namespace) -> int:
+    """``napari-qpi search``: search, prune, retrain and write the searched model folder."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _check_out(args, args.out, args.supernet_out)
+    command = _command(args)
+    share = SEARCH_SHARE
+    search_settings = SearchSettings(
+        network=_prnet_network(args),
+        size=args.search_size,
+        batch_size=args.batch_size,
+        steps=args.search_steps,
+        lr=args.lr,
+        loss=args.loss,
+        seed=args.seed,
+        minutes=None if args.minutes is None else share * args.minutes,
+        val_every=args.val_every,
+        eval_images=args.eval_images if args.supernet_out else 0,
+        sparsity_weight=args.sparsity_weight,
+        gate_lr=args.gate_lr,
+        threshold=args.threshold,
+    )
+    work = _work(args)
+    found = search(
+        search_settings,
+        callbacks=_callbacks(args, "search"),
+        checkpoint_path=work / "search.pt",
+        resume=args.resume,
+    )
+    connectivity = found.record["connectivity"]
+    print(
+        f"searched connectivity ({found.record['connections_kept']} of "
+        f"{found.record['connections_total']} connections): {json.dumps(connectivity)}"
+    )
+    if args.supernet_out:
+        card = model_card(
+            Path(args.supernet_out).name,
+            "supernet",
+            found,
+            command=command,
+            description="Gated PRNet supernet after the SparseMask search.",
+        )
+        save_model_folder(args.supernet_out, found.model, card, overwrite=args.overwrite)
+    train_settings = TrainSettings(
+        network=_prnet_network(args),
+        size=args.size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        loss=args.loss,
+        seed=args.seed,
+        minutes=None if args.minutes is None else (1 - share) * args.minutes,
+        val_every=args.val_every,
+        eval_images=args.eval_images,
+    )
+    trained = retrain(
+        connectivity,
+        train_settings,
+        callbacks=_callbacks(args, "retrain"),
+        checkpoint_path=work / "retrain.pt",
+        resume=args.resume,
+    )
+    card = model_card(
+        args.name or Path(args.out).name,
+        "searched",
+        trained,
+        command=command,
+        description="NAS-PRNet: PRNet with a SparseMask-searched decoder, trained on synthetic "
+        "off-axis holograms.",
+        search_record=found.record,
+    )
+    folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
+    _clear_work(work, "search.pt", "retrain.pt")
+    print(f"napari-qpi search: {_summary(trained.record)}; model in {folder}/")
+    return 0
+
+
+def _connectivity_arg(text: str) -> dict[str, list[str]]:
+    path = Path(text)
+    try:
+        if path.suffix == ".json" or path.is_dir():
+            card = ModelCard.load(path)
+            return card.config["connectivity"]
+        return json.loads(text)
+    except (ValueError, KeyError) as error:
+        raise InputError(
+            f'--connectivity must be JSON like \'{{"D0": ["E0", "D2"], ...}}\' or a PRNet '
+            f"card.json; could not read {text!r}: {error}"
+        ) from None
+
+
+def train_main(args: argparse.Namespace) -> int:
+    """``napari-qpi train``: train a baseline (or a given connectivity) and write its folder."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _check_out(args, args.out)
+    command = _command(args)
+    if args.family == "unet":
+        network: dict[str, Any] = {"base_channels": args.base_channels}
+        family = "baseline"
+    else:
+        network = _prnet_network(args)
+        family = "supernet"
+        if args.connectivity:
+            network["connectivity"] = _connectivity_arg(args.connectivity)
+            family = "searched"
+    settings = TrainSettings(
+        network=network,
+        size=args.size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        loss=args.loss,
+        seed=args.seed,
+        minutes=args.minutes,
+        val_every=args.val_every,
+        eval_images=args.eval_images,
+    )
+    trained = train(
+        args.family,
+        settings,
+        callbacks=_callbacks(args, f"train {args.family}"),
+        checkpoint_path=_work(args) / "train.pt",
+        resume=args.resume,
+    )
+    card = model_card(args.name or Path(args.out).name, family, trained, command=command)
+    folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
+    _clear_work(_work(args), "train.pt")
+    print(f"napari-qpi train: {_summary(trained.record)}; model in {folder}/")
+    return 0
+
+
+__all__ = [
+    "SPLITS",
+    "SearchSettings",
+    "TrainOutcome",
+    "TrainSettings",
+    "add_search_arguments",
+    "add_train_arguments",
+    "held_out_metrics",
+    "model_card",
+    "retrain",
+    "save_model_folder",
+    "search",
+    "search_main",
+    "train",
+    "train_main",
+]

@@ -1,0 +1,360 @@
+"""Training side of NAS-PRNet: loop, data, losses, metrics, search (tiny, fast settings)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from napari_qpi.errors import QPIError
+from napari_qpi.training.loop import StopFlag, fit
+from napari_qpi.training.losses import phase_loss
+from napari_qpi.training.metrics import evaluate, image_metrics, psnr
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread, especially on a machine shared with other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _source(first_step: int):
+    step = first_step
+    while True:
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(4, 1, 16, 16, generator=g)
+        yield x, 2.0 * x + 0.3
+        step += 1
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1)
+    )
+
+
+def _loss(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return phase_loss(model(x), y)
+
+
+class Recorder:
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.steps: list[int] = []
+        self.validations: list[int] = []
+        self.stop_at = stop_at
+
+    def on_step(self, step, total, loss, lr):
+        self.steps.append(step)
+
+    def on_validation(self, step, metrics):
+        self.validations.append(step)
+
+    def should_stop(self) -> bool:
+        return self.stop_at is not None and len(self.steps) >= self.stop_at
+
+
+def test_fit_reduces_loss_and_reports():
+    recorder = Recorder()
+    result = fit(
+        _tiny_net(),
+        _loss,
+        _source,
+        steps=60,
+        lr=1e-2,
+        seed=0,
+        callbacks=[recorder],
+        val_fn=lambda m: {"one": 1.0},
+        val_every=20,
+    )
+    assert result.status == "finished" and result.step == 60
+    assert result.mean_loss(10) < 0.5 * result.history[0]["loss"]
+    assert recorder.steps == list(range(1, 61))
+    assert recorder.validations == [20, 40, 60]
+    assert result.history[-1]["lr"] < result.history[5]["lr"]
+
+
+def test_should_stop_cancels_within_one_step():
+    flag = StopFlag()
+    steps = []
+
+    def on_step(step, total, loss, lr):
+        steps.append(step)
+        if step == 3:
+            flag.set()
+
+    result = fit(_tiny_net(), _loss, _source, steps=50, callbacks=[flag, on_step])
+    assert result.status == "stopped" and result.step == 3 and steps == [1, 2, 3]
+    assert fit(_tiny_net(), _loss, _source, steps=5, callbacks=[Recorder(stop_at=0)]).step == 0
+    out_of_time = fit(_tiny_net(), _loss, _source, steps=5, time_budget_s=0.0)
+    assert out_of_time.status == "out_of_time" and out_of_time.step == 0
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
+    reference = _tiny_net()
+    full = fit(reference, _loss, _source, steps=12, lr=1e-2, seed=3)
+
+    path = tmp_path / "work" / "ckpt.pt"
+    first = fit(
+        _tiny_net(),
+        _loss,
+        _source,
+        steps=12,
+        lr=1e-2,
+        seed=3,
+        callbacks=[Recorder(stop_at=5)],
+        checkpoint_path=path,
+        checkpoint_every=4,
+    )
+    assert first.status == "stopped" and first.step == 5 and path.exists()
+
+    resumed_model = _tiny_net()
+    resumed = fit(resumed_model, _loss, _source, steps=12, lr=1e-2, seed=3, checkpoint_path=path)
+    assert resumed.step == 12 and len(resumed.history) == 12
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in full.history])
+    for a, b in zip(
+        reference.state_dict().values(), resumed_model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(QPIError, match="12 steps"):
+        fit(_tiny_net(), _loss, _source, steps=20, checkpoint_path=path)
+
+
+def test_phase_loss_ignores_offset_and_masked_pixels():
+    target = torch.randn(2, 1, 8, 8)
+    assert phase_loss(target + 5.0, target).item() == pytest.approx(0.0, abs=1e-6)
+    prediction = target.clone()
+    prediction[..., :2, :] += 10.0
+    mask = torch.zeros_like(target, dtype=torch.bool)
+    mask[..., :2, :] = True
+    assert phase_loss(prediction, target, mask, kind="mse").item() == pytest.approx(0.0, abs=1e-6)
+    assert phase_loss(prediction, target).item() > 1.0
+
+
+def test_psnr_identical_and_known_noise():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.0, 4.0, (64, 64))
+    data_range = truth.max() - truth.min()
+    assert psnr(truth, truth) == math.inf
+    noise = rng.choice([-0.1, 0.1], size=truth.shape)
+    assert psnr(truth + noise, truth) == pytest.approx(10 * math.log10(data_range**2 / 0.01))
+    scores = image_metrics(truth + 3.0, truth)
+    assert scores["psnr_db"] > 200 and scores["ssim"] == pytest.approx(1.0)
+    assert scores["rmse_rad"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_evaluate_accepts_any_predictor():
+    class Set:
+        phases = np.zeros((3, 32, 32), np.float32)
+        holograms = np.zeros((3, 32, 32), np.uint16)
+        labels = np.zeros((3, 32, 32), np.int32)
+
+    Set.phases[:, 8:16, 8:16] = 2.0
+    Set.labels[:, 8:16, 8:16] = 1
+
+    class Result:
+        phase = Set.phases[0] + 1.0
+
+    scores = evaluate(lambda h: Result(), Set)
+    assert scores["n"] == 3 and scores["psnr_db"] == math.inf and scores["rmse_cells_rad"] == 0
+
+
+def test_synthetic_data_is_seeded_shaped_and_normalised():
+    from napari_qpi.training.data import DataConfig, synthetic_batch, synthetic_batches
+
+    config = DataConfig(size=64, batch_size=3)
+    x, y = synthetic_batch(config, seed=5, step=2)
+    assert x.shape == y.shape == (3, 1, 64, 64) and x.dtype == y.dtype == torch.float32
+    again, _ = synthetic_batch(config, seed=5, step=2)
+    assert torch.equal(x, again)
+    assert not torch.equal(x, synthetic_batch(config, seed=6, step=2)[0])
+    assert x.mean(dim=(-2, -1)).abs().max() < 1e-4
+    assert torch.allclose(x.std(dim=(-2, -1)), torch.ones(3, 1), atol=1e-3)
+    stream = synthetic_batches(config, seed=5)
+    torch.testing.assert_close(next(iter(stream(2)))[0], x)
+
+
+def test_synthetic_target_is_zero_in_the_background_and_wraps():
+    from napari_qpi.training.data import DataConfig, synthetic_field
+
+    field = synthetic_field(DataConfig(size=128, peak_phase_rad=(8.0, 9.0)), seed=11)
+    assert field.hologram.dtype == np.uint16 and field.phase.dtype == np.float32
+    background = field.labels == 0
+    assert background.any() and np.all(field.phase[background] == 0)
+    assert field.phase.max() > 2 * np.pi
+
+
+def test_held_out_splits_are_fixed_and_differ():
+    from napari_qpi.training.data import held_out_set
+
+    standard = held_out_set("standard", n=2, size=64)
+    assert standard.holograms.shape == (2, 64, 64) and not standard.holograms.flags.writeable
+    assert np.array_equal(held_out_set("standard", n=1, size=64).phases[0], standard.phases[0])
+    transfer = held_out_set("transfer", n=2, size=64)
+    period = [1 / math.hypot(*a.carrier_cycles_per_px) for a in transfer.acquisitions]
+    assert all(6.0 <= p <= 8.0 for p in period)
+    assert held_out_set("hard", n=2, size=64).phases.max() > 5.0
+    with pytest.raises(ValueError, match="split"):
+        held_out_set("easy", n=1)
+
+
+def test_pairs_from_arrays_crops_and_masks():
+    from napari_qpi.training.data import pairs_from_arrays
+
+    rng = np.random.default_rng(0)
+    holograms = rng.integers(0, 4000, (2, 80, 96)).astype(np.uint16)
+    targets = rng.normal(size=(2, 80, 96)).astype(np.float32)
+    ignore = np.zeros((2, 80, 96), bool)
+    ignore[:, :10] = True
+    source = pairs_from_arrays(holograms, targets, ignore, size=64, batch_size=3, seed=1)
+    x, y, mask = next(iter(source(0)))
+    assert x.shape == y.shape == mask.shape == (3, 1, 64, 64) and mask.dtype == torch.bool
+    torch.testing.assert_close(next(iter(source(0)))[1], y)
+    with pytest.raises(ValueError, match="shape"):
+        pairs_from_arrays(holograms, targets[:, :40])
+
+
+TINY_NETWORK = {"width": 0.25, "decoder_channels": 8, "coord_channels": True}
+
+
+def test_search_prune_and_retrain_run():
+    from napari_qpi.nn import PRNet, normalise_connectivity
+    from napari_qpi.training.search import SearchSettings, TrainSettings, retrain, search
+
+    settings = SearchSettings(
+        network=TINY_NETWORK,
+        size=64,
+        batch_size=2,
+        steps=30,
+        val_every=15,
+        val_images=1,
+        eval_images=0,
+    )
+    found = search(settings)
+    record = found.record
+    probabilities = [p for row in record["gate_table"].values() for p in row.values()]
+    assert len(probabilities) == 90 and max(abs(p - 0.5) for p in probabilities) > 0.01
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+    assert normalise_connectivity(record["connectivity"]) == record["connectivity"]
+    assert record["steps"] == 30 and [v["step"] for v in record["validation"]] == [15, 30]
+    assert record["loss_curve"] and record["connections_total"] == 90
+
+    trained = retrain(
+        record["connectivity"],
+        TrainSettings(
+            network=TINY_NETWORK, size=64, batch_size=2, steps=5, val_images=0, eval_images=1
+        ),
+    )
+    assert isinstance(trained.model, PRNet) and not trained.model.config.gated
+    assert trained.model.connectivity == record["connectivity"]
+    assert set(trained.record["metrics"]) == {"standard", "hard", "transfer"}
+    assert trained.record["timings"]["images_per_s"] > 0
+
+
+def test_model_folder_has_fp16_weights_and_matching_card(tmp_path):
+    from napari_qpi.models.card import ModelCard
+    from napari_qpi.nn import build_network
+    from napari_qpi.training.search import TrainSettings, model_card, save_model_folder, train
+
+    trained = train(
+        "prnet",
+        TrainSettings(
+            network=TINY_NETWORK, size=64, batch_size=2, steps=2, val_images=0, eval_images=1
+        ),
+    )
+    card = model_card("tiny-prnet", "supernet", trained, command="napari-qpi train --steps 2")
+    folder = save_model_folder(tmp_path / "tiny-prnet", trained.model, card)
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    assert all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
+    saved = json.loads((folder / "card.json").read_text())
+    assert saved["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert saved["family"] == "supernet" and saved["modality"] == "hologram"
+    assert saved["architecture"]["network"] == "prnet"
+    assert "connectivity" in saved["architecture"]["config"]
+    assert saved["training"]["seed"] == 0 and saved["training"]["command"].startswith("napari-qpi")
+    assert "command" in saved["metrics"]["standard"]
+    card = ModelCard.load(folder)
+    rebuilt = build_network(card.network, card.config)
+    rebuilt.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    )
+
+
+def test_search_and_train_commands(tmp_path):
+    import argparse
+
+    from napari_qpi.training.search import (
+        add_search_arguments,
+        add_train_arguments,
+        search_main,
+        train_main,
+    )
+
+    tiny = [
+        "--width",
+        "0.25",
+        "--decoder-channels",
+        "8",
+        "--batch-size",
+        "2",
+        "--eval-images",
+        "1",
+        "--val-every",
+        "0",
+        "--quiet",
+    ]
+    parser = argparse.ArgumentParser()
+    add_search_arguments(parser)
+    out = tmp_path / "searched"
+    args = parser.parse_args(
+        [
+            "--out",
+            str(out),
+            "--search-size",
+            "64",
+            "--search-steps",
+            "4",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            *tiny,
+        ]
+    )
+    assert search_main(args) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["family"] == "searched" and "--search-steps 4 " in card["training"]["command"]
+    assert "--decoder-channels 8 " in card["training"]["command"]
+    assert not (tmp_path / "searched.work").exists()
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--out",
+            str(tmp_path / "unet"),
+            "--family",
+            "unet",
+            "--base-channels",
+            "4",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            *tiny,
+        ]
+    )
+    assert train_main(args) == 0
+    card = json.loads((tmp_path / "unet" / "card.json").read_text())
+    assert card["family"] == "baseline" and card["architecture"]["network"] == "unet"

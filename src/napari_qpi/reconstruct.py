@@ -17,6 +17,7 @@ import numpy as np
 
 from .acquisition import Acquisition
 from .errors import InputError
+from .io import validate_hologram
 from .retrieval import OffAxisSettings, retrieve_offaxis
 
 #: Retrieval methods for off-axis holograms that need no trained model.
@@ -86,6 +87,7 @@ def iter_reconstruct(
         reference_planes = reference_shape == shape and len(shape) > 2
     for index in indices:
         plane = np.asarray(data[index])
+        validate_hologram(plane, name=_plane_name(index))
         ref = None
         if reference is not None:
             ref = np.asarray(reference[index] if reference_planes else reference)
@@ -96,6 +98,10 @@ def iter_reconstruct(
 def settings_record(settings: OffAxisSettings | None) -> dict[str, Any]:
     """The settings of a method as a JSON-ready dict, for the method record in outputs."""
     return dataclasses.asdict(settings or OffAxisSettings())
+
+
+def _plane_name(index: tuple[int, ...]) -> str:
+    return "hologram" if not index else f"hologram plane {index}"
 
 
 def output_acquisition(acquisition: Acquisition | None, pixel_size_factor: float) -> Acquisition:

@@ -31,7 +31,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(VENV)/bin/napari-qpi reconstruct $(SAMPLE_DIR)/cells_hologram.ome.tif \
-		--reference $(SAMPLE_DIR)/cells_background.ome.tif --out results/ --overwrite --measure
+		--reference $(SAMPLE_DIR)/cells_background.ome.tif --out results/ --overwrite --measure --table
 
 system-deps:
 	@if command -v Xvfb >/dev/null 2>&1; then :; \

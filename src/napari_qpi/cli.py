@@ -23,9 +23,14 @@ from .errors import QPIError
 from .io import read_image, write_phase
 from .io.images import SUPPORTED_EXTENSIONS
 from .io.tables import write_labels_tiff, write_table_csv
-from .morphology import DEFAULT_ALPHA_UM3_PER_PG, SegmentationSettings, measure_stack
+from .morphology import (
+    DEFAULT_ALPHA_UM3_PER_PG,
+    MorphologyTable,
+    SegmentationSettings,
+    measure_stack,
+)
 from .reconstruct import (
-    CLASSICAL_METHODS,
+    available_methods,
     iter_reconstruct,
     output_acquisition,
     settings_record,
@@ -170,9 +175,43 @@ def measure_file(
         overwrite=args.overwrite,
     )
     write_table_csv(out_dir / f"{stem}{TABLE_SUFFIX}", table, overwrite=args.overwrite)
+    if args.table:
+        print(format_table(table, title=stem))
     report.cells += len(table)
     if "dry_mass_pg" in table.columns:
         report.dry_mass_pg.extend(float(m) for m in table["dry_mass_pg"])
+
+
+#: Columns ``--table`` prints (every column is in the CSV).
+TABLE_COLUMNS = (
+    "frame",
+    "label",
+    "area_um2",
+    "equivalent_diameter_um",
+    "eccentricity",
+    "mean_phase_rad",
+    "max_phase_rad",
+    "optical_volume_um3",
+    "dry_mass_pg",
+)
+
+
+def format_table(table: MorphologyTable, *, title: str) -> str:
+    """A per-cell table as aligned text, one row per cell."""
+    names = [n for n in TABLE_COLUMNS if n in table.columns] or table.names
+    rows = [[_format_value(table[n][i]) for n in names] for i in range(len(table))]
+    widths = [max([len(n), *(len(r[j]) for r in rows)]) for j, n in enumerate(names)]
+    lines = [f"{title}: {len(table)} cell(s)"]
+    lines += [
+        "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in [names, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.3g}" if abs(float(value)) < 1e4 else f"{float(value):.0f}"
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -181,6 +220,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.paths)
     if not inputs:
         print("napari-qpi: no input files found in " + ", ".join(args.paths), file=sys.stderr)
+        return 2
+    methods = available_methods()
+    if args.method not in methods:
+        print(
+            f"napari-qpi: unknown method {args.method!r}; available: {', '.join(methods)}",
+            file=sys.stderr,
+        )
         return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,6 +309,7 @@ def _add_measure_options(parser: argparse.ArgumentParser) -> None:
         default=SegmentationSettings.min_area_um2,
         help="smallest cell area kept, um^2",
     )
+    parser.add_argument("--table", action="store_true", help="print the per-cell table(s)")
 
 
 def _summary(report: BatchReport, out_dir: Path, elapsed: float) -> str:
@@ -296,7 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruct", help="retrieve phase from holograms (files or folders)"
     )
     rec.add_argument("paths", nargs="+", help="hologram files or folders of them")
-    rec.add_argument("--method", default="classical", choices=CLASSICAL_METHODS)
+    rec.add_argument(
+        "--method",
+        "--model",
+        dest="method",
+        default="classical",
+        help="'classical' or the name of a registered model (see `napari-qpi models`)",
+    )
     rec.add_argument("--out", default="results", help="output folder (default: results)")
     rec.add_argument("--reference", help="background hologram without cells (same camera region)")
     rec.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
@@ -346,8 +399,28 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=cmd_measure)
 
+    models = commands.add_parser("models", help="list the registered models and their metrics")
+    models.set_defaults(func=cmd_models)
+
     _add_training_commands(commands)
     return parser
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    print(f"{'name':<24} {'family':<10} {'modality':<9} {'source':<8} held-out (standard)")
+    for card in list_models():
+        standard = card.metrics.get("standard") or card.metrics.get("test") or {}
+        figures = ", ".join(
+            f"{key} {standard[key]:.3g}"
+            for key in ("psnr_db", "ssim", "rmse_rad")
+            if isinstance(standard.get(key), (int, float))
+        )
+        source = getattr(card, "source", "") or ""
+        print(f"{card.name:<24} {card.family:<10} {card.modality:<9} {source:<8} {figures}")
+    print("classical: the Fourier off-axis method (always available)")
+    return 0
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:

@@ -24,6 +24,13 @@ from .retrieval import OffAxisSettings, retrieve_offaxis
 CLASSICAL_METHODS = ("classical",)
 
 
+def available_methods(modality: str = "hologram") -> list[str]:
+    """The classical method, then every registered model (shipped, then the user's)."""
+    from .models import list_models
+
+    return [*CLASSICAL_METHODS, *(card.name for card in list_models(modality))]
+
+
 @dataclass
 class PlaneResult:
     """The phase of one plane of a stack.
@@ -69,10 +76,7 @@ def iter_reconstruct(
     plane being processed is loaded. ``reference`` is an optional background hologram of the same
     field of view without cells (2-D, or a stack of the same shape as ``data``).
     """
-    if method not in CLASSICAL_METHODS:
-        raise InputError(
-            f"Unknown retrieval method {method!r}. Available: {', '.join(CLASSICAL_METHODS)}."
-        )
+    retrieve = _retriever(method, settings)
     shape = tuple(data.shape)
     indices = plane_indices(shape)
     reference_planes = None
@@ -91,8 +95,34 @@ def iter_reconstruct(
         ref = None
         if reference is not None:
             ref = np.asarray(reference[index] if reference_planes else reference)
-        result = retrieve_offaxis(plane, reference=ref, acquisition=acquisition, settings=settings)
+        result = retrieve(plane, ref, acquisition)
         yield PlaneResult(index, result.phase, result.pixel_size_factor, dict(result.info))
+
+
+def _retriever(method: str, settings: OffAxisSettings | None):
+    """``f(plane, reference, acquisition) -> PhaseResult`` for a method name; models load once."""
+    if method in CLASSICAL_METHODS:
+        return lambda plane, ref, acq: retrieve_offaxis(
+            plane, reference=ref, acquisition=acq, settings=settings
+        )
+    names = available_methods()
+    if method not in names:
+        raise InputError(f"Unknown retrieval method {method!r}. Available: {', '.join(names)}.")
+    from .models import load_model
+    from .retrieval.deep import retrieve_deep
+
+    model = load_model(method)
+    background_order = (settings or OffAxisSettings()).background_order
+
+    def run(plane, ref, acq):
+        if ref is not None:
+            raise InputError(
+                f"Model '{method}' works on the hologram alone; a background hologram is used "
+                "only by the classical method. Leave the background empty."
+            )
+        return retrieve_deep(plane, model=model, acquisition=acq, background_order=background_order)
+
+    return run
 
 
 def settings_record(settings: OffAxisSettings | None) -> dict[str, Any]:

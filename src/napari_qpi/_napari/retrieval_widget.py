@@ -11,6 +11,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox, create_
 from ..errors import InputError
 from ..reconstruct import (
     CLASSICAL_METHODS,
+    available_methods,
     iter_reconstruct,
     output_acquisition,
     plane_indices,
@@ -19,6 +20,10 @@ from ..reconstruct import (
 from ..retrieval import OffAxisSettings
 from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .task import Job, TaskControls
+
+
+def _method_choices(_widget: Any = None) -> list[str]:
+    return available_methods("hologram")
 
 
 class PhaseRetrievalWidget(Container):
@@ -31,7 +36,12 @@ class PhaseRetrievalWidget(Container):
         self.reference = create_widget(
             annotation=napari.layers.Image | None, label="background", options={"nullable": True}
         )
-        self.method = ComboBox(label="method", choices=list(CLASSICAL_METHODS))
+        self.method = ComboBox(
+            label="method",
+            choices=_method_choices,
+            value="classical",
+            tooltip="classical Fourier method, or a trained network",
+        )
         self.filter = ComboBox(
             label="filter", choices=["smooth_disk", "disk", "gaussian"], value=defaults.filter
         )
@@ -60,9 +70,15 @@ class PhaseRetrievalWidget(Container):
                 self.controls,
             ]
         )
+        self.method.changed.connect(self._show_method_options)
         self.reset_choices()
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
+
+    def _show_method_options(self, *_: Any) -> None:
+        classical = self.method.value in CLASSICAL_METHODS
+        for widget in (self.reference, self.filter, self.radius_fraction, self.resolution):
+            widget.visible = classical
 
     def settings(self) -> OffAxisSettings:
         return OffAxisSettings(
@@ -78,13 +94,13 @@ class PhaseRetrievalWidget(Container):
             raise InputError("Open a hologram first: there is no image layer to reconstruct.")
         if layer.rgb:
             raise InputError(f"Layer '{layer.name}' is an RGB image; holograms are monochrome.")
-        reference_layer = self.reference.value
+        method = self.method.value
+        reference_layer = self.reference.value if method in CLASSICAL_METHODS else None
         reference = None if reference_layer is None else np.asarray(reference_layer.data)
         data = layer.data
         plane_indices(tuple(data.shape))
         acquisition = acquisition_of(layer.metadata)
         settings = self.settings()
-        method = self.method.value
         job = {
             "layer": layer,
             "settings": settings,

@@ -96,8 +96,13 @@ def write_phase(
     if not isinstance(method, Mapping):
         raise InputError(f"'method' must be a dict describing the method, got {method!r}.")
     return _write_ome_tiff(
-        path, phase, acquisition=acquisition.replace(modality="phase"), dtype=np.float32,
-        record={"method": dict(method), "units": "rad"}, overwrite=overwrite, axes=axes,
+        path,
+        phase,
+        acquisition=acquisition.replace(modality="phase"),
+        dtype=np.float32,
+        record={"method": dict(method), "units": "rad"},
+        overwrite=overwrite,
+        axes=axes,
     )
 
 
@@ -119,8 +124,13 @@ def write_image(
     if not all(hasattr(image, a) for a in ("shape", "ndim", "dtype")):
         image = np.asarray(image)
     return _write_ome_tiff(
-        path, image, acquisition=acquisition, dtype=np.dtype(image.dtype), record=record,
-        overwrite=overwrite, axes=axes,
+        path,
+        image,
+        acquisition=acquisition,
+        dtype=np.dtype(image.dtype),
+        record=record,
+        overwrite=overwrite,
+        axes=axes,
     )
 
 
@@ -139,8 +149,7 @@ def _write_ome_tiff(
     path = Path(path)
     if not path.name.lower().endswith((".tif", ".tiff")):
         raise FileFormatError(
-            f"Images are written as OME-TIFF; give a name ending in .ome.tif, not "
-            f"{path.name}."
+            f"Images are written as OME-TIFF; give a name ending in .ome.tif, not {path.name}."
         )
     check_writable(path, overwrite)
     if not all(hasattr(image, a) for a in ("shape", "ndim", "dtype")):

@@ -180,8 +180,8 @@ def evans_fung_thickness(
     """Thickness of a biconcave red blood cell in micrometres (Evans and Fung, 1972).
 
     ``t(x) = sqrt(1 - x^2) (C0 + C1 x^2 + C2 x^4)`` with ``x = 2 r / D``, ``D`` the cell diameter
-    and ``(C0, C1, C2) = (0.81, 7.83, -4.39)`` um: about 0.8 um at the centre and 2.4 um at the
-    rim (x ≈ 0.8) for the mean cell, D = 7.82 um. The coefficients are kept when ``diameter_um``
+    and ``(C0, C1, C2) = (0.81, 7.83, -4.39)`` um: about 0.8 um at the centre and 2.6 um at the
+    rim (x ≈ 0.7) for the mean cell, D = 7.82 um. The coefficients are kept when ``diameter_um``
     changes, so only the lateral scale changes. ``r_um`` is the distance from the cell axis in um;
     the thickness is 0 outside the cell.
     """

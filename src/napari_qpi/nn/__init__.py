@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelError
+from .cdpnet import CDPNet, CDPNetConfig
 from .mobilenet import MobileNetV2, make_divisible
 from .prnet import (
     PRNet,
@@ -43,6 +44,7 @@ from .unet import UNet, UNetConfig
 FAMILIES: dict[str, tuple[type[nn.Module], type]] = {
     "prnet": (PRNet, PRNetConfig),
     "unet": (UNet, UNetConfig),
+    "cdpnet": (CDPNet, CDPNetConfig),
 }
 
 
@@ -86,6 +88,8 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
 
 __all__ = [
     "FAMILIES",
+    "CDPNet",
+    "CDPNetConfig",
     "Gate",
     "MobileNetV2",
     "PRNet",

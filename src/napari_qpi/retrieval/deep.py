@@ -243,7 +243,9 @@ def _run_whole(
         )
     planes = []
     for start in range(0, batch.shape[0], batch_size):
-        output = module(torch.from_numpy(batch[start : start + batch_size]).to(device))
+        inputs = torch.from_numpy(batch[start : start + batch_size]).to(device)
+        predict = getattr(module, "predict_phase", module)
+        output = predict(inputs)
         if output.ndim != 4 or output.shape[1] != 1:
             raise ModelError(
                 f"The network returned shape {tuple(output.shape)}; expected (batch, 1, H, W)."

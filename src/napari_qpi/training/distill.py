@@ -1,0 +1,926 @@
+"""Single-snapshot CDP phase retrieval by knowledge distillation from a multi-snapshot teacher.
+
+Three end-to-end systems (masks and recovery network, :class:`~napari_qpi.nn.cdpnet.CDPNet`) are
+trained on synthetic objects (phase-only cells and complex fields made from scikit-image's
+bundled images, :func:`~napari_qpi.physics.cdp.random_objects`) with the one training loop
+:func:`~napari_qpi.training.loop.fit`:
+
+1. the **teacher**: K = 4 learnable masks, a wide refiner, trained alone on the reconstruction
+   loss, then frozen;
+2. the **student with KD**: one learnable mask and a small refiner, trained on
+
+   ``L = l1 * L_rec + l2 * L_feat + l3 * L_mask``;
+
+3. the **control**: the same student (same initial weights, mask, batches and noise) trained on
+   ``L_rec`` alone, for the same number of steps.
+
+Loss terms, for a batch of objects x (complex, amplitude units):
+
+``L_rec``
+    ``mean_b min_theta mean_pixels |exp(i theta) x_s - x|^2``: squared error of the student's
+    estimate x_s after the best global phase (which no intensity measurement can fix), see
+    :func:`~napari_qpi.nn.cdpnet.complex_mse`.
+``L_feat``
+    ``mean_{l in S} mean (a_l(F_s^l) - F_t^l)^2`` over the chosen refiner layers S (default the
+    two finest decoder outputs ``"dec1"``, ``"dec0"``): F_s^l and F_t^l are the student's and the
+    frozen teacher's features for the same objects (each measured through its own masks), a_l a
+    learnt 1x1 convolution from the student's to the teacher's channels (identity when they are
+    equal), bilinearly resized if the resolutions differ.
+``L_mask``
+    Gram-matrix alignment of the student's mask with the teacher's masks. For a mask phase phi
+    (H, W), take its transmission ``u = exp(i phi)``, all N = (H-p+1)(W-p+1) patches of p x p
+    pixels (default p = 5) as rows of ``P(u)`` (N x p^2), with a column of ones appended (so the
+    mean transmission, the light the mask leaves in the zero order, is compared too), and the
+    Hermitian Gram matrix ``G(u) = P^H P / N`` ((p^2+1) x (p^2+1)): its entries are the mask's
+    autocorrelation ``mean_r conj(u(r + a)) u(r + b)`` for lags within a patch, and its mean.
+    With ``G_T = (1/K) sum_k G(u_k)`` over the teacher's masks,
+    ``L_mask = mean_ab |G(u_s)_ab - (G_T)_ab|^2``. It transfers the local statistics of the
+    teacher's masks (their correlation length and zero-order content) to the student's mask
+    without asking for pixel-wise agreement, which one mask cannot have with four.
+
+Phases in radians throughout; objects and estimates in units of the object's amplitude.
+Model folders hold ``card.json`` (family ``"teacher"``, ``"distilled"`` or ``"baseline"``,
+modality ``"cdp"``), ``model.safetensors`` (fp16, masks included) and ``masks.tif`` (the masks as
+trained, float32 radians, quantised if levelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError, ModelError
+from ..models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from ..nn.cdpnet import CDPNet, CDPNetConfig, complex_mse
+from ..physics.cdp import add_poisson_noise, coded_diffraction_patterns, random_objects
+from ..retrieval.cdp_solvers import global_phase_align, solve_cdp
+from .loop import FitResult, ProgressBar, fit
+from .metrics import image_metrics
+
+#: File name of the exported masks inside a model folder.
+MASKS_FILE = "masks.tif"
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run (the CLI flags of ``napari-qpi distill``).
+
+    Attributes
+    ----------
+    size
+        Object side in pixels (square objects, multiple of ``2**(depth-1)``).
+    oversampling
+        Zero-padding factor of the far field.
+    teacher_masks
+        Snapshots of the teacher (the student has one).
+    mask_levels
+        Quantise all masks to this many phase levels (``None``: free phases).
+    photons_per_pixel, read_noise_photons
+        Noise of the simulated measurements (``None``: noiseless), the same for every system.
+    teacher_channels, student_channels, depth
+        Refiner widths (base channels) and depth.
+    batch_size
+        Objects per step.
+    teacher_steps, student_steps
+        Steps of the teacher and of the KD student (a time budget may end them earlier; the
+        control then gets as many steps as the KD student made).
+    lr, mask_lr, weight_decay
+        AdamW learning rates of the networks and of the mask phases (radians per step, no weight
+        decay on masks), cosine schedule.
+    reconstruction_weight, feature_weight, mask_weight
+        l1, l2, l3 of the distillation loss.
+    feature_layers
+        Refiner features compared by ``L_feat`` (see :class:`~napari_qpi.nn.cdpnet.Refiner`).
+    gram_patch
+        Patch side p of the mask Gram matrices.
+    sources
+        Object kinds: ``"cells"`` and/or ``"images"``.
+    seed
+        Seeds weights, masks, data and noise.
+    val_objects
+        Size of the held-out set used for the final scores.
+    """
+
+    size: int = 64
+    oversampling: int = 2
+    teacher_masks: int = 4
+    mask_levels: int | None = None
+    photons_per_pixel: float | None = None
+    read_noise_photons: float = 0.0
+    teacher_channels: int = 32
+    student_channels: int = 16
+    depth: int = 3
+    batch_size: int = 8
+    teacher_steps: int = 3000
+    student_steps: int = 3000
+    lr: float = 2e-3
+    mask_lr: float = 2e-2
+    weight_decay: float = 1e-4
+    reconstruction_weight: float = 1.0
+    feature_weight: float = 0.1
+    mask_weight: float = 1.0
+    feature_layers: tuple[str, ...] = ("dec1", "dec0")
+    gram_patch: int = 5
+    sources: tuple[str, ...] = ("cells", "images")
+    seed: int = 0
+    val_objects: int = 16
+
+    def __post_init__(self) -> None:
+        self.feature_layers = tuple(self.feature_layers)
+        self.sources = tuple(self.sources)
+        if min(self.teacher_steps, self.student_steps, self.batch_size, self.val_objects) < 1:
+            raise InputError("steps, batch size and the held-out set size must be at least 1")
+        if self.gram_patch < 1 or self.gram_patch > self.size:
+            raise InputError(f"gram_patch must be in [1, size], got {self.gram_patch}")
+        if min(self.reconstruction_weight, self.feature_weight, self.mask_weight) < 0:
+            raise InputError("the loss weights l1, l2, l3 must be non-negative")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Object shape (H, W)."""
+        return self.size, self.size
+
+    def network_config(self, role: str) -> CDPNetConfig:
+        """Config of the ``"teacher"`` or the ``"student"`` network."""
+        common = {
+            "shape": self.shape,
+            "oversampling": self.oversampling,
+            "mask_levels": self.mask_levels,
+            "depth": self.depth,
+            "photons_per_pixel": self.photons_per_pixel,
+            "read_noise_photons": self.read_noise_photons,
+        }
+        if role == "teacher":
+            return CDPNetConfig.teacher(
+                n_masks=self.teacher_masks,
+                base_channels=self.teacher_channels,
+                mask_seed=self.seed,
+                **common,
+            )
+        if role == "student":
+            return CDPNetConfig.student(
+                base_channels=self.student_channels, mask_seed=self.seed + 1, **common
+            )
+        raise InputError(f"role must be 'teacher' or 'student', got {role!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def object_batches(
+    batch_size: int, shape: tuple[int, int], *, sources: Sequence[str], seed: int
+) -> Callable[[int], Iterator[Tensor]]:
+    """Batch source for :func:`~napari_qpi.training.loop.fit`: objects drawn with seed (seed, step).
+
+    Every batch is complex64 (batch_size, H, W), a function of the step only, so a resumed run
+    sees the same data.
+    """
+
+    def source(first_step: int) -> Iterator[Tensor]:
+        step = first_step
+        while True:
+            rng = np.random.default_rng([seed, step])
+            yield torch.from_numpy(random_objects(batch_size, shape, sources=sources, seed=rng))
+            step += 1
+
+    return source
+
+
+def held_out_objects(config: DistillConfig, seed: int = 2**20) -> np.ndarray:
+    """The fixed held-out objects, complex64 (val_objects, H, W): cells and images alternate."""
+    sources = config.sources
+    parts = [
+        random_objects(
+            1,
+            config.shape,
+            sources=(sources[i % len(sources)],),
+            seed=np.random.default_rng([seed, i]),
+        )
+        for i in range(config.val_objects)
+    ]
+    return np.concatenate(parts)
+
+
+def mask_gram(phases: Tensor, patch: int = 5) -> Tensor:
+    """Gram matrices of mask transmissions, complex (K, p^2 + 1, p^2 + 1).
+
+    ``phases`` (K, H, W) radians. Row r of ``P`` holds the p x p patch of ``u = exp(i phi)`` at
+    position r, plus a constant 1; ``G = P^H P / N`` over the N valid positions (see the module
+    docstring).
+    """
+    if phases.ndim == 2:
+        phases = phases.unsqueeze(0)
+    u = torch.polar(torch.ones_like(phases), phases).unsqueeze(1)
+    rows = torch.complex(
+        F.unfold(u.real, kernel_size=patch), F.unfold(u.imag, kernel_size=patch)
+    ).transpose(1, 2)
+    rows = torch.cat([rows, torch.ones_like(rows[..., :1])], dim=-1)
+    return rows.conj().transpose(1, 2) @ rows / rows.shape[1]
+
+
+def mask_gram_loss(student_phases: Tensor, teacher_gram: Tensor, patch: int = 5) -> Tensor:
+    """``L_mask``: mean squared modulus of ``G(u_s) - G_T`` (averaged over the student's masks).
+
+    ``teacher_gram`` is ``G_T``, the mean of :func:`mask_gram` over the teacher's masks.
+    """
+    difference = mask_gram(student_phases, patch) - teacher_gram
+    return (difference.real.square() + difference.imag.square()).mean()
+
+
+class DistillationStudent(nn.Module):
+    """The student and its feature adapters: the parameters trained during distillation."""
+
+    def __init__(self, student: CDPNet, teacher: CDPNet, layers: Sequence[str]) -> None:
+        super().__init__()
+        student_channels = student.refiner.feature_channels()
+        teacher_channels = teacher.refiner.feature_channels()
+        if missing := sorted(set(layers) - (set(student_channels) & set(teacher_channels))):
+            raise InputError(
+                f"feature layers {missing} are not in both refiners; choose from "
+                f"{sorted(set(student_channels) & set(teacher_channels))}"
+            )
+        self.student = student
+        self.adapters = nn.ModuleDict(
+            {
+                name: nn.Identity()
+                if student_channels[name] == teacher_channels[name]
+                else nn.Conv2d(student_channels[name], teacher_channels[name], kernel_size=1)
+                for name in layers
+            }
+        )
+
+
+def reconstruction_loss(model: CDPNet, batch: Tensor) -> Tensor:
+    """``L_rec`` of a CDP model on a batch of objects (teacher and control training)."""
+    return complex_mse(model(batch), batch)
+
+
+def distillation_loss(
+    teacher: CDPNet,
+    *,
+    weights: tuple[float, float, float],
+    layers: Sequence[str],
+    patch: int,
+) -> Callable[[DistillationStudent, Tensor], dict[str, Tensor]]:
+    """Loss function for :func:`fit` on a :class:`DistillationStudent`: total and the three terms.
+
+    The teacher is frozen and run without gradients; its measurement noise is drawn on a forked
+    random state, so the student sees exactly the noise of the control run.
+    """
+    l1, l2, l3 = weights
+    with torch.no_grad():
+        teacher_gram = mask_gram(teacher.masks(), patch).mean(dim=0)
+
+    def loss_fn(model: DistillationStudent, batch: Tensor) -> dict[str, Tensor]:
+        estimate, features = model.student(batch, return_features=True)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            _, targets = teacher(batch, return_features=True)
+        rec = complex_mse(estimate, batch)
+        terms = []
+        for name, adapter in model.adapters.items():
+            mapped = adapter(features[name])
+            target = targets[name]
+            if mapped.shape[-2:] != target.shape[-2:]:
+                mapped = F.interpolate(
+                    mapped, size=target.shape[-2:], mode="bilinear", align_corners=False
+                )
+            terms.append(F.mse_loss(mapped, target))
+        feat = torch.stack(terms).mean() if terms else rec.new_zeros(())
+        mask = mask_gram_loss(model.student.masks(), teacher_gram, patch)
+        total = l1 * rec + l2 * feat + l3 * mask
+        return {"loss": total, "reconstruction": rec, "feature": feat, "mask": mask}
+
+    return loss_fn
+
+
+def cdp_optimizer(
+    model: nn.Module, *, lr: float, mask_lr: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """AdamW with its own learning rate and no weight decay for mask phases.
+
+    Weight decay would pull phases towards 0 rad, which means nothing physically; convolution
+    weights decay, biases, norms and step sizes do not.
+    """
+    masks, decay, rest = [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.endswith("masks.latent"):
+            masks.append(parameter)
+        elif parameter.ndim > 1:
+            decay.append(parameter)
+        else:
+            rest.append(parameter)
+    groups = [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": rest, "lr": lr, "weight_decay": 0.0},
+        {"params": masks, "lr": mask_lr, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def snap_masks(model: CDPNet) -> None:
+    """Replace the latent mask phases by the phases as realised (wrapped, quantised if levelled).
+
+    The model's output does not change; stored in fp16, the masks then stay what was trained.
+    """
+    with torch.no_grad():
+        model.masks.latent.copy_(torch.from_numpy(model.masks.export()))
+
+
+def train_teacher(
+    config: DistillConfig,
+    *,
+    callbacks: Iterable[Any] = (),
+    time_budget_s: float | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+) -> tuple[CDPNet, FitResult]:
+    """Train the multi-snapshot teacher end to end (masks and network) on ``L_rec``."""
+    torch.manual_seed(config.seed)
+    teacher = CDPNet(config.network_config("teacher"))
+    result = fit(
+        teacher,
+        reconstruction_loss,
+        object_batches(config.batch_size, config.shape, sources=config.sources, seed=config.seed),
+        steps=config.teacher_steps,
+        optimizer=cdp_optimizer(
+            teacher, lr=config.lr, mask_lr=config.mask_lr, weight_decay=config.weight_decay
+        ),
+        callbacks=callbacks,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        time_budget_s=time_budget_s,
+        seed=config.seed,
+    )
+    snap_masks(teacher)
+    teacher.eval().requires_grad_(False)
+    return teacher, result
+
+
+def train_student(
+    config: DistillConfig,
+    teacher: CDPNet | None = None,
+    *,
+    steps: int | None = None,
+    callbacks: Iterable[Any] = (),
+    time_budget_s: float | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+) -> tuple[CDPNet, FitResult]:
+    """Train the single-snapshot student, distilled from ``teacher``, or alone (the control).
+
+    With and without a teacher the student starts from the same weights and mask and sees the
+    same batches and noise, so the two runs differ only by the loss.
+    """
+    torch.manual_seed(config.seed + 1)
+    student = CDPNet(config.network_config("student"))
+    data = object_batches(
+        config.batch_size, config.shape, sources=config.sources, seed=config.seed + 1
+    )
+    trained: nn.Module
+    if teacher is None:
+        trained, loss_fn = student, reconstruction_loss
+    else:
+        teacher.eval().requires_grad_(False)
+        trained = DistillationStudent(student, teacher, config.feature_layers)
+        loss_fn = distillation_loss(
+            teacher,
+            weights=(config.reconstruction_weight, config.feature_weight, config.mask_weight),
+            layers=config.feature_layers,
+            patch=config.gram_patch,
+        )
+    result = fit(
+        trained,
+        loss_fn,
+        data,
+        steps=steps or config.student_steps,
+        optimizer=cdp_optimizer(
+            trained, lr=config.lr, mask_lr=config.mask_lr, weight_decay=config.weight_decay
+        ),
+        callbacks=callbacks,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        time_budget_s=time_budget_s,
+        seed=config.seed + 1,
+    )
+    snap_masks(student)
+    return student.eval(), result
+
+
+def _phase_near(estimate: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Phases (radians) of an aligned estimate on the branch nearest the truth, and the truth's."""
+    truth_phase = np.angle(truth)
+    aligned = global_phase_align(estimate, truth)
+    return truth_phase + np.angle(aligned * np.conj(truth)), truth_phase
+
+
+def cdp_metrics(estimates: np.ndarray, truths: np.ndarray) -> dict[str, float]:
+    """Mean scores of complex estimates against true objects, after the global phase.
+
+    ``relative_error`` is ``||x_hat - x|| / ||x||``; ``psnr_db``, ``ssim``, ``rmse_rad`` are
+    :func:`~napari_qpi.training.metrics.image_metrics` of the phase (the estimate's phase taken on
+    the branch nearest the truth, background offset removed).
+    """
+    rows = []
+    for estimate, truth in zip(estimates, truths, strict=True):
+        aligned = global_phase_align(estimate, truth)
+        phase, truth_phase = _phase_near(estimate, truth)
+        scores = image_metrics(phase, truth_phase)
+        scores["relative_error"] = float(np.linalg.norm(aligned - truth) / np.linalg.norm(truth))
+        rows.append(scores)
+    keys = ("relative_error", "psnr_db", "ssim", "rmse_rad")
+    summary = {key: float(np.mean([row[key] for row in rows])) for key in keys}
+    summary["n"] = len(rows)
+    return summary
+
+
+def evaluate_model(model: CDPNet, objects: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """Scores (:func:`cdp_metrics`) of a CDP model on objects measured through its own masks.
+
+    Measurement noise (as the model is configured) is drawn from ``seed``; ``seconds_per_image``
+    is the reconstruction time.
+    """
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        patterns = model.measure(torch.from_numpy(objects))
+        start = time.perf_counter()
+        estimates = model(patterns).numpy()
+        seconds = (time.perf_counter() - start) / len(objects)
+    return {**cdp_metrics(estimates, objects), "seconds_per_image": seconds}
+
+
+def evaluate_solver(
+    objects: np.ndarray,
+    mask_phases: np.ndarray,
+    *,
+    method: str,
+    oversampling: int,
+    iterations: int,
+    photons_per_pixel: float | None = None,
+    read_noise_photons: float = 0.0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Scores of a classical solver (:func:`~napari_qpi.retrieval.cdp_solvers.solve_cdp`)."""
+    rng = np.random.default_rng(seed)
+    estimates = []
+    start = time.perf_counter()
+    for obj in objects:
+        patterns = coded_diffraction_patterns(obj, mask_phases, oversampling=oversampling)
+        if photons_per_pixel is not None:
+            patterns = add_poisson_noise(
+                patterns, photons_per_pixel, read_noise_photons=read_noise_photons, seed=rng
+            )
+        estimates.append(
+            solve_cdp(
+                patterns,
+                mask_phases,
+                method=method,
+                oversampling=oversampling,
+                iterations=iterations,
+                seed=rng,
+            )
+        )
+    seconds = (time.perf_counter() - start) / len(objects)
+    return {**cdp_metrics(np.stack(estimates), objects), "seconds_per_image": seconds}
+
+
+def write_mask_tiff(path: str | Path, model: CDPNet) -> Path:
+    """Write a model's masks as a float32 (K, H, W) TIFF of phases in radians, as realised.
+
+    The ImageJ-readable description holds the unit, the number of levels (``null``: free) and
+    the oversampling they were trained for.
+    """
+    import tifffile
+
+    path = Path(path)
+    description = {
+        "napari_qpi": "cdp-masks",
+        "unit": "rad",
+        "levels": model.config.mask_levels,
+        "oversampling": model.config.oversampling,
+    }
+    tifffile.imwrite(path, model.masks.export(), description=json.dumps(description), metadata=None)
+    return path
+
+
+def save_cdp_model(model: CDPNet, folder: str | Path, card: ModelCard) -> Path:
+    """Write a model folder: ``card.json``, fp16 ``model.safetensors`` and ``masks.tif``.
+
+    The format is the registry's (the card records the weights' sha256); the folder is replaced
+    if it exists. Returns the folder.
+    """
+    import safetensors.torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    snap_masks(model)
+    state = {
+        key: tensor.detach().cpu().to(torch.float16).contiguous()
+        for key, tensor in model.state_dict().items()
+    }
+    if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+        raise ModelError(f"Cannot save {card.name!r}: its weights are not finite in float16.")
+    data = safetensors.torch.save(state, metadata={"format": "pt", "napari_qpi_model": card.name})
+    card = card.replace(
+        weights={
+            "file": WEIGHTS_FILE,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "dtype": "float16",
+        }
+    )
+    (folder / WEIGHTS_FILE).write_bytes(data)
+    card.save(folder / CARD_FILE)
+    write_mask_tiff(folder / MASKS_FILE, model)
+    return folder
+
+
+def load_cdp_model(folder: str | Path) -> tuple[CDPNet, ModelCard]:
+    """Read a folder written by :func:`save_cdp_model` (sha256 checked, never unpickled)."""
+    import safetensors.torch
+
+    folder = Path(folder)
+    card = ModelCard.load(folder)
+    data = (folder / card.weights["file"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != card.sha256:
+        raise ModelError(f"The weights in {folder} do not match their card (sha256 differs).")
+    if card.network != "cdpnet":
+        raise ModelError(f"{folder} holds a {card.network!r} network, not a CDP model.")
+    model = CDPNet(CDPNetConfig.from_dict(card.config))
+    model.load_state_dict(safetensors.torch.load(data))
+    return model.float().eval(), card
+
+
+def make_card(
+    name: str,
+    family: str,
+    model: CDPNet,
+    *,
+    description: str,
+    training: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ModelCard:
+    """A model card for a CDP model (modality ``"cdp"``, network ``"cdpnet"``)."""
+    return ModelCard(
+        name=name,
+        family=family,
+        modality="cdp",
+        architecture={
+            "network": "cdpnet",
+            "config": model.config.to_dict(),
+            "input_channels": model.config.n_masks,
+            "stride": 1,
+        },
+        normalisation={"method": "none"},
+        training=dict(training),
+        metrics={split: dict(scores) for split, scores in (metrics or {}).items()},
+        description=description,
+        extra={"masks_file": MASKS_FILE, "mask_levels": model.config.mask_levels},
+    )
+
+
+@dataclass
+class DistillReport:
+    """Outcome of :func:`run_distillation`: models, training results and held-out scores."""
+
+    teacher: CDPNet
+    student: CDPNet
+    control: CDPNet
+    fits: dict[str, FitResult]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def run_distillation(
+    config: DistillConfig,
+    *,
+    minutes: float | None = None,
+    classical_iterations: int = 300,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> DistillReport:
+    """Teacher, KD student and control, then held-out scores of all three and of HIO / WF.
+
+    ``minutes`` bounds the whole training: half for the teacher, a quarter for the KD student;
+    the control then trains for the steps the KD student made. The classical solvers run on the
+    student's learned mask (and WF on the teacher's masks) at the same noise.
+    """
+    budget = None if minutes is None else 60.0 * minutes
+
+    def bar(label: str) -> list[Any]:
+        return [ProgressBar(label)] if progress else []
+
+    def checkpoint(label: str) -> Path | None:
+        return None if checkpoint_dir is None else Path(checkpoint_dir) / f"{label}.pt"
+
+    teacher, teacher_fit = train_teacher(
+        config,
+        callbacks=bar("teacher"),
+        time_budget_s=None if budget is None else budget / 2,
+        checkpoint_path=checkpoint("teacher"),
+        resume=resume,
+    )
+    student, student_fit = train_student(
+        config,
+        teacher,
+        callbacks=bar("student + KD"),
+        time_budget_s=None if budget is None else budget / 4,
+        checkpoint_path=checkpoint("student-kd"),
+        resume=resume,
+    )
+    control, control_fit = train_student(
+        config,
+        None,
+        steps=student_fit.step,
+        callbacks=bar("student alone"),
+        checkpoint_path=checkpoint("student-control"),
+        resume=resume,
+    )
+    objects = held_out_objects(config)
+    scores = {
+        "teacher": evaluate_model(teacher, objects),
+        "student_kd": evaluate_model(student, objects),
+        "student_control": evaluate_model(control, objects),
+    }
+    noise = {
+        "photons_per_pixel": config.photons_per_pixel,
+        "read_noise_photons": config.read_noise_photons,
+        "oversampling": config.oversampling,
+        "iterations": classical_iterations,
+    }
+    if classical_iterations > 0:
+        one_mask = student.masks.export()
+        scores["hio_student_mask"] = evaluate_solver(objects, one_mask, method="hio", **noise)
+        scores["wf_student_mask"] = evaluate_solver(objects, one_mask, method="wf", **noise)
+        scores["wf_teacher_masks"] = evaluate_solver(
+            objects, teacher.masks.export(), method="wf", **noise
+        )
+    fits = {"teacher": teacher_fit, "student_kd": student_fit, "student_control": control_fit}
+    return DistillReport(teacher, student, control, fits, scores)
+
+
+def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags of ``napari-qpi distill``; defaults finish in minutes on 2 CPU cores."""
+    d = DistillConfig()
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/distill"),
+        help="folder for the model folders, masks and report (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="wall-time budget of all training, minutes (default: %(default)s)",
+    )
+    parser.add_argument("--size", type=int, default=d.size, help="object side, pixels")
+    parser.add_argument("--oversampling", type=int, default=d.oversampling)
+    parser.add_argument(
+        "--teacher-masks",
+        type=int,
+        default=d.teacher_masks,
+        help="snapshots of the teacher (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mask-levels",
+        type=int,
+        default=None,
+        help="quantise masks to this many phase levels (default: free phases)",
+    )
+    parser.add_argument(
+        "--photons",
+        type=float,
+        default=None,
+        help="mean photons per pattern pixel (default: noiseless)",
+    )
+    parser.add_argument(
+        "--read-noise", type=float, default=d.read_noise_photons, help="camera read noise, photons"
+    )
+    parser.add_argument("--teacher-channels", type=int, default=d.teacher_channels)
+    parser.add_argument("--student-channels", type=int, default=d.student_channels)
+    parser.add_argument("--depth", type=int, default=d.depth)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=d.teacher_steps,
+        help="most teacher steps (the time budget may stop it earlier)",
+    )
+    parser.add_argument(
+        "--student-steps",
+        type=int,
+        default=d.student_steps,
+        help="most student steps (the time budget may stop it earlier)",
+    )
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument(
+        "--mask-lr", type=float, default=d.mask_lr, help="learning rate of the mask phases, radians"
+    )
+    parser.add_argument(
+        "--kd-weights",
+        type=float,
+        nargs=3,
+        metavar=("L1", "L2", "L3"),
+        default=(d.reconstruction_weight, d.feature_weight, d.mask_weight),
+        help="weights of reconstruction, feature and mask losses",
+    )
+    parser.add_argument("--feature-layers", nargs="+", default=list(d.feature_layers))
+    parser.add_argument("--gram-patch", type=int, default=d.gram_patch)
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        choices=("cells", "images"),
+        default=list(d.sources),
+        help="training objects",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--val-objects", type=int, default=d.val_objects)
+    parser.add_argument(
+        "--classical-iterations",
+        type=int,
+        default=300,
+        help="iterations of the HIO / WF baselines (0: skip them)",
+    )
+    parser.add_argument(
+        "--name",
+        default="cdp",
+        help="prefix of the model names: NAME-teacher, NAME-student, NAME-control",
+    )
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="also save the models as user models (appear in the plugin)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace user models of the same names when registering",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from checkpoints in OUT/checkpoints"
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    """The :class:`DistillConfig` of parsed ``napari-qpi distill`` flags."""
+    l1, l2, l3 = args.kd_weights
+    return DistillConfig(
+        size=args.size,
+        oversampling=args.oversampling,
+        teacher_masks=args.teacher_masks,
+        mask_levels=args.mask_levels,
+        photons_per_pixel=args.photons,
+        read_noise_photons=args.read_noise,
+        teacher_channels=args.teacher_channels,
+        student_channels=args.student_channels,
+        depth=args.depth,
+        batch_size=args.batch_size,
+        teacher_steps=args.teacher_steps,
+        student_steps=args.student_steps,
+        lr=args.lr,
+        mask_lr=args.mask_lr,
+        reconstruction_weight=l1,
+        feature_weight=l2,
+        mask_weight=l3,
+        feature_layers=tuple(args.feature_layers),
+        gram_patch=args.gram_patch,
+        sources=tuple(args.sources),
+        seed=args.seed,
+        val_objects=args.val_objects,
+    )
+
+
+def _command(args: argparse.Namespace) -> str:
+    flags = []
+    for key, value in sorted(vars(args).items()):
+        if key in {"func", "command", "handler"} or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif isinstance(value, (list, tuple)):
+            flags.append(f"{flag} {' '.join(shlex.quote(str(v)) for v in value)}")
+        else:
+            flags.append(f"{flag} {shlex.quote(str(value))}")
+    return "napari-qpi distill " + " ".join(flags)
+
+
+def _table(scores: Mapping[str, Mapping[str, float]]) -> str:
+    lines = [f"{'system':<18} {'rel. error':>10} {'PSNR dB':>8} {'SSIM':>6} {'RMSE rad':>9}"]
+    for name, row in scores.items():
+        lines.append(
+            f"{name:<18} {row['relative_error']:>10.4f} {row['psnr_db']:>8.2f} "
+            f"{row['ssim']:>6.3f} {row['rmse_rad']:>9.4f}"
+        )
+    return "\n".join(lines)
+
+
+def distill_main(args: argparse.Namespace) -> int:
+    """``napari-qpi distill``: train teacher, KD student and control; save, score and report.
+
+    Writes ``OUT/<name>-teacher``, ``OUT/<name>-student`` and ``OUT/<name>-control`` model
+    folders (:func:`save_cdp_model`) and ``OUT/report.json``, prints a score table and returns
+    the exit code.
+    """
+    config = config_from_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = _command(args)
+    report = run_distillation(
+        config,
+        minutes=args.minutes,
+        classical_iterations=args.classical_iterations,
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
+    )
+    split = f"synthetic-{config.size}px-heldout"
+    recipe = {"recipe": "distill", "config": config.to_dict(), "command": command}
+    roles = {
+        "teacher": ("teacher", report.teacher, "teacher", f"{config.teacher_masks}-snapshot"),
+        "student_kd": ("student", report.student, "distilled", "single-snapshot, distilled"),
+        "student_control": ("control", report.control, "baseline", "single-snapshot, no teacher"),
+    }
+    folders = {}
+    for key, (suffix, model, family, what) in roles.items():
+        fit_result = report.fits[key]
+        name = f"{args.name}-{suffix}"
+        card = make_card(
+            name,
+            family,
+            model,
+            description=f"Coded diffraction patterns, {what}: learned mask(s) and recovery "
+            f"network for {config.size}x{config.size} objects at oversampling "
+            f"{config.oversampling}.",
+            training={
+                **recipe,
+                "role": key,
+                "seed": config.seed,
+                "steps": fit_result.step,
+                "seconds": round(fit_result.seconds, 1),
+                "final_loss": fit_result.mean_loss(20),
+                **({"teacher": f"{args.name}-teacher"} if key == "student_kd" else {}),
+            },
+            metrics={split: {**report.scores[key], "command": command}},
+        )
+        folders[key] = save_cdp_model(model, out / name, card)
+        if args.register:
+            from ..models.registry import save_user_model
+
+            save_user_model(model, ModelCard.load(folders[key]), overwrite=args.overwrite)
+    summary = {
+        "config": config.to_dict(),
+        "command": command,
+        "scores": report.scores,
+        "steps": {key: result.step for key, result in report.fits.items()},
+        "seconds": {key: round(result.seconds, 1) for key, result in report.fits.items()},
+        "models": {key: str(folder) for key, folder in folders.items()},
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    print(_table(report.scores))
+    print(f"models and report written to {out}")
+    return 0
+
+
+__all__ = [
+    "MASKS_FILE",
+    "DistillConfig",
+    "DistillReport",
+    "DistillationStudent",
+    "add_distill_arguments",
+    "cdp_metrics",
+    "cdp_optimizer",
+    "config_from_args",
+    "distill_main",
+    "distillation_loss",
+    "evaluate_model",
+    "evaluate_solver",
+    "held_out_objects",
+    "load_cdp_model",
+    "make_card",
+    "mask_gram",
+    "mask_gram_loss",
+    "object_batches",
+    "reconstruction_loss",
+    "run_distillation",
+    "save_cdp_model",
+    "snap_masks",
+    "train_student",
+    "train_teacher",
+    "write_mask_tiff",
+]

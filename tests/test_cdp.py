@@ -1,0 +1,394 @@
+"""Coded diffraction patterns: forward models, classical solvers, CDPNet and distillation."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_qpi.errors import InputError, ModelError
+from napari_qpi.models.card import ModelCard
+from napari_qpi.nn.cdpnet import CDPNet, CDPNetConfig, LearnedMasks, build, complex_mse
+from napari_qpi.physics.cdp import (
+    add_noise_torch,
+    add_poisson_noise,
+    cdp_adjoint_torch,
+    cdp_farfield_torch,
+    cdp_forward_torch,
+    cell_objects,
+    coded_diffraction_patterns,
+    image_objects,
+    quantise_phase,
+    quantise_phase_ste,
+    random_objects,
+    random_phase_masks,
+    remove_global_phase,
+)
+from napari_qpi.retrieval.cdp_solvers import (
+    global_phase_align,
+    relative_error,
+    solve_cdp,
+    spectral_init,
+)
+from napari_qpi.training.distill import (
+    DistillationStudent,
+    DistillConfig,
+    add_distill_arguments,
+    config_from_args,
+    distill_main,
+    distillation_loss,
+    evaluate_model,
+    held_out_objects,
+    load_cdp_model,
+    make_card,
+    mask_gram,
+    mask_gram_loss,
+    save_cdp_model,
+    train_student,
+    train_teacher,
+)
+from napari_qpi.training.loop import fit
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def complex_object(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    amplitude = rng.uniform(0.5, 1.0, shape)
+    return (amplitude * np.exp(1j * rng.uniform(-np.pi, np.pi, shape))).astype(np.complex64)
+
+
+def direct_patterns(obj: np.ndarray, masks: np.ndarray, oversampling: int) -> np.ndarray:
+    """|DFT|^2 of the zero-padded coded fields by explicit sums, centred (reference)."""
+    h, w = obj.shape
+    big_h, big_w = oversampling * h, oversampling * w
+    fy = np.exp(-2j * np.pi * np.outer(np.arange(big_h), np.arange(h)) / big_h)
+    fx = np.exp(-2j * np.pi * np.outer(np.arange(big_w), np.arange(w)) / big_w)
+    fields = np.einsum("uy,kyx,vx->kuv", fy, np.exp(1j * masks) * obj, fx)
+    patterns = np.abs(fields) ** 2 / (big_h * big_w)
+    return np.roll(patterns, (big_h // 2, big_w // 2), axis=(-2, -1))
+
+
+# --- physics ----------------------------------------------------------------------------------
+
+
+def test_torch_forward_matches_direct_and_numpy(rng: np.random.Generator) -> None:
+    obj = complex_object(rng, (12, 10))
+    masks = random_phase_masks(3, (12, 10), seed=1)
+    reference = direct_patterns(obj.astype(np.complex128), masks.astype(np.float64), 2)
+    numpy_patterns = coded_diffraction_patterns(obj, masks, oversampling=2)
+    torch_patterns = cdp_forward_torch(
+        torch.from_numpy(obj.astype(np.complex128)), torch.from_numpy(masks.astype(np.float64)), 2
+    ).numpy()
+    assert torch_patterns.shape == (3, 24, 20)
+    np.testing.assert_allclose(torch_patterns, reference, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(numpy_patterns, reference, rtol=1e-4, atol=1e-6)
+    batched = cdp_forward_torch(torch.from_numpy(np.stack([obj, obj])), torch.from_numpy(masks), 2)
+    np.testing.assert_allclose(batched[1].numpy(), numpy_patterns, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("oversampling", [1, 2, 3])
+def test_energy_is_conserved(rng: np.random.Generator, oversampling: int) -> None:
+    obj = complex_object(rng, (16, 16))
+    masks = random_phase_masks(4, (16, 16), seed=2)
+    energy = np.sum(np.abs(obj) ** 2)
+    numpy_patterns = coded_diffraction_patterns(obj, masks, oversampling=oversampling)
+    torch_patterns = cdp_forward_torch(torch.from_numpy(obj), torch.from_numpy(masks), oversampling)
+    np.testing.assert_allclose(numpy_patterns.sum(axis=(-2, -1)), energy, rtol=1e-5)
+    np.testing.assert_allclose(torch_patterns.sum(dim=(-2, -1)).numpy(), energy, rtol=1e-5)
+
+
+def test_adjoint_and_normal_operator(rng: np.random.Generator) -> None:
+    x = torch.from_numpy(complex_object(rng, (8, 12)).astype(np.complex128))
+    z = torch.from_numpy(rng.standard_normal((3, 16, 24)) + 1j * rng.standard_normal((3, 16, 24)))
+    masks = torch.from_numpy(random_phase_masks(3, (8, 12), seed=3).astype(np.float64))
+    ax = cdp_farfield_torch(x, masks, 2)
+    lhs = torch.vdot(ax.flatten(), z.flatten())
+    rhs = torch.vdot(x.flatten(), cdp_adjoint_torch(z, masks).flatten())
+    assert abs(complex(lhs - rhs)) < 1e-9 * abs(complex(lhs))
+    torch.testing.assert_close(cdp_adjoint_torch(ax, masks), 3 * x)
+
+
+def test_quantised_masks_and_straight_through_gradient() -> None:
+    phases = torch.linspace(-6.0, 6.0, 101, requires_grad=True)
+    quantised = quantise_phase_ste(phases, 4)
+    levels = -math.pi + 2 * math.pi * torch.arange(4) / 4
+    assert torch.isclose(quantised[:, None], levels[None], atol=1e-5).any(dim=1).all()
+    np.testing.assert_allclose(
+        quantised.detach().numpy(), quantise_phase(phases.detach().numpy(), 4), atol=1e-5
+    )
+    quantised.sum().backward()
+    assert torch.equal(phases.grad, torch.ones_like(phases))
+    assert quantise_phase_ste(phases, None) is phases
+    with pytest.raises(InputError):
+        quantise_phase_ste(phases, 1)
+
+
+def test_noise_has_the_photon_statistics_and_passes_gradients() -> None:
+    patterns = torch.full((2, 3, 32, 32), 2.0, requires_grad=True)
+    noisy = add_noise_torch(patterns, 100.0, generator=torch.Generator().manual_seed(0))
+    counts = noisy.detach() / 2.0 * 100.0
+    assert abs(float(counts.mean()) - 100.0) < 1.0
+    assert abs(float(counts.var()) - 100.0) < 8.0
+    noisy.sum().backward()
+    assert torch.equal(patterns.grad, torch.ones_like(patterns))
+    assert add_noise_torch(patterns, None) is patterns
+    read = add_poisson_noise(np.full((64, 64), 3.0), 50.0, read_noise_photons=5.0, seed=0)
+    assert abs(np.var(read / 3.0 * 50.0) - 75.0) < 8.0
+
+
+def test_training_objects() -> None:
+    cells = cell_objects(3, (48, 48), seed=0)
+    assert cells.shape == (3, 48, 48) and cells.dtype == np.complex64
+    np.testing.assert_allclose(np.abs(cells), 1.0, atol=1e-6)
+    phase = np.angle(cells)
+    assert phase.max() <= 3.0 + 1e-5 and phase.min() >= -1e-6 and (phase == 0).mean() > 0.2
+    images = image_objects(4, (40, 32), amplitude_range=(0.5, 1.0), seed=0)
+    assert images.shape == (4, 40, 32)
+    assert np.abs(images).min() >= 0.5 - 1e-6 and np.abs(images).max() <= 1.0 + 1e-6
+    np.testing.assert_array_equal(
+        random_objects(5, (32, 32), seed=3), random_objects(5, (32, 32), seed=3)
+    )
+    with pytest.raises(InputError):
+        random_objects(2, (32, 32), sources=("stars",))
+
+
+def test_remove_global_phase_sets_the_background_to_zero() -> None:
+    cells = cell_objects(1, (64, 64), seed=1)[0]
+    rotated = cells * np.exp(1j * 2.5)
+    np.testing.assert_allclose(np.angle(remove_global_phase(rotated)), np.angle(cells), atol=1e-4)
+
+
+# --- classical solvers ------------------------------------------------------------------------
+
+
+def test_wirtinger_flow_recovers_the_object(rng: np.random.Generator) -> None:
+    obj = complex_object(rng, (32, 32))
+    masks = random_phase_masks(6, (32, 32), seed=4)
+    patterns = coded_diffraction_patterns(obj, masks, oversampling=2)
+    residuals: list[float] = []
+    estimate = solve_cdp(
+        patterns,
+        masks,
+        method="wf",
+        oversampling=2,
+        iterations=150,
+        callback=lambda i, n, r: residuals.append(r),
+    )
+    assert relative_error(estimate, obj) < 1e-3
+    assert residuals[-1] < 1e-3 < residuals[0]
+
+
+@pytest.mark.parametrize("method", ["gs", "hio"])
+def test_projection_solvers_recover_the_object(rng: np.random.Generator, method: str) -> None:
+    obj = complex_object(rng, (24, 24))
+    masks = random_phase_masks(6, (24, 24), seed=5)
+    patterns = coded_diffraction_patterns(obj, masks, oversampling=2)
+    estimate = solve_cdp(patterns, masks, method=method, iterations=200, seed=0)
+    assert relative_error(estimate, obj) < 1e-3
+
+
+def test_phase_only_constraint_and_support_are_accepted() -> None:
+    obj = cell_objects(1, (32, 32), seed=2)[0]
+    masks = random_phase_masks(4, (32, 32), seed=6)
+    patterns = coded_diffraction_patterns(obj, masks)
+    estimate = solve_cdp(
+        patterns, masks, method="gs", iterations=100, amplitude=1.0, support=np.ones((32, 32))
+    )
+    np.testing.assert_allclose(np.abs(estimate), 1.0, atol=1e-5)
+    assert relative_error(estimate, obj) < 1e-2
+
+
+def test_spectral_init_correlates_with_the_object(rng: np.random.Generator) -> None:
+    obj = complex_object(rng, (32, 32))
+    masks = random_phase_masks(6, (32, 32), seed=7)
+    patterns = coded_diffraction_patterns(obj, masks)
+    start = spectral_init(patterns, masks)
+    correlation = abs(np.vdot(start, obj)) / (np.linalg.norm(start) * np.linalg.norm(obj))
+    assert correlation > 0.8
+    np.testing.assert_allclose(np.linalg.norm(start), np.linalg.norm(obj), rtol=1e-3)
+
+
+def test_solver_callback_stops_and_bad_input_is_refused(rng: np.random.Generator) -> None:
+    obj = complex_object(rng, (16, 16))
+    masks = random_phase_masks(2, (16, 16), seed=8)
+    patterns = coded_diffraction_patterns(obj, masks)
+    calls: list[int] = []
+    solve_cdp(patterns, masks, iterations=50, callback=lambda i, n, r: calls.append(i) or i == 3)
+    assert calls == [1, 2, 3]
+    with pytest.raises(InputError, match="do not fit"):
+        solve_cdp(patterns[:1], masks)
+    with pytest.raises(InputError, match="Unknown CDP solver"):
+        solve_cdp(patterns, masks, method="admm")  # type: ignore[arg-type]
+
+
+def test_global_phase_align(rng: np.random.Generator) -> None:
+    obj = complex_object(rng, (8, 8))
+    rotated = obj * np.exp(-1.2j)
+    np.testing.assert_allclose(global_phase_align(rotated, obj), obj, atol=1e-5)
+    assert relative_error(rotated, obj) < 1e-6
+    phase = np.angle(obj)
+    assert relative_error(np.exp(1j * (phase + 0.4)), phase) < 1e-6
+
+
+# --- network ----------------------------------------------------------------------------------
+
+
+def tiny(role: str = "student", **overrides: object) -> CDPNetConfig:
+    base = {"shape": (16, 16), "base_channels": 4, "depth": 2, "power_iterations": 3}
+    maker = CDPNetConfig.teacher if role == "teacher" else CDPNetConfig.student
+    return maker(**{**base, **overrides})
+
+
+def test_learned_masks_are_quantised_and_receive_gradients() -> None:
+    masks = LearnedMasks(2, (8, 8), levels=4, seed=0)
+    phases = masks()
+    assert phases.shape == (2, 8, 8)
+    exported = masks.export()
+    np.testing.assert_allclose(exported, quantise_phase(exported, 4), atol=1e-6)
+    model = CDPNet(tiny("teacher", mask_levels=4, photons_per_pixel=1000.0))
+    x = torch.from_numpy(cell_objects(2, (16, 16), seed=0))
+    complex_mse(model(x), x).backward()
+    assert model.masks.latent.grad is not None and model.masks.latent.grad.abs().sum() > 0
+    assert model.estimate.step_sizes.grad is not None
+
+
+def test_cdpnet_reads_objects_or_patterns_and_returns_features() -> None:
+    model = CDPNet(tiny("teacher", n_masks=3)).eval()
+    x = torch.from_numpy(random_objects(2, (16, 16), seed=1))
+    with torch.no_grad():
+        estimate, features = model(x, return_features=True)
+        patterns = model.measure(x)
+        torch.testing.assert_close(model(patterns), estimate)
+    assert estimate.shape == (2, 16, 16) and estimate.is_complex()
+    assert set(features) == {"bottleneck", "dec0"}
+    assert features["dec0"].shape == (2, 4, 16, 16)
+    assert model.predict_phase(patterns).shape == (2, 1, 16, 16)
+    assert model.reconstruct(patterns[0].numpy()).shape == (16, 16)
+    with pytest.raises(InputError, match="reads patterns"):
+        model(patterns[:, :2])
+
+
+def test_config_round_trip_and_build() -> None:
+    config = tiny("teacher", mask_levels=2, photons_per_pixel=500.0)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert CDPNetConfig.from_dict(data) == config
+    assert isinstance(build(data), CDPNet)
+    with pytest.raises(ModelError):
+        CDPNetConfig.from_dict({"n_mask": 2})
+    with pytest.raises(ModelError):
+        CDPNetConfig(shape=(18, 18), depth=3)
+
+
+# --- distillation -----------------------------------------------------------------------------
+
+
+def test_mask_gram() -> None:
+    phases = torch.from_numpy(random_phase_masks(3, (12, 12), seed=0))
+    gram = mask_gram(phases, patch=3)
+    assert gram.shape == (3, 10, 10)
+    torch.testing.assert_close(gram, gram.conj().transpose(1, 2))
+    torch.testing.assert_close(
+        torch.diagonal(gram, dim1=1, dim2=2).real, torch.ones(3, 10), atol=1e-6, rtol=0
+    )
+    assert float(mask_gram_loss(phases[:1], gram[:1].mean(0), patch=3)) < 1e-12
+    assert float(mask_gram_loss(phases[:1], gram[1:].mean(0), patch=3)) > 0
+
+
+def test_distillation_loss_terms_are_positive_and_fall() -> None:
+    teacher = CDPNet(tiny("teacher", base_channels=8)).eval().requires_grad_(False)
+    student = CDPNet(tiny("student", mask_seed=5))
+    model = DistillationStudent(student, teacher, ["bottleneck", "dec0"])
+    assert isinstance(model.adapters["dec0"], torch.nn.Conv2d)
+    loss_fn = distillation_loss(
+        teacher, weights=(1.0, 1.0, 100.0), layers=["bottleneck", "dec0"], patch=3
+    )
+    batch = torch.from_numpy(random_objects(2, (16, 16), seed=2))
+    result = fit(
+        model, loss_fn, lambda first: itertools.repeat(batch), steps=15, lr=1e-2, warmup=0.0
+    )
+    first, last = result.history[:3], result.history[-3:]
+    for term in ("reconstruction", "feature", "mask"):
+        before = np.mean([row[term] for row in first])
+        after = np.mean([row[term] for row in last])
+        assert before > 0 and after < before, term
+
+
+def test_model_folder_round_trip(tmp_path) -> None:
+    model = CDPNet(tiny("teacher", n_masks=2, mask_levels=4)).eval()
+    card = make_card("cdp-test", "teacher", model, description="test", training={"seed": 0})
+    folder = save_cdp_model(model, tmp_path / "cdp-test", card)
+    loaded, loaded_card = load_cdp_model(folder)
+    assert loaded_card.modality == "cdp" and loaded_card.family == "teacher"
+    assert ModelCard.load(folder).sha256 == loaded_card.sha256
+    np.testing.assert_array_equal(loaded.masks.export(), model.masks.export())
+    masks = tifffile.imread(folder / "masks.tif")
+    np.testing.assert_allclose(masks, model.masks.export(), atol=0)
+    x = torch.from_numpy(random_objects(2, (16, 16), seed=4))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(model.measure(x)), model(model.measure(x)), atol=0.05, rtol=0.05
+        )
+
+
+def test_distill_command_line(tmp_path) -> None:
+    parser = add_distill_arguments(argparse.ArgumentParser())
+    defaults = config_from_args(parser.parse_args([]))
+    assert defaults == DistillConfig()
+    args = parser.parse_args(
+        [
+            "--out", str(tmp_path), "--minutes", "1", "--size", "16", "--depth", "2",
+            "--teacher-channels", "4", "--student-channels", "4", "--teacher-masks", "2",
+            "--batch-size", "2", "--teacher-steps", "2", "--student-steps", "2",
+            "--val-objects", "2", "--classical-iterations", "3", "--gram-patch", "3",
+            "--feature-layers", "dec0", "--photons", "1000",
+        ]
+    )  # fmt: skip
+    assert distill_main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"teacher", "student_kd", "student_control", "wf_student_mask"} <= set(report["scores"])
+    assert report["steps"]["student_control"] == report["steps"]["student_kd"]
+    for name, family in [("teacher", "teacher"), ("student", "distilled"), ("control", "baseline")]:
+        card = ModelCard.load(tmp_path / f"cdp-{name}")
+        assert (card.family, card.modality) == (family, "cdp")
+        assert "napari-qpi distill" in card.training["command"]
+        assert (tmp_path / f"cdp-{name}" / "masks.tif").is_file()
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_distilled_student_beats_the_control(one_thread: None) -> None:
+    config = DistillConfig(
+        size=32,
+        photons_per_pixel=100.0,
+        teacher_steps=150,
+        student_steps=300,
+        batch_size=8,
+        val_objects=32,
+        seed=0,
+    )
+    teacher, _ = train_teacher(config)
+    student, kd = train_student(config, teacher)
+    control, alone = train_student(config, None, steps=kd.step)
+    objects = held_out_objects(config)
+    teacher_error = evaluate_model(teacher, objects)["relative_error"]
+    kd_error = evaluate_model(student, objects)["relative_error"]
+    control_error = evaluate_model(control, objects)["relative_error"]
+    assert teacher_error < kd_error < control_error
+    kd_reconstruction = np.mean([row["reconstruction"] for row in kd.history[-50:]])
+    assert kd_reconstruction < alone.mean_loss(50)

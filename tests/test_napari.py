@@ -203,3 +203,19 @@ def test_widget_cancel_stops_a_long_stack(make_napari_viewer, qtbot):
         widget.controls.cancel_button.native.click()
     assert "long phase" not in [layer.name for layer in viewer.layers]
     assert widget.controls.status.value == "cancelled"
+
+
+def test_widget_solves_the_sample_cdp_stack(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in cdp_sample():
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    patterns = viewer.layers["cells_cdp"]
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = patterns
+    assert "wirtinger flow" in widget.method.choices
+    assert "classical" not in widget.method.choices
+    widget.method.value = "gerchberg-saxton"
+    _run_widget(widget, qtbot, timeout=60_000)
+    phase = np.asarray(viewer.layers["cells_cdp phase"].data)
+    assert phase.shape == patterns.metadata["qpi_cdp"]["masks"].shape[-2:]
+    assert phase.dtype == np.float32 and np.isfinite(phase).all()

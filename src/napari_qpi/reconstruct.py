@@ -143,3 +143,96 @@ def output_acquisition(acquisition: Acquisition | None, pixel_size_factor: float
         carrier_cycles_per_px=None,
         pixel_size_um=None if pixel is None else pixel * pixel_size_factor,
     )
+
+
+#: Classical solvers for coded diffraction patterns, by the name the user sees.
+CDP_SOLVERS = {"wirtinger flow": "wf", "hio": "hio", "gerchberg-saxton": "gs"}
+
+
+def available_cdp_methods(n_patterns: int | None = None) -> list[str]:
+    """Classical CDP solvers, then registered CDP models made for ``n_patterns`` snapshots."""
+    from .models import list_models
+
+    models = [
+        card.name
+        for card in list_models("cdp")
+        if n_patterns is None or card.config.get("n_masks") == n_patterns
+    ]
+    return [*CDP_SOLVERS, *models]
+
+
+def reconstruct_cdp(
+    patterns: np.ndarray,
+    masks: np.ndarray,
+    *,
+    method: str = "wirtinger flow",
+    oversampling: int = 2,
+    iterations: int = 150,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Phase (float32 radians, background at 0) of the object behind K coded diffraction patterns.
+
+    ``patterns`` (K, sH, sW) were recorded through the phase ``masks`` (K, H, W) in radians.
+    Classical solvers use the masks as given; a model must have been trained with exactly these
+    masks (its own learned masks are the optics it expects), which is checked.
+    """
+    from .physics.cdp import remove_global_phase
+
+    patterns = np.asarray(patterns, dtype=np.float32)
+    masks = np.asarray(masks, dtype=np.float32)
+    if patterns.ndim == 2:
+        patterns = patterns[None]
+    if masks.ndim == 2:
+        masks = masks[None]
+    if not np.all(np.isfinite(patterns)) or patterns.min() < 0:
+        raise InputError(
+            "Diffraction patterns must be finite, non-negative intensities; this stack has "
+            "NaN, infinite or negative values (subtract the camera offset and clip at 0)."
+        )
+    if len(patterns) != len(masks):
+        raise InputError(
+            f"{len(patterns)} pattern(s) but {len(masks)} mask(s): each snapshot needs the mask "
+            "it was recorded through."
+        )
+    if method in CDP_SOLVERS:
+        from .retrieval.cdp_solvers import solve_cdp
+
+        estimate = solve_cdp(
+            patterns,
+            masks,
+            method=CDP_SOLVERS[method],
+            oversampling=oversampling,
+            iterations=iterations,
+        )
+        info = {"method": method, "iterations": iterations, "oversampling": oversampling}
+    else:
+        estimate, info = _cdp_model_estimate(patterns, masks, method)
+    phase = np.angle(remove_global_phase(estimate)).astype(np.float32)
+    return phase, info
+
+
+def _cdp_model_estimate(
+    patterns: np.ndarray, masks: np.ndarray, name: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    import torch
+
+    from .models import load_model
+
+    names = available_cdp_methods(len(patterns))
+    if name not in names:
+        raise InputError(
+            f"No CDP method {name!r} for {len(patterns)} snapshot(s). "
+            f"Available: {', '.join(names)}."
+        )
+    model, card = load_model(name)
+    model_masks = model.masks.export()
+    if model_masks.shape != masks.shape or not np.allclose(
+        np.angle(np.exp(1j * (model_masks - masks))), 0, atol=1e-2
+    ):
+        raise InputError(
+            f"These patterns were recorded through other masks than model '{name}' was trained "
+            "with: a network only works with its own masks (export them with the model and build "
+            "the optics from them), or use a classical solver."
+        )
+    with torch.inference_mode():
+        estimate = model(torch.from_numpy(patterns)[None])[0].numpy()
+    return estimate, {"method": name, "model_sha256": card.sha256}

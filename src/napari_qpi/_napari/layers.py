@@ -15,6 +15,9 @@ from ..acquisition import METADATA_KEY, Acquisition
 #: Key in ``layer.metadata`` for the description of the method that made a phase layer.
 METHOD_KEY = "qpi_method"
 
+#: Key in a CDP patterns layer's metadata with the masks (radians) and the oversampling factor.
+CDP_KEY = "qpi_cdp"
+
 #: Key in ``labels_layer.metadata`` with the units and parameters of its per-cell features table.
 MORPHOLOGY_KEY = "qpi_morphology"
 

@@ -11,19 +11,17 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox, create_
 from ..errors import InputError
 from ..reconstruct import (
     CLASSICAL_METHODS,
+    available_cdp_methods,
     available_methods,
     iter_reconstruct,
     output_acquisition,
     plane_indices,
+    reconstruct_cdp,
     settings_record,
 )
 from ..retrieval import OffAxisSettings
-from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .task import Job, TaskControls
-
-
-def _method_choices(_widget: Any = None) -> list[str]:
-    return available_methods("hologram")
 
 
 class PhaseRetrievalWidget(Container):
@@ -38,9 +36,8 @@ class PhaseRetrievalWidget(Container):
         )
         self.method = ComboBox(
             label="method",
-            choices=_method_choices,
-            value="classical",
-            tooltip="classical Fourier method, or a trained network",
+            choices=self._method_choices,
+            tooltip="classical method or solver, or a trained network",
         )
         self.filter = ComboBox(
             label="filter", choices=["smooth_disk", "disk", "gaussian"], value=defaults.filter
@@ -71,9 +68,20 @@ class PhaseRetrievalWidget(Container):
             ]
         )
         self.method.changed.connect(self._show_method_options)
+        self.hologram.changed.connect(self.method.reset_choices)
         self.reset_choices()
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
+
+    def _cdp_record(self) -> dict[str, Any] | None:
+        layer = self.hologram.value
+        return None if layer is None else layer.metadata.get(CDP_KEY)
+
+    def _method_choices(self, _widget: Any = None) -> list[str]:
+        record = self._cdp_record()
+        if record is not None:
+            return available_cdp_methods(len(record["masks"]))
+        return available_methods("hologram")
 
     def _show_method_options(self, *_: Any) -> None:
         classical = self.method.value in CLASSICAL_METHODS
@@ -94,6 +102,8 @@ class PhaseRetrievalWidget(Container):
             raise InputError("Open a hologram first: there is no image layer to reconstruct.")
         if layer.rgb:
             raise InputError(f"Layer '{layer.name}' is an RGB image; holograms are monochrome.")
+        if self._cdp_record() is not None:
+            return self._cdp_job(layer)
         method = self.method.value
         reference_layer = self.reference.value if method in CLASSICAL_METHODS else None
         reference = None if reference_layer is None else np.asarray(reference_layer.data)
@@ -139,7 +149,45 @@ class PhaseRetrievalWidget(Container):
 
         return run()
 
+    def _cdp_job(self, layer: napari.layers.Image) -> Job:
+        record = self._cdp_record()
+        patterns = np.asarray(layer.data)
+        masks = np.asarray(record["masks"])
+        oversampling = int(record.get("oversampling", 2))
+        method = self.method.value
+        acquisition = acquisition_of(layer.metadata)
+
+        def run() -> Job:
+            yield 0, 1
+            phase, info = reconstruct_cdp(patterns, masks, method=method, oversampling=oversampling)
+            yield 1, 1
+            return {
+                "layer": layer,
+                "phase": phase,
+                "method": method,
+                "info": info,
+                "acquisition": output_acquisition(acquisition, 1.0),
+            }
+
+        return run()
+
+    def _add_cdp_result(self, result: dict[str, Any]) -> None:
+        source = result["layer"]
+        method = {"name": result["method"], "source": source.name, **result["info"]}
+        data, kwargs, _ = image_layer(
+            result["phase"],
+            name=f"{source.name} phase",
+            acquisition=result["acquisition"],
+            extra_metadata={METHOD_KEY: method},
+            colormap="viridis",
+            contrast_limits=phase_contrast_limits(result["phase"]),
+        )
+        self.viewer.add_image(data, **kwargs)
+
     def _add_result(self, result: dict[str, Any]) -> None:
+        if "factor" not in result:
+            self._add_cdp_result(result)
+            return
         source = result["layer"]
         phase = result["phase"]
         factor = result["factor"]

@@ -15,6 +15,7 @@ from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi._napari.sample_data import cdp_sample, hologram_sample
 from napari_qpi.io import read_image
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
+from napari_qpi.reconstruct import iter_reconstruct
 
 
 def test_manifest_validates_with_imports():
@@ -219,3 +220,25 @@ def test_widget_solves_the_sample_cdp_stack(make_napari_viewer, qtbot):
     phase = np.asarray(viewer.layers["cells_cdp phase"].data)
     assert phase.shape == patterns.metadata["qpi_cdp"]["masks"].shape[-2:]
     assert phase.dtype == np.float32 and np.isfinite(phase).all()
+
+
+def test_widget_viewed_planes_only_gives_a_lazy_phase_layer(make_napari_viewer, qtbot):
+    import dask.array as da
+
+    viewer = make_napari_viewer()
+    system = OffAxisSystem()
+    planes = [
+        simulate_hologram(random_cells((128, 128), n_cells=2, seed=s).phase, None, system, seed=s)
+        for s in range(4)
+    ]
+    stack = da.from_array(np.stack(planes), chunks=(1, 128, 128))
+    viewer.add_image(stack, name="lazy", metadata={"qpi": system.acquisition().to_dict()})
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["lazy"]
+    assert widget.planes.native.isVisibleTo(widget.native)
+    widget.planes.value = "viewed planes only"
+    _run_widget(widget, qtbot)
+    phase = viewer.layers["lazy phase"]
+    assert isinstance(phase.data, da.Array) and phase.data.shape == (4, 128, 128)
+    expected = next(iter_reconstruct(planes[2], acquisition=system.acquisition())).phase
+    np.testing.assert_allclose(np.asarray(phase.data[2]), expected, atol=1e-5)

@@ -1,6 +1,10 @@
 """The ``napari-qpi`` command line: batch work without a GUI.
 
     napari-qpi reconstruct DATA/ --method classical --out results/
+    napari-qpi reconstruct DATA/ --out results/ --scheduler tcp://host:8786
+
+``reconstruct`` and ``measure`` run through :mod:`napari_qpi.batch` (one task per plane, on a local
+Dask cluster, an existing one, or in this process); see ``docs/batch.md``.
 
 Every sub-command prints a progress bar, a one-line summary and, for files it could not process,
 one line per file with the reason. Errors meant for people never show a traceback.
@@ -9,79 +13,44 @@ one line per file with the reason. Errors meant for people never show a tracebac
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .acquisition import Acquisition
+from .batch import (
+    CONNECT_TIMEOUT_S,
+    LABELS_SUFFIX,
+    PHASE_SUFFIX,
+    TABLE_SUFFIX,
+    BatchReport,
+    ClusterOptions,
+    DiskFullError,
+    MeasureOptions,
+    collect_inputs,
+    measure_batch,
+    reconstruct_batch,
+)
 from .errors import QPIError
-from .io import read_image, write_phase
-from .io.images import SUPPORTED_EXTENSIONS
-from .io.tables import write_labels_tiff, write_table_csv
-from .morphology import (
-    DEFAULT_ALPHA_UM3_PER_PG,
-    MorphologyTable,
-    SegmentationSettings,
-    measure_stack,
-)
-from .reconstruct import (
-    available_methods,
-    iter_reconstruct,
-    output_acquisition,
-    settings_record,
-)
+from .io.tables import read_table_csv
+from .morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable, SegmentationSettings
+from .reconstruct import available_methods
 from .retrieval import OffAxisSettings
 
-PHASE_SUFFIX = "_phase.ome.tif"
-LABELS_SUFFIX = "_cells.ome.tif"
-TABLE_SUFFIX = "_cells.csv"
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named on the command line, and the supported images inside named folders (sorted)."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and p.name.lower().endswith(SUPPORTED_EXTENSIONS)
-                    and not p.name.endswith((PHASE_SUFFIX, LABELS_SUFFIX))
-                )
-            )
-        else:
-            found.append(path)
-    return found
-
-
-@dataclass
-class BatchReport:
-    """What a batch run did, for the summary line and the exit code."""
-
-    written: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    planes: int = 0
-    cells: int = 0
-    dry_mass_pg: list[float] = field(default_factory=list)
-    phase_min: float = np.inf
-    phase_max: float = -np.inf
+__all__ = [
+    "LABELS_SUFFIX",
+    "PHASE_SUFFIX",
+    "TABLE_SUFFIX",
+    "BatchReport",
+    "build_parser",
+    "collect_inputs",
+    "format_table",
+    "main",
+]
 
 
 def _settings_from_args(args: argparse.Namespace) -> OffAxisSettings:
@@ -94,92 +63,14 @@ def _settings_from_args(args: argparse.Namespace) -> OffAxisSettings:
     )
 
 
-def reconstruct_file(
-    path: Path,
-    out_dir: Path,
-    *,
-    method: str,
-    settings: OffAxisSettings,
-    reference: np.ndarray | None,
-    overwrite: bool,
-    report: BatchReport,
-    measure: Callable[[np.ndarray, Acquisition, str], None] | None = None,
-) -> Path | None:
-    """Reconstruct every plane of one file and write one phase OME-TIFF; ``None`` if skipped."""
-    target = out_dir / f"{_stem(path)}{PHASE_SUFFIX}"
-    if target.exists() and not overwrite:
-        report.skipped.append(target)
-        return None
-    image = read_image(path)
-    planes = []
-    factor = 1.0
-    sidebands = []
-    for result in iter_reconstruct(
-        image.data,
-        method=method,
-        reference=reference,
-        acquisition=image.acquisition,
-        settings=settings,
-    ):
-        planes.append(result.phase)
-        factor = result.pixel_size_factor
-        sidebands.append(result.info.get("sideband_cycles_per_px"))
-    phase = (
-        planes[0]
-        if len(planes) == 1
-        else np.stack(planes).reshape(*image.data.shape[:-2], *planes[0].shape)
-    )
-    method_record = {
-        "name": method,
-        "settings": settings_record(settings),
-        "source": path.name,
-        "reference": reference is not None,
-    }
-    write_phase(
-        target,
-        phase,
-        acquisition=output_acquisition(image.acquisition, factor),
-        method=method_record,
-        overwrite=overwrite,
-    )
-    report.written.append(target)
-    report.planes += len(planes)
-    if measure is not None:
-        measure(phase, output_acquisition(image.acquisition, factor), _stem(path))
-    report.phase_min = min(report.phase_min, float(np.nanmin(phase)))
-    report.phase_max = max(report.phase_max, float(np.nanmax(phase)))
-    return target
+def _measure_options(args: argparse.Namespace) -> MeasureOptions:
+    return MeasureOptions(alpha_um3_per_pg=args.alpha, min_area_um2=args.min_area)
 
 
-def measure_file(
-    phase: np.ndarray,
-    acquisition: Acquisition,
-    stem: str,
-    out_dir: Path,
-    *,
-    args: argparse.Namespace,
-    report: BatchReport,
-) -> None:
-    """Segment and measure cells on a phase image; write labels OME-TIFF and the CSV table."""
-    table, labels = measure_stack(
-        phase,
-        pixel_size_um=acquisition.pixel_size_um,
-        wavelength_nm=acquisition.wavelength_nm,
-        alpha_um3_per_pg=args.alpha,
-        settings=SegmentationSettings(min_area_um2=args.min_area),
+def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    return ClusterOptions(
+        scheduler=args.scheduler, workers=args.workers, timeout_s=args.connect_timeout
     )
-    write_labels_tiff(
-        out_dir / f"{stem}{LABELS_SUFFIX}",
-        labels,
-        pixel_size_um=acquisition.pixel_size_um,
-        overwrite=args.overwrite,
-    )
-    write_table_csv(out_dir / f"{stem}{TABLE_SUFFIX}", table, overwrite=args.overwrite)
-    if args.table:
-        print(format_table(table, title=stem))
-    report.cells += len(table)
-    if "dry_mass_pg" in table.columns:
-        report.dry_mass_pg.extend(float(m) for m in table["dry_mass_pg"])
 
 
 #: Columns ``--table`` prints (every column is in the CSV).
@@ -215,8 +106,6 @@ def _format_value(value: object) -> str:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     inputs = collect_inputs(args.paths)
     if not inputs:
         print("napari-qpi: no input files found in " + ", ".join(args.paths), file=sys.stderr)
@@ -228,72 +117,77 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = _settings_from_args(args)
-    reference = None
-    if args.reference:
-        reference = np.asarray(read_image(args.reference).data)
-    report = BatchReport()
-    start = time.perf_counter()
-    for path in tqdm(inputs, desc="reconstruct", unit="file", disable=args.quiet or None):
-        try:
-            reconstruct_file(
-                path,
-                out_dir,
-                method=args.method,
-                settings=settings,
-                reference=reference,
-                overwrite=args.overwrite,
-                report=report,
-                measure=(
-                    (lambda p, a, stem: measure_file(p, a, stem, out_dir, args=args, report=report))
-                    if args.measure
-                    else None
-                ),
-            )
-        except QPIError as error:
-            report.failed.append((path, str(error)))
-    elapsed = time.perf_counter() - start
-    print(_summary(report, out_dir, elapsed))
-    for path, reason in report.failed:
-        print(f"  failed: {path}: {reason}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return _run_batch(
+        "reconstruct",
+        args,
+        lambda progress: reconstruct_batch(
+            inputs,
+            args.out,
+            method=args.method,
+            settings=_settings_from_args(args),
+            reference=args.reference,
+            measure=_measure_options(args) if args.measure else None,
+            overwrite=args.overwrite,
+            cluster=_cluster_options(args),
+            progress=progress,
+        ),
+    )
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    inputs = collect_inputs(args.paths)
+    inputs = collect_inputs(args.paths, phase=True)
     if not inputs:
         print("napari-qpi: no phase images found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = BatchReport()
+    return _run_batch(
+        "measure",
+        args,
+        lambda progress: measure_batch(
+            inputs,
+            args.out,
+            measure=_measure_options(args),
+            overwrite=args.overwrite,
+            cluster=_cluster_options(args),
+            progress=progress,
+        ),
+    )
+
+
+def _run_batch(
+    desc: str, args: argparse.Namespace, run: Callable[[Callable[[int, int], None]], BatchReport]
+) -> int:
+    """Run a batch job with a progress bar; print the summary, the tables and the failures."""
+    from tqdm.auto import tqdm
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     start = time.perf_counter()
-    for path in tqdm(inputs, desc="measure", unit="file", disable=args.quiet or None):
-        stem = _stem(path).removesuffix("_phase")
-        if (out_dir / f"{stem}{TABLE_SUFFIX}").exists() and not args.overwrite:
-            report.skipped.append(out_dir / f"{stem}{TABLE_SUFFIX}")
-            continue
+    with tqdm(desc=desc, unit="plane", disable=args.quiet or None) as bar:
+
+        def progress(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.update(done - bar.n)
+
         try:
-            image = read_image(path)
-            measure_file(
-                np.asarray(image.data, dtype=np.float32),
-                image.acquisition,
-                stem,
-                out_dir,
-                args=args,
-                report=report,
-            )
-            report.written.append(out_dir / f"{stem}{TABLE_SUFFIX}")
-        except QPIError as error:
-            report.failed.append((path, str(error)))
-    print(_summary(report, out_dir, time.perf_counter() - start))
+            report = run(progress)
+        except DiskFullError as error:
+            if error.report is None:
+                raise
+            bar.close()
+            _print_report(error.report, args, time.perf_counter() - start)
+            print(f"napari-qpi: {error}", file=sys.stderr)
+            return 2
+    _print_report(report, args, time.perf_counter() - start)
+    return 1 if report.failed else 0
+
+
+def _print_report(report: BatchReport, args: argparse.Namespace, elapsed: float) -> None:
+    if getattr(args, "table", False):
+        for path in report.tables:
+            print(format_table(read_table_csv(path), title=path.name[: -len(TABLE_SUFFIX)]))
+    print(_summary(report, Path(args.out), elapsed))
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
-    return 1 if report.failed else 0
 
 
 def _add_measure_options(parser: argparse.ArgumentParser) -> None:
@@ -312,9 +206,34 @@ def _add_measure_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", action="store_true", help="print the per-cell table(s)")
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing Dask cluster: its scheduler address (tcp://host:8786) or "
+        "scheduler file (.json); outputs and inputs must be on a file system its workers share",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: one per core, or this process for a small job; "
+        "0: this process, no Dask)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for --scheduler and its first worker "
+        f"(default {CONNECT_TIMEOUT_S:g})",
+    )
+
+
 def _summary(report: BatchReport, out_dir: Path, elapsed: float) -> str:
     planes = f", {report.planes} plane(s)" if report.planes else ""
-    parts = [f"napari-qpi: {len(report.written)} file(s){planes} in {elapsed:.2f} s"]
+    where = f" {report.executor}" if report.executor else ""
+    parts = [f"napari-qpi: {len(report.written)} file(s){planes} in {elapsed:.2f} s{where}"]
     if report.planes:
         parts.append(f"phase {report.phase_min:.2f} to {report.phase_max:.2f} rad")
     if report.cells or report.dry_mass_pg:
@@ -324,6 +243,8 @@ def _summary(report: BatchReport, out_dir: Path, elapsed: float) -> str:
             else ""
         )
         parts.append(f"{report.cells} cell(s){mass}")
+    if report.resumed:
+        parts.append(f"{report.resumed} plane(s) done by an earlier run kept")
     if report.skipped:
         parts.append(f"{len(report.skipped)} skipped (output exists; --overwrite to redo)")
     if report.failed:
@@ -388,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also segment cells and write labels + a per-cell CSV table",
     )
     _add_measure_options(rec)
+    _add_cluster_options(rec)
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_reconstruct)
 
@@ -396,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--out", default="results", help="output folder (default: results)")
     mea.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     _add_measure_options(mea)
+    _add_cluster_options(mea)
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=cmd_measure)
 
@@ -440,6 +363,14 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a network (U-Net baseline, supernet, ...)")
     add_train_arguments(train)
     train.set_defaults(func=train_main)
+
+    from .training.distill import add_distill_arguments, distill_main
+
+    distill = commands.add_parser(
+        "distill", help="train a CDP teacher (K masks), then a 1-mask student by distillation"
+    )
+    add_distill_arguments(distill)
+    distill.set_defaults(func=distill_main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

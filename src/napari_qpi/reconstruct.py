@@ -76,7 +76,7 @@ def iter_reconstruct(
     plane being processed is loaded. ``reference`` is an optional background hologram of the same
     field of view without cells (2-D, or a stack of the same shape as ``data``).
     """
-    retrieve = _retriever(method, settings)
+    retrieve = make_retriever(method, settings)
     shape = tuple(data.shape)
     indices = plane_indices(shape)
     reference_planes = None
@@ -99,8 +99,12 @@ def iter_reconstruct(
         yield PlaneResult(index, result.phase, result.pixel_size_factor, dict(result.info))
 
 
-def _retriever(method: str, settings: OffAxisSettings | None):
-    """``f(plane, reference, acquisition) -> PhaseResult`` for a method name; models load once."""
+def make_retriever(method: str, settings: OffAxisSettings | None):
+    """``f(plane, reference, acquisition) -> PhaseResult`` for a method name; a model loads once.
+
+    Shared by the whole-stack loop here, the lazy per-plane path (:mod:`napari_qpi.lazy`) and
+    the Dask batch engine (:mod:`napari_qpi.batch`).
+    """
     if method in CLASSICAL_METHODS:
         return lambda plane, ref, acq: retrieve_offaxis(
             plane, reference=ref, acquisition=acq, settings=settings

@@ -3,35 +3,60 @@
 The reader claims a file only when it really is one of ours: a CDP stack in our format, an image
 whose metadata says it is a hologram or a napari-qpi phase image, or an image with a clear off-axis
 sideband in its (downsampled) spectrum. Everything else is left to other readers (``None``).
+
+Files larger than :func:`lazy_threshold_bytes` (512 MiB, or ``NAPARI_QPI_LAZY_THRESHOLD_MB``) open
+as dask arrays with one plane per chunk: napari reads only the planes shown. Their contrast limits
+come from the first plane, so napari does not scan the stack for its range either.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import QPIError
-from ..io import is_cdp_stack, read_cdp_stack, read_image
+from ..io import DEFAULT_LAZY_THRESHOLD, is_cdp_stack, read_cdp_stack, read_image
 from ..io.images import SUPPORTED_EXTENSIONS, ImageData
 from ..retrieval import looks_like_hologram
-from .layers import LayerDataTuple, image_layer, phase_contrast_limits
+from .layers import CDP_KEY, LayerDataTuple, image_layer, phase_contrast_limits
 
 ReaderFunction = Callable[[str | list[str]], list[LayerDataTuple]]
+
+#: Environment variable: files above this many MiB open lazily (default 512).
+LAZY_THRESHOLD_ENV = "NAPARI_QPI_LAZY_THRESHOLD_MB"
+
+
+def lazy_threshold_bytes() -> int:
+    """Size above which a file opens as a lazy dask stack: ``NAPARI_QPI_LAZY_THRESHOLD_MB``."""
+    value = os.environ.get(LAZY_THRESHOLD_ENV, "").strip()
+    try:
+        return max(0, int(float(value) * 2**20)) if value else DEFAULT_LAZY_THRESHOLD
+    except ValueError:
+        return DEFAULT_LAZY_THRESHOLD
 
 
 def _first_plane(data) -> np.ndarray:
     return np.asarray(data[(0,) * (data.ndim - 2)])
 
 
-def _kind_of(image: ImageData) -> str | None:
+def _kind_of(image: ImageData, first: np.ndarray) -> str | None:
     modality = image.acquisition.modality
     if modality in ("hologram", "phase"):
         return modality
-    if modality is None and looks_like_hologram(_first_plane(image.data)):
+    if modality is None and looks_like_hologram(first):
         return "hologram"
     return None
+
+
+def _plane_range(plane: np.ndarray) -> tuple[float, float]:
+    finite = plane[np.isfinite(plane)] if plane.dtype.kind == "f" else plane
+    if finite.size == 0:
+        return (0.0, 1.0)
+    low, high = float(finite.min()), float(finite.max())
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def _display_name(path: Path) -> str:
@@ -54,24 +79,24 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
     if not file.name.lower().endswith(SUPPORTED_EXTENSIONS):
         return None
     try:
-        image = read_image(file)
-        kind = _kind_of(image)
+        image = read_image(file, lazy_threshold_bytes=lazy_threshold_bytes())
+        first = _first_plane(image.data)
+        kind = _kind_of(image, first)
     except QPIError:
         return None
     if kind is None:
         return None
 
     def read(_path: str | list[str]) -> list[LayerDataTuple]:
-        return [_image_layer(image, kind, file)]
+        return [_image_layer(image, kind, file, first)]
 
     return read
 
 
-def _image_layer(image: ImageData, kind: str, path: Path) -> LayerDataTuple:
+def _image_layer(image: ImageData, kind: str, path: Path, plane: np.ndarray) -> LayerDataTuple:
     acquisition = image.acquisition.replace(modality=kind)
     extra = {"source_path": str(path), "qpi_extra": image.extra}
     if kind == "phase":
-        plane = _first_plane(image.data)
         return image_layer(
             image.data,
             name=_display_name(path),
@@ -88,6 +113,7 @@ def _image_layer(image: ImageData, kind: str, path: Path) -> LayerDataTuple:
         axes=image.axes,
         extra_metadata=extra,
         colormap="gray",
+        **({"contrast_limits": _plane_range(plane)} if image.lazy else {}),
     )
 
 
@@ -103,7 +129,7 @@ def read_cdp_layers(path: str | list[str]) -> list[LayerDataTuple]:
         name=name,
         acquisition=acquisition,
         axes="KYX",
-        extra_metadata={"qpi_cdp": cdp_record, "source_path": str(file)},
+        extra_metadata={CDP_KEY: cdp_record, "source_path": str(file)},
         colormap="magma",
         gamma=0.5,
     )

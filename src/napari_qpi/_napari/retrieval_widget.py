@@ -9,6 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox, create_widget
 
 from ..errors import InputError
+from ..lazy import lazy_reconstruct
 from ..reconstruct import (
     CLASSICAL_METHODS,
     available_cdp_methods,
@@ -22,6 +23,9 @@ from ..reconstruct import (
 from ..retrieval import OffAxisSettings
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .task import Job, TaskControls
+
+WHOLE_STACK = "whole stack"
+VIEWED_PLANES = "viewed planes only"
 
 
 class PhaseRetrievalWidget(Container):
@@ -54,6 +58,12 @@ class PhaseRetrievalWidget(Container):
             label="background order", value=defaults.background_order, min=0, max=3
         )
         self.resolution = ComboBox(label="resolution", choices=["full", "native"], value="full")
+        self.planes = ComboBox(
+            label="stack",
+            choices=[WHOLE_STACK, VIEWED_PLANES],
+            value=WHOLE_STACK,
+            tooltip="viewed planes only: a lazy phase layer whose planes are retrieved when shown",
+        )
         self.controls = TaskControls(self._make_job, self._add_result)
         super().__init__(
             widgets=[
@@ -64,12 +74,15 @@ class PhaseRetrievalWidget(Container):
                 self.radius_fraction,
                 self.background_order,
                 self.resolution,
+                self.planes,
                 self.controls,
             ]
         )
         self.method.changed.connect(self._show_method_options)
         self.hologram.changed.connect(self.method.reset_choices)
+        self.hologram.changed.connect(self._show_stack_options)
         self.reset_choices()
+        self._show_stack_options()
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
 
@@ -82,6 +95,10 @@ class PhaseRetrievalWidget(Container):
         if record is not None:
             return available_cdp_methods(len(record["masks"]))
         return available_methods("hologram")
+
+    def _show_stack_options(self, *_: Any) -> None:
+        layer = self.hologram.value
+        self.planes.visible = layer is not None and layer.ndim > 2 and self._cdp_record() is None
 
     def _show_method_options(self, *_: Any) -> None:
         classical = self.method.value in CLASSICAL_METHODS
@@ -118,6 +135,9 @@ class PhaseRetrievalWidget(Container):
             "reference": reference_layer.name if reference_layer else None,
         }
 
+        if data.ndim > 2 and self.planes.value == VIEWED_PLANES:
+            return self._lazy_job(layer, data, method, reference, acquisition, settings, job)
+
         def run() -> Job:
             planes = []
             total = len(plane_indices(tuple(data.shape)))
@@ -145,6 +165,27 @@ class PhaseRetrievalWidget(Container):
                 "phase": phase,
                 "factor": factor,
                 "acquisition": output_acquisition(acquisition, factor),
+            }
+
+        return run()
+
+    def _lazy_job(self, layer, data, method, reference, acquisition, settings, job) -> Job:
+        def run() -> Job:
+            yield 0, 1
+            lazy = lazy_reconstruct(
+                data,
+                method=method,
+                reference=reference,
+                acquisition=acquisition,
+                settings=settings,
+            )
+            yield 1, 1
+            return {
+                **job,
+                "phase": lazy.data,
+                "factor": lazy.pixel_size_factor,
+                "acquisition": lazy.acquisition,
+                "sample": lazy.first.phase,
             }
 
         return run()
@@ -205,7 +246,7 @@ class PhaseRetrievalWidget(Container):
             acquisition=result["acquisition"],
             extra_metadata={METHOD_KEY: method},
             colormap="viridis",
-            contrast_limits=phase_contrast_limits(phase),
+            contrast_limits=phase_contrast_limits(result.get("sample", phase)),
         )
         kwargs["scale"] = tuple(scale)
         kwargs["translate"] = tuple(source.translate)

@@ -38,7 +38,7 @@ from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, validate_name
 from ..nn import build_network, clamp_gates_, count_parameters, gate_table, prune, sparsity_loss
 from ..nn.sparsemask import PRUNE_THRESHOLD, gate_parameters
-from .data import NORMALISATION, DataConfig, held_out_set, synthetic_batches
+from .data import NORMALISATION, held_out_set, split_config, synthetic_batches
 from .loop import FitResult, ProgressBar, fit
 from .losses import Reduction, phase_loss
 from .metrics import evaluate, network_predictor
@@ -82,6 +82,9 @@ class TrainSettings:
         Validate on ``val_images`` fixed synthetic fields every ``val_every`` steps.
     eval_images
         Fields per held-out split scored at the end (0: skip).
+    data
+        Training distribution: ``"standard"``, or the ``"transfer"`` split's second microscope
+        (the paper's test of a searched connectivity retrained on another system).
     """
 
     family: str = "prnet"
@@ -97,6 +100,7 @@ class TrainSettings:
     val_every: int = 250
     val_images: int = 4
     eval_images: int = 16
+    data: str = "standard"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
@@ -203,7 +207,7 @@ def _run(
     resume: bool = True,
 ) -> tuple[FitResult, dict[str, Any]]:
     """Train ``model`` with ``settings`` on synthetic data; return the fit result and record."""
-    data = DataConfig(size=settings.size, batch_size=settings.batch_size)
+    data = replace(split_config(settings.data, settings.size), batch_size=settings.batch_size)
     result = fit(
         model,
         _phase_loss_fn(settings.loss, sparsity_weight),
@@ -548,6 +552,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--connectivity", help="PRNet connectivity as JSON text or a card.json to take it from"
     )
     flags.add("--base-channels", type=int, default=64, help="U-Net base channels")
+    flags.add(
+        "--data",
+        choices=("standard", "transfer"),
+        default=defaults.data,
+        help="training distribution: standard, or the transfer split's second microscope",
+    )
     flags.add("--size", type=int, default=defaults.size, help="training field side, px")
     flags.add("--steps", type=int, default=defaults.steps)
 
@@ -726,6 +736,7 @@ def train_main(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         val_every=args.val_every,
         eval_images=args.eval_images,
+        data=args.data,
     )
     trained = train(
         args.family,

@@ -90,3 +90,17 @@ def test_analysis_folder_round_trip(phase_viewer, qtbot, tmp_path):
     phase = read_image(tmp_path / "analysis" / "phase.ome.tif")
     np.testing.assert_array_equal(np.asarray(phase.data), viewer.layers["phase"].data)
     assert phase.acquisition.pixel_size_um == pytest.approx(0.2)
+
+
+def test_missing_pixel_size_measures_in_pixels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    phantom = random_cells((192, 192), n_cells=3, kinds=("round",), allow_touching=False, seed=9)
+    viewer.add_image(phantom.phase, name="no scale", metadata={"qpi": {"wavelength_nm": 532.0}})
+    widget = CellMorphologyWidget(viewer)
+    widget.phase.value = viewer.layers["no scale"]
+    _run(widget, qtbot)
+    features = viewer.layers["no scale cells"].features
+    assert "area_px2" in features.columns and "area_um2" not in features.columns
+    assert "dry_mass_pg" not in features.columns
+    metadata = viewer.layers["no scale cells"].metadata["qpi_morphology"]["metadata"]
+    assert metadata["pixel_size_missing"]

@@ -46,8 +46,12 @@ system-deps:
 test: install-test system-deps
 	$(PY) -m pytest
 
+# Regenerates every table of docs/benchmarks.md, each side by side with its peer in one run.
 bench: install-test
-	$(PY) benchmarks/offaxis_classical.py
+	$(PY) benchmarks/offaxis_classical.py --write
+	$(PY) benchmarks/searched_models.py --write \
+		--transfer-model src/napari_qpi/models/shipped/prnet-searched-transfer
+	$(PY) benchmarks/batch.py --write
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks sample_data

@@ -1,0 +1,568 @@
+"""Searched networks (NAS-PRNet) against the U-Net baseline and the classical method.
+
+    python benchmarks/searched_models.py                 # n=16, 256^2 to 1024^2; prints only
+    python benchmarks/searched_models.py --write         # ... and updates docs/benchmarks.md
+    python benchmarks/searched_models.py --quick         # smoke run: n=2, 256^2, 1 repeat
+    python benchmarks/searched_models.py --transfer-model FOLDER   # + (b) of the transfer table
+
+Methods: every registered hologram model (``napari_qpi.models.list_models("hologram")``, or the
+names / model folders given with ``--models``), run with ``retrieve_deep`` on the whole field (no
+tiling, no background fit); and the classical method (``retrieve_offaxis``, default settings)
+twice: finding the sideband in the hologram as the networks must, and with the carrier taken from
+the acquisition metadata that a user's file may carry.
+
+1. Accuracy on the first ``n`` fields (256^2) of each seeded held-out split of
+   ``napari_qpi.training.data.held_out_set`` (standard, hard, transfer), scored per image by
+   ``napari_qpi.training.metrics.image_metrics`` (the median of prediction - truth over the true
+   background removed; PSNR with data range = truth max - min of that image, SSIM with the same
+   range, RMSE in radians over the field and inside cells) and averaged over the images. A method
+   that raises on a field (e.g. no sideband found) is scored as returning zero phase there, and
+   the failures are counted.
+2. Parameters, and CPU latency of the networks' forward pass on a (1, 1, s, s) input at
+   s = 256, 512, 1024 (``torch.inference_mode``, ``--threads`` threads, one warm-up call, median
+   of repeats), including an untrained U-Net with 64 base channels (the paper's baseline size),
+   and of the whole classical pipeline on a synthetic hologram of the same size.
+3. Transfer: the searched model on the transfer split as is, and the model folder of
+   ``--transfer-model`` (the searched connectivity retrained on the transfer system with
+   ``napari-qpi train --family prnet --connectivity <card.json> --data transfer``), if given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_qpi.acquisition import Acquisition
+from napari_qpi.errors import ModelError, QPIError
+from napari_qpi.models import CARD_FILE, ModelCard, list_models, load_model
+from napari_qpi.nn import build_network, count_parameters
+from napari_qpi.retrieval import retrieve_offaxis
+from napari_qpi.retrieval.deep import retrieve_deep
+from napari_qpi.training.data import HeldOutSet, held_out_set, split_config, synthetic_field
+from napari_qpi.training.metrics import image_metrics, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- searched_models:start -->", "<!-- searched_models:end -->"
+SPLITS: tuple[str, ...] = ("standard", "hard", "transfer")
+FIELD_SIZE = 256
+LATENCY_SEED = 424_242
+CLASSICAL = "classical"
+CLASSICAL_CARRIER = "classical, carrier known"
+UNET64 = "U-Net(64), untrained"
+
+Predict = Callable[[np.ndarray, Acquisition], np.ndarray]
+Scores = dict[str, float]
+
+
+@dataclass
+class Network:
+    """A network under test and where it came from (``card`` is None for an untrained one)."""
+
+    name: str
+    module: nn.Module
+    card: ModelCard | None
+    origin: str
+
+    @property
+    def family(self) -> str:
+        """The card's family (``"searched"``, ``"baseline"``, ...)."""
+        return self.card.family if self.card is not None else "baseline"
+
+    @property
+    def parameters(self) -> int:
+        """Number of parameters."""
+        return count_parameters(self.module)
+
+    def predict(self, hologram: np.ndarray, acquisition: Acquisition) -> np.ndarray:
+        """Phase (rad) of one raw hologram, whole field, as a user gets it; no metadata used."""
+        if self.card is None:
+            raise ModelError(f"{self.name} has no model card and is timed only")
+        return retrieve_deep(
+            hologram, model=(self.module, self.card), device="cpu", tile=None
+        ).phase
+
+
+@dataclass
+class Results:
+    """Everything one run measured; :func:`render` turns it into markdown."""
+
+    networks: list[Network]
+    transfer_model: Network | None
+    accuracy: dict[str, dict[str, Scores]]
+    transfer_accuracy: Scores | None
+    latency_ms: dict[str, dict[int, float]]
+    sizes: tuple[int, ...]
+    repeats: dict[int, int]
+    n: int
+    threads: int
+    seconds: float
+    load_average: float
+    thread_check: float
+
+
+def load_folder(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
+    """A model folder (``card.json`` + safetensors weights) that need not be registered.
+
+    The weights' sha256 is checked against the card; nothing is unpickled.
+    """
+    import safetensors.torch
+
+    folder = Path(path)
+    if folder.name == CARD_FILE:
+        folder = folder.parent
+    card = ModelCard.load(folder)
+    data = (folder / card.weights["file"]).read_bytes()
+    if card.sha256 and hashlib.sha256(data).hexdigest() != card.sha256:
+        raise ModelError(f"{folder}: the weights do not match the sha256 of the card")
+    module = build_network(card.network, card.config)
+    module.load_state_dict(safetensors.torch.load(data), strict=True)
+    return module.float().eval(), card
+
+
+def resolve_networks(specs: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[Network]:
+    """Registered hologram models by name, or model folders by path.
+
+    By default every registered hologram model whose name is not in ``exclude``.
+    """
+    if not specs:
+        specs = [card.name for card in list_models("hologram") if card.name not in exclude]
+    networks = []
+    for spec in specs:
+        if (Path(spec) / CARD_FILE).is_file() or spec.endswith(CARD_FILE):
+            module, card = load_folder(spec)
+            networks.append(Network(card.name, module, card, f"folder {spec}"))
+        else:
+            module, card = load_model(spec, device="cpu", cached=False)
+            networks.append(Network(card.name, module, card, f"{card.source} model"))
+    return networks
+
+
+def classical(hologram: np.ndarray, acquisition: Acquisition | None = None) -> np.ndarray:
+    """The classical off-axis method, default settings; the carrier from ``acquisition`` if any."""
+    return retrieve_offaxis(hologram, acquisition=acquisition).phase
+
+
+def classical_methods() -> dict[str, Predict]:
+    """The classical method finding the sideband itself, and with the carrier known."""
+    return {
+        CLASSICAL: lambda hologram, _: classical(hologram),
+        CLASSICAL_CARRIER: classical,
+    }
+
+
+def score(predict: Predict, held_out: HeldOutSet) -> Scores:
+    """Mean scores of ``predict`` over a held-out set and the number of fields it failed on."""
+    rows, failed = [], 0
+    for hologram, truth, labels, acquisition in zip(
+        held_out.holograms, held_out.phases, held_out.labels, held_out.acquisitions, strict=True
+    ):
+        try:
+            phase = predict(hologram, acquisition)
+        except QPIError:
+            phase, failed = np.zeros_like(truth), failed + 1
+        rows.append(image_metrics(phase, truth, labels))
+    return summarise(rows) | {"failed": failed}
+
+
+def first_of(networks: Sequence[Network], family: str, network: str) -> Network | None:
+    """The first network of a card family built by a given ``napari_qpi.nn`` family."""
+    return next(
+        (
+            net
+            for net in networks
+            if net.card is not None and net.family == family and net.card.network == network
+        ),
+        None,
+    )
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn()`` in ms over ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def forward_latency(module: nn.Module, size: int, repeats: int) -> float:
+    """Median forward-pass time (ms) of a (1, C, size, size) input."""
+    channels = int(getattr(getattr(module, "config", None), "in_channels", 1))
+    x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(size))
+    module.eval()
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode():
+            return module(x)
+
+    return median_ms(forward, repeats)
+
+
+def thread_check(threads: int) -> float:
+    """Time of a 3x3 convolution on ``threads`` threads over its time on one thread.
+
+    About 1 / ``threads`` on an idle machine; far above 1 when other processes hold the cores
+    (threads then wait on each other), which inflates every latency measured meanwhile.
+    """
+    conv = nn.Conv2d(32, 32, 3, padding=1).eval()
+    x = torch.randn(1, 32, 128, 128, generator=torch.Generator().manual_seed(0))
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode():
+            return conv(x)
+
+    torch.set_num_threads(1)
+    one = median_ms(forward, 9)
+    torch.set_num_threads(threads)
+    return median_ms(forward, 9) / one
+
+
+def classical_latency(predict: Predict, size: int, repeats: int) -> float:
+    """Median time (ms) of a classical method on a standard-split hologram of ``size``^2."""
+    field = synthetic_field(split_config("standard", size), (LATENCY_SEED, size))
+    acquisition = field.system.acquisition()
+    return median_ms(lambda: predict(field.hologram, acquisition), repeats)
+
+
+def run(
+    n: int,
+    sizes: Sequence[int],
+    repeats: dict[int, int],
+    *,
+    models: Sequence[str] | None = None,
+    transfer_model: str | None = None,
+    threads: int = 2,
+    log: Callable[[str], None] = print,
+) -> Results:
+    """Measure accuracy, latency and transfer (see the module docstring)."""
+    start = time.perf_counter()
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    torch.set_num_threads(threads)
+    retrained = None
+    if transfer_model:
+        module, card = load_folder(transfer_model)
+        retrained = Network(card.name, module, card, f"folder {transfer_model}")
+    networks = resolve_networks(models, exclude=[retrained.name] if retrained else [])
+    held_out = {split: held_out_set(split, n=n, size=FIELD_SIZE) for split in SPLITS}
+    methods = classical_methods() | {net.name: net.predict for net in networks}
+    accuracy: dict[str, dict[str, Scores]] = {}
+    for name, predict in methods.items():
+        accuracy[name] = {split: score(predict, held_out[split]) for split in SPLITS}
+        psnrs = ", ".join(f"{s} {accuracy[name][s]['psnr_db']:.2f} dB" for s in SPLITS)
+        log(f"accuracy {name}: {psnrs}")
+    transfer_accuracy = None
+    if retrained is not None:
+        transfer_accuracy = score(retrained.predict, held_out["transfer"])
+        log(f"accuracy {retrained.name}: transfer {transfer_accuracy['psnr_db']:.2f} dB")
+    unet64 = Network(UNET64, build_network("unet", {"base_channels": 64}).eval(), None, "-")
+    contention = [thread_check(threads) if threads > 1 else math.nan]
+    latency: dict[str, dict[int, float]] = {
+        name: {size: classical_latency(predict, size, repeats[size]) for size in sizes}
+        for name, predict in classical_methods().items()
+    }
+    for net in [*networks, unet64]:
+        latency[net.name] = {
+            size: forward_latency(net.module, size, repeats[size]) for size in sizes
+        }
+        log(f"latency {net.name}: " + ", ".join(f"{latency[net.name][s]:.0f} ms" for s in sizes))
+    if threads > 1:
+        contention.append(thread_check(threads))
+        log(f"thread check: {contention[0]:.2f} before, {contention[1]:.2f} after the timings")
+    return Results(
+        networks=[*networks, unet64],
+        transfer_model=retrained,
+        accuracy=accuracy,
+        transfer_accuracy=transfer_accuracy,
+        latency_ms=latency,
+        sizes=tuple(sizes),
+        repeats=dict(repeats),
+        n=n,
+        threads=threads,
+        seconds=time.perf_counter() - start,
+        load_average=load_average,
+        thread_check=max(contention),
+    )
+
+
+def machine() -> str:
+    """CPU model and core count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def architecture(net: Network) -> str:
+    """Short description of a network's architecture."""
+    config = net.card.config if net.card is not None else {}
+    if net.card is None or net.card.network == "unet":
+        base, depth = config.get("base_channels", 64), config.get("depth", 4)
+        return f"U-Net, {base} base channels, depth {depth}"
+    connectivity = getattr(net.module, "connectivity", {})
+    connections = sum(len(inputs) for inputs in connectivity.values())
+    coords = ", coordinate channels" if config.get("coord_channels") else ""
+    return (
+        f"PRNet, MobileNet-v2 x{config.get('width', 1.0):g}, {len(connectivity)} decoder stages, "
+        f"{connections} connections{coords}"
+    )
+
+
+def training(card: ModelCard | None) -> str:
+    """Training budget and data from a card's training record."""
+    if card is None:
+        return "untrained (latency only)"
+    record = card.training
+    parts = []
+    if "steps" in record:
+        parts.append(f"{record['steps']} steps")
+    train_s = (record.get("timings") or {}).get("train_s")
+    if train_s:
+        parts.append(f"{train_s / 60:.0f} min")
+    periods = (record.get("data") or {}).get("carrier_period_px")
+    if periods:
+        parts.append(f"carrier {periods[0]:g}-{periods[1]:g} px")
+    return ", ".join(parts) or "-"
+
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+
+
+def scores_cells(scores: Scores) -> str:
+    """PSNR, SSIM, RMSE, RMSE in cells and failures as markdown cells."""
+    return (
+        f"{_number(scores['psnr_db'], 2)} | {_number(scores['ssim'], 3)} "
+        f"| {_number(scores['rmse_rad'], 3)} | {_number(scores['rmse_cells_rad'], 3)} "
+        f"| {scores['failed']:.0f} of {scores['n']:.0f}"
+    )
+
+
+SCORE_HEADER = "PSNR (dB) | SSIM | RMSE (rad) | RMSE in cells (rad) | failed"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def shared_cpu_note(results: Results) -> str:
+    """What :func:`thread_check` says about the latencies (nothing for one thread)."""
+    if not math.isfinite(results.thread_check):
+        return ""
+    note = (
+        f" Check of a shared CPU: a 3x3 convolution took {results.thread_check:.2f} times as "
+        f"long on {results.threads} threads as on one (worst of before and after the timings; "
+        f"about {1 / results.threads:.1f} on an idle machine)"
+    )
+    if results.thread_check < 1:
+        return note + "."
+    return (
+        note + ": **other processes held the cores during this run; the latencies are inflated "
+        "and not representative**."
+    )
+
+
+def render(results: Results, command: str, quick: bool) -> str:
+    """The markdown section of docs/benchmarks.md."""
+    trained = [net for net in results.networks if net.card is not None]
+    params = {net.name: f"{net.parameters / 1e6:.2f} M" for net in results.networks}
+    families = {net.name: net.family for net in results.networks}
+    for name in (CLASSICAL, CLASSICAL_CARRIER):
+        params[name], families[name] = "-", "classical"
+    searched = first_of(trained, "searched", "prnet")
+    unet = first_of(trained, "baseline", "unet")
+    today = datetime.date.today().isoformat()
+    lines = [
+        "## Searched networks (`benchmarks/searched_models.py`)",
+        "",
+        f"Run {today}{' (quick)' if quick else ''} on {machine()}; torch {torch.__version__} "
+        f"({results.threads} threads), numpy {np.__version__}, Python "
+        f"{platform.python_version()}; 1-min load average {results.load_average:.1f} at the "
+        f"start, {results.seconds:.0f} s in all. Command: `{command}`",
+        "",
+        "| method | family | architecture | parameters | training | from |",
+        "|---|---|---|---|---|---|",
+        f"| {CLASSICAL} | classical | `retrieve_offaxis`, default settings, sideband found in the "
+        "hologram | - | - | - |",
+        f"| {CLASSICAL_CARRIER} | classical | the same, carrier from the acquisition metadata "
+        "| - | - | - |",
+        *(
+            f"| {net.name} | {net.family} | {architecture(net)} | {params[net.name]} "
+            f"| {training(net.card)} | {net.origin} |"
+            for net in results.networks
+        ),
+        "",
+        "### Accuracy",
+        "",
+        f"First {results.n} fields ({FIELD_SIZE}^2) of each seeded held-out split "
+        "(`napari_qpi.training.data.held_out_set`; *standard*: the training distribution; "
+        "*hard*: strong aberrations, low SNR and fringe contrast, steep cells; *transfer*: a "
+        "second system, carrier period 6-8 px within 20 deg of the x axis, smaller pixels). "
+        "Networks: `retrieve_deep` on the whole field, hologram only, no background fit. "
+        "Scores per image after removing the median of prediction - truth over the true "
+        "background (`napari_qpi.training.metrics.image_metrics`, the same for every method), "
+        "then averaged over the fields. **PSNR data range = truth max - min of each image**; "
+        "SSIM (scikit-image) with the same range; RMSE in radians over the whole field and "
+        "inside cells. *failed*: fields where the method raised an error (scored as zero phase).",
+    ]
+    for split in SPLITS:
+        lines += [
+            "",
+            f"*{split.capitalize()} split*",
+            "",
+            f"| method | family | parameters | {SCORE_HEADER} |",
+            "|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {families[name]} | {params[name]} | {scores_cells(scores[split])} |"
+                for name, scores in results.accuracy.items()
+            ),
+        ]
+    repeats = ", ".join(f"{results.repeats[s]} at {s}^2" for s in results.sizes)
+    lines += [
+        "",
+        "### Latency",
+        "",
+        f"CPU, {results.threads} threads, median over repeats ({repeats}) after a warm-up call. "
+        "Networks: forward pass of a (1, 1, s, s) tensor under `torch.inference_mode` "
+        "(normalisation not included); classical: the whole pipeline, hologram array in, phase "
+        "out." + shared_cpu_note(results),
+        "",
+        "| method | parameters | " + " | ".join(f"{s}^2 (ms)" for s in results.sizes) + " |",
+        "|---|---|" + "---|" * len(results.sizes),
+        *(
+            f"| {name} | {params[name]} | "
+            + " | ".join(_ms(times[s]) for s in results.sizes)
+            + " |"
+            for name, times in results.latency_ms.items()
+        ),
+        "",
+        "| latency ratio | " + " | ".join(f"{s}^2" for s in results.sizes) + " |",
+        "|---|" + "---|" * len(results.sizes),
+    ]
+    for baseline in [UNET64] + ([unet.name] if unet is not None else []):
+        if searched is None:
+            lines.append(f"| {baseline} / searched | not run: no searched model |")
+            continue
+        ratios = (
+            results.latency_ms[baseline][s] / results.latency_ms[searched.name][s]
+            for s in results.sizes
+        )
+        lines.append(
+            f"| {baseline} / {searched.name} | " + " | ".join(f"{r:.1f}x" for r in ratios) + " |"
+        )
+    lines += [
+        "",
+        "### Transfer to a second system",
+        "",
+        f"Transfer split, first {results.n} fields, scored as above. (a) the searched model as "
+        "is; (b) the searched connectivity retrained from scratch on the transfer system "
+        "(`napari-qpi train --family prnet --connectivity <searched card.json> --data transfer`), "
+        "read from the model folder given with `--transfer-model`.",
+        "",
+        f"| method | training | {SCORE_HEADER} |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {name} | - | {scores_cells(results.accuracy[name]['transfer'])} |"
+            for name in (CLASSICAL, CLASSICAL_CARRIER)
+        ),
+    ]
+    if searched is not None:
+        lines.append(
+            f"| (a) {searched.name}, as is | {training(searched.card)} "
+            f"| {scores_cells(results.accuracy[searched.name]['transfer'])} |"
+        )
+    else:
+        lines.append("| (a) searched model, as is | not run: no searched model | | | | | |")
+    if results.transfer_model is not None and results.transfer_accuracy is not None:
+        lines.append(
+            f"| (b) {results.transfer_model.name}, retrained on the transfer system "
+            f"| {training(results.transfer_model.card)} "
+            f"| {scores_cells(results.transfer_accuracy)} |"
+        )
+    else:
+        lines.append(
+            "| (b) searched connectivity, retrained on the transfer system "
+            "| not run (no `--transfer-model`) | | | | | |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(section: str, docs: Path = DOCS) -> None:
+    """Replace the section between the markers in ``docs`` (append it if missing)."""
+    block = f"{START}\n{section}\n{END}"
+    text = docs.read_text() if docs.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; see the module docstring."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, help="fields per held-out split (default 16, quick 2)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: n=2, 256^2, 1 repeat")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument(
+        "--models", nargs="+", help="model names or folders (default: every hologram model)"
+    )
+    parser.add_argument(
+        "--transfer-model",
+        help="model folder: the searched connectivity retrained on the transfer system",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+    n = args.n or (2 if args.quick else 16)
+    sizes = (256,) if args.quick else (256, 512, 1024)
+    repeats = {256: 1} if args.quick else {256: 9, 512: 5, 1024: 3}
+    threads_before = torch.get_num_threads()
+    try:
+        results = run(
+            n,
+            sizes,
+            repeats,
+            models=args.models,
+            transfer_model=args.transfer_model,
+            threads=args.threads,
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+    command = shlex.join(["python", "benchmarks/searched_models.py", *argv])
+    section = render(results, command, args.quick)
+    print()
+    print(section)
+    if args.write:
+        write_section(section)
+        print(f"\nwrote {DOCS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

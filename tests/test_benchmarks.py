@@ -1,0 +1,89 @@
+"""Smoke tests of the benchmark scripts in quick mode (they never write docs here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from torch import nn
+
+from napari_qpi.models import ModelCard, list_models, save_user_model
+from napari_qpi.nn import build_network
+from napari_qpi.training.data import NORMALISATION
+from napari_qpi.training.search import save_model_folder
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY_PRNET = {
+    "width": 0.25,
+    "decoder_channels": 8,
+    "coord_channels": True,
+    "connectivity": {"D0": ["E0", "G"]},
+}
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_searched(name: str) -> tuple[nn.Module, ModelCard]:
+    """An untrained tiny searched PRNet and its card."""
+    net = build_network("prnet", TINY_PRNET).eval()
+    card = ModelCard(
+        name=name,
+        family="searched",
+        modality="hologram",
+        architecture={"network": "prnet", "config": net.config.to_dict()},
+        normalisation=dict(NORMALISATION),
+    )
+    return net, card
+
+
+def table_rows(text: str, header_start: str) -> list[list[str]]:
+    """Cells of the rows of every markdown table whose header starts with ``header_start``."""
+    lines = text.splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if line.startswith(header_start):
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append([cell.strip() for cell in row.strip("|").split("|")])
+    return rows
+
+
+def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_QPI_USER_DIR", str(tmp_path / "user"))
+    bench = load_script("searched_models")
+    monkeypatch.setattr(bench, "DOCS", tmp_path / "benchmarks.md")
+    save_user_model(*tiny_searched("bench-searched"))
+    save_model_folder(tmp_path / "bench-transfer", *tiny_searched("bench-transfer"))
+
+    argv = ["--quick", "--threads", "1", "--transfer-model", str(tmp_path / "bench-transfer")]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+
+    assert not (tmp_path / "benchmarks.md").exists()
+    models = [card.name for card in list_models("hologram")]
+    assert "bench-searched" in models
+    methods = [bench.CLASSICAL, bench.CLASSICAL_CARRIER, *models]
+    accuracy = table_rows(out, "| method | family | parameters | PSNR")
+    assert [row[0] for row in accuracy] == methods * len(bench.SPLITS)
+    for row in accuracy:
+        assert all(math.isfinite(float(cell)) for cell in row[3:7]), row
+        assert row[7] == "0 of 2" or row[0] == bench.CLASSICAL, row
+    latency = table_rows(out, "| method | parameters | 256^2")
+    assert [row[0] for row in latency] == [*methods, bench.UNET64]
+    assert all(float(row[2]) > 0 for row in latency)
+    transfer = table_rows(out, "| method | training |")
+    assert len(transfer) == 4
+    assert transfer[-1][0] == "(b) bench-transfer, retrained on the transfer system"
+    assert all(math.isfinite(float(cell)) for row in transfer for cell in row[2:6])

@@ -21,7 +21,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -32,25 +31,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from _docs import DOCS, machine, write_section
 from napari_qpi.batch import ClusterOptions, reconstruct_batch, start_local_cluster
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- batch:start -->", "<!-- batch:end -->"
 SIDECAR = {"qpi": {"pixel_size_um": 0.2, "wavelength_nm": 532.0, "modality": "hologram"}}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def load() -> str:
@@ -187,18 +173,6 @@ def run(count: int, size: int, methods: list[str], repeats: int) -> tuple[str, d
     return section, results
 
 
-def write_section(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40 holograms, classical only")
@@ -232,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     print(f"\nclassical, 2 vs 1 worker: {speedup:.2f}x (target >= 1.6x)")
     if args.write if args.write is not None else not args.quick:
-        write_section(section)
+        write_section("batch", section)
         print(f"wrote {DOCS.relative_to(ROOT)}")
     return 0
 

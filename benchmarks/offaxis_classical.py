@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _docs import DOCS, machine, write_section
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
 from napari_qpi.retrieval import (
     OffAxisSettings,
@@ -44,8 +43,6 @@ from napari_qpi.retrieval import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- offaxis_classical:start -->", "<!-- offaxis_classical:end -->"
 SYSTEM = OffAxisSystem(
     carrier_period_px=4.0,
     carrier_angle_deg=30.0,
@@ -128,18 +125,6 @@ def radius_sweep(seeds: int) -> list[tuple[str, float, float, int]]:
     return rows
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def run(quick: bool) -> str:
     import qpretrieve
     import scipy
@@ -209,18 +194,6 @@ def run(quick: bool) -> str:
     )
 
 
-def write_section(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512^2 and 1024^2 only, fewer repeats")
@@ -236,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section)
     if args.write if args.write is not None else not args.quick:
-        write_section(section)
+        write_section("offaxis_classical", section)
         print(f"\nwrote {DOCS.relative_to(ROOT)}")
     return 0
 

@@ -35,7 +35,6 @@ import hashlib
 import math
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from _docs import DOCS, machine, write_section
 from napari_qpi.acquisition import Acquisition
 from napari_qpi.errors import ModelError, QPIError
 from napari_qpi.models import CARD_FILE, ModelCard, list_models, load_model
@@ -58,8 +58,6 @@ from napari_qpi.training.data import HeldOutSet, held_out_set, split_config, syn
 from napari_qpi.training.metrics import image_metrics, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- searched_models:start -->", "<!-- searched_models:end -->"
 SPLITS: tuple[str, ...] = ("standard", "hard", "transfer")
 FIELD_SIZE = 256
 LATENCY_SEED = 424_242
@@ -303,19 +301,6 @@ def run(
     )
 
 
-def machine() -> str:
-    """CPU model and core count."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def architecture(net: Network) -> str:
     """Short description of a network's architecture."""
     config = net.card.config if net.card is not None else {}
@@ -510,19 +495,6 @@ def render(results: Results, command: str, quick: bool) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str, docs: Path = DOCS) -> None:
-    """Replace the section between the markers in ``docs`` (append it if missing)."""
-    block = f"{START}\n{section}\n{END}"
-    text = docs.read_text() if docs.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -559,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(section)
     if args.write:
-        write_section(section)
+        write_section("searched_models", section)
         print(f"\nwrote {DOCS.relative_to(ROOT)}")
     return 0
 

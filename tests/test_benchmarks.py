@@ -25,7 +25,10 @@ TINY_PRNET = {
 
 
 def load_script(name: str) -> ModuleType:
-    """A script of ``benchmarks/`` imported as a module."""
+    """A script of ``benchmarks/`` imported as a module (with ``benchmarks/`` importable, as when
+    the script runs)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

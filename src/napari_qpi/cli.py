@@ -372,6 +372,14 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     add_distill_arguments(distill)
     distill.set_defaults(func=distill_main)
 
+    from .training.finetune import add_finetune_arguments, finetune_main
+
+    finetune = commands.add_parser(
+        "finetune", help="adapt a model to your microscope from holograms and target phase images"
+    )
+    add_finetune_arguments(finetune)
+    finetune.set_defaults(func=finetune_main)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-qpi`` command."""

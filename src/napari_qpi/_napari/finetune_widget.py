@@ -1,0 +1,644 @@
+"""The *Fine-tune* widget: adapt a model to the user's microscope from annotated layers.
+
+The user picks input layers (holograms, or CDP stacks), target phase layers (one per input, in
+the same order; *Fill targets* makes them with the classical method), an optional labels layer
+of pixels to ignore, the base model and the settings, and clicks *Train*. Training runs in a
+background thread (:func:`napari_qpi.training.finetune.iter_finetune`) with a progress bar, an
+ETA, a live plot of the training and validation loss, and *Stop*, which ends training after the
+current step and still saves the best weights. The new user model appears at once in every
+docked widget's model list (*Phase retrieval* among them).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    Select,
+    SpinBox,
+    create_widget,
+)
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QFileDialog, QSizePolicy, QWidget
+
+from ..errors import InputError, QPIError
+from ..models import export_model, get_card, import_model, list_models
+from ..reconstruct import iter_reconstruct
+from ..retrieval import OffAxisSettings
+from ..training.finetune import (
+    FinetuneEvent,
+    FinetuneOutcome,
+    FinetuneSettings,
+    check_new_name,
+    default_checkpoint,
+    iter_finetune,
+    plan_finetune,
+    resumable,
+)
+from ..training.loop import StopFlag
+from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .task import Job, TaskControls
+
+#: Weight of the newest step in the smoothed training curve.
+SMOOTHING = 0.1
+
+#: Set once the one-off imports of the first training run are done (see :func:`warm_up`).
+WARMED_UP = threading.Event()
+_WARM_UP_LOCK = threading.Lock()
+
+
+def warm_up() -> threading.Event:
+    """Import what the first optimiser step needs, once per process, in a background thread.
+
+    Creating the first torch optimiser imports ``torch._dynamo`` (seconds, and some of it holds
+    the GIL for a few hundred ms at a time). Doing it while the user fills in the widget keeps
+    the first *Train* click from stalling the event loop.
+    """
+    with _WARM_UP_LOCK:
+        if not WARMED_UP.is_set() and not any(
+            t.name == "qpi-warm-up" for t in threading.enumerate()
+        ):
+
+            def work() -> None:
+                try:
+                    import torch._dynamo  # noqa: F401
+                finally:
+                    WARMED_UP.set()
+
+            threading.Thread(target=work, name="qpi-warm-up", daemon=True).start()
+    return WARMED_UP
+
+
+class LossPlot(QWidget):
+    """A small live plot of training loss (raw and smoothed) and validation loss against step.
+
+    Drawn with QPainter (no plotting library); the loss axis is logarithmic when every value is
+    positive.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumHeight(170)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.train: list[tuple[int, float]] = []
+        self.smooth: list[tuple[int, float]] = []
+        self.validation: list[tuple[int, float]] = []
+        self.total = 1
+
+    def clear(self, total: int = 1) -> None:
+        """Forget the curves; the step axis runs to ``total``."""
+        self.train, self.smooth, self.validation = [], [], []
+        self.total = max(int(total), 1)
+        self.update()
+
+    def set_total(self, total: int) -> None:
+        self.total = max(int(total), 1)
+
+    def add_step(self, step: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            return
+        self.train.append((step, loss))
+        previous = self.smooth[-1][1] if self.smooth else loss
+        self.smooth.append((step, (1 - SMOOTHING) * previous + SMOOTHING * loss))
+        self.update()
+
+    def add_validation(self, step: int, loss: float) -> None:
+        if math.isfinite(loss):
+            self.validation.append((step, loss))
+            self.update()
+
+    def paintEvent(self, event: Any) -> None:
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        palette = self.palette()
+        text = palette.color(palette.ColorRole.WindowText)
+        painter.fillRect(self.rect(), palette.color(palette.ColorRole.Base))
+        metrics = painter.fontMetrics()
+        left, right = metrics.horizontalAdvance("0.000e-0") + 8, 10
+        top, bottom = 22, metrics.height() + 10
+        area = QRectF(left, top, self.width() - left - right, self.height() - top - bottom)
+        painter.setPen(QPen(text, 1))
+        painter.drawRect(area)
+        values = [v for _, v in self.train] + [v for _, v in self.validation]
+        if not values:
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss appears here as it trains")
+            painter.end()
+            return
+        log = min(values) > 0
+        transform = math.log10 if log else float
+        low, high = (transform(v) for v in (min(values), max(values)))
+        if high - low < 1e-9:
+            low, high = low - 0.5, high + 0.5
+        pad = 0.05 * (high - low)
+        low, high = low - pad, high + pad
+
+        def point(step: float, value: float) -> QPointF:
+            x = area.left() + area.width() * step / self.total
+            y = area.bottom() - area.height() * (transform(value) - low) / (high - low)
+            return QPointF(x, y)
+
+        for fraction in (0.0, 0.5, 1.0):
+            level = low + fraction * (high - low)
+            y = area.bottom() - fraction * area.height()
+            label = f"{10**level if log else level:.3g}"
+            painter.drawText(QRectF(0, y - 8, left - 4, 16), Qt.AlignmentFlag.AlignRight, label)
+        painter.drawText(
+            QRectF(area.left(), area.bottom() + 2, area.width(), bottom),
+            Qt.AlignmentFlag.AlignHCenter,
+            f"step (of {self.total})",
+        )
+        painter.drawText(
+            QRectF(area.right() - 40, area.bottom() + 2, 40, bottom),
+            Qt.AlignmentFlag.AlignRight,
+            str(self.total),
+        )
+        painter.save()
+        painter.setClipRect(area)
+        self._curve(painter, self.train, QColor(120, 160, 220, 90), 1, point)
+        self._curve(painter, self.smooth, QColor(90, 150, 255), 2, point)
+        self._curve(painter, self.validation, QColor(255, 150, 40), 2, point, dots=True)
+        painter.restore()
+        x = area.left() + 6
+        for colour, name in (
+            (QColor(90, 150, 255), "training"),
+            (QColor(255, 150, 40), "validation"),
+        ):
+            painter.setPen(QPen(colour, 3))
+            painter.drawLine(QPointF(x, 11), QPointF(x + 18, 11))
+            painter.setPen(QPen(text, 1))
+            painter.drawText(QPointF(x + 22, 15), name)
+            x += 30 + metrics.horizontalAdvance(name)
+        painter.setPen(QPen(text, 1))
+        painter.drawText(
+            QRectF(x, 0, area.right() - x, 20),
+            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+            "loss (log scale)" if log else "loss",
+        )
+        painter.end()
+
+    @staticmethod
+    def _curve(
+        painter: QPainter,
+        data: list[tuple[int, float]],
+        colour: QColor,
+        width: int,
+        point: Any,
+        *,
+        dots: bool = False,
+    ) -> None:
+        if not data:
+            return
+        painter.setPen(QPen(colour, width))
+        path = QPainterPath(point(*data[0]))
+        for step, value in data[1:]:
+            path.lineTo(point(step, value))
+        painter.drawPath(path)
+        if dots:
+            painter.setBrush(colour)
+            for step, value in data:
+                painter.drawEllipse(point(step, value), 3, 3)
+
+
+class FinetuneControls(TaskControls):
+    """Train / Stop, progress with ETA and status; Stop ends training and still saves."""
+
+    def __init__(self, make_job: Any, on_result: Any, on_event: Any) -> None:
+        super().__init__(make_job, on_result, run_text="Train")
+        self.cancel_button.text = "Stop"
+        self.stop_flag: StopFlag | None = None
+        self._on_event = on_event
+        self._total = 1
+        self._first_step = 0
+        self._last_validation = ""
+        self.result_message = ""
+        self.budget_s: float | None = None
+        self.expected_total = 1
+
+    def cancel(self) -> None:
+        """Stop after the current step; the best weights so far are saved as the model."""
+        if self.stop_flag is not None and self.running:
+            self.stop_flag.set()
+            self.cancel_button.enabled = False
+            self.status.value = "stopping after this step; saving the best weights so far..."
+
+    def _on_progress(self, event: FinetuneEvent) -> None:
+        if event.kind == "start":
+            self._total, self._first_step = max(event.total, 1), event.step
+            self.expected_total = self._total
+            self.progress.max, self.progress.value = self._total, event.step
+            self._last_validation = ""
+        elif event.kind == "step":
+            left = self._seconds_left(event)
+            if left is not None:
+                rate = (event.step - self._first_step) / event.elapsed_s
+                self.expected_total = min(self._total, event.step + math.ceil(left * rate))
+                self.progress.max = max(self.expected_total, 1)
+            self.progress.value = min(event.step, self.progress.max)
+            if not (self.stop_flag is not None and self.stop_flag.should_stop()):
+                self.status.value = self._status(event, left)
+        elif event.kind == "validation":
+            loss = event.metrics.get("val_loss", math.nan)
+            psnr = event.metrics.get("psnr_db")
+            self._last_validation = f" · val {loss:.4g}" + (
+                f" ({psnr:.1f} dB)" if psnr is not None and math.isfinite(psnr) else ""
+            )
+        elif event.kind == "notice":
+            show_warning(event.message)
+        elif event.kind == "saving":
+            self.status.value = event.message + "..."
+        self._on_event(event)
+
+    def _seconds_left(self, event: FinetuneEvent) -> float | None:
+        """Estimated training time left: by the step rate, capped by the time limit."""
+        done = event.step - self._first_step
+        if done <= 0 or event.elapsed_s <= 0:
+            return None
+        left = (self._total - event.step) * event.elapsed_s / done
+        if self.budget_s is not None:
+            left = min(left, max(self.budget_s - event.elapsed_s, 0.0))
+        return left
+
+    def _status(self, event: FinetuneEvent, left: float | None) -> str:
+        eta = "" if left is None else f" · {_duration(left)} left"
+        done = f"step {event.step} / {self.expected_total}"
+        return f"{done} · loss {event.loss:.4g}{self._last_validation}{eta}"
+
+    def _on_returned(self, result: Any) -> None:
+        self.result_message = ""
+        super()._on_returned(result)
+        if self.status.value == "done" and self.result_message:
+            self.status.value = self.result_message
+
+    def _on_aborted(self) -> None:
+        self.status.value = "stopped"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(round(seconds), 0)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class FinetuneWidget(Container):
+    """Fine-tune a registered model on annotated layers; the result is a new user model."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        defaults = FinetuneSettings(name="x")
+        self.inputs = Select(
+            label="inputs",
+            choices=self._image_choices,
+            tooltip="hologram (or CDP) layers to learn from; stacks count plane by plane",
+        )
+        self.targets = Select(
+            label="targets",
+            choices=self._image_choices,
+            tooltip="target phase (radians), one layer per input, in the same order",
+        )
+        for select in (self.inputs, self.targets):
+            select.native.setMaximumHeight(72)
+        self.fill_button = PushButton(text="Fill targets (classical)")
+        self.fill_order = SpinBox(
+            label="background order",
+            value=OffAxisSettings().background_order,
+            min=0,
+            max=5,
+            tooltip="order of the polynomial background the classical targets remove; raise it "
+            "for microscopes with strong (e.g. spherical) aberrations",
+        )
+        self.ignore = create_widget(
+            annotation=napari.layers.Labels | None,
+            label="ignore",
+            options={"nullable": True, "tooltip": "labels layer: painted pixels are ignored"},
+        )
+        self.pairs = Label(value="")
+        self.base = ComboBox(label="base model", choices=self._base_choices)
+        self.self_supervised = CheckBox(
+            text="self-supervised (no targets)",
+            value=False,
+            visible=False,
+            tooltip="CDP models: learn from the measurements alone (measurement consistency)",
+        )
+        self.epochs = SpinBox(label="epochs", value=defaults.epochs, min=1, max=100_000)
+        self.lr = FloatSpinBox(
+            label="learning rate", value=defaults.lr, min=1e-5, max=0.1, step=1e-5
+        )
+        self.batch_size = SpinBox(label="batch", value=defaults.batch_size, min=1, max=256)
+        self.crop = SpinBox(label="crop (px)", value=defaults.crop, min=32, max=4096, step=32)
+        self.augment = CheckBox(text="flips, 90° rotations", value=defaults.augment)
+        self.val_fraction = FloatSpinBox(
+            label="validation", value=defaults.val_fraction, min=0.0, max=0.5, step=0.05
+        )
+        self.minutes = FloatSpinBox(
+            label="time limit (min)",
+            value=0.0,
+            min=0.0,
+            max=10_000.0,
+            step=0.5,
+            tooltip="0: no limit (the epochs decide)",
+        )
+        self.model_name = LineEdit(label="model name", value="")
+        self.resume = CheckBox(text="resume a stopped run of this name", value=True)
+        self.controls = FinetuneControls(self._make_job, self._on_saved, self._on_event)
+        self.plot = LossPlot()
+        self.export_button = PushButton(text="Export model...")
+        self.import_button = PushButton(text="Import model...")
+        super().__init__(
+            widgets=[
+                self.inputs,
+                self.targets,
+                Container(
+                    widgets=[self.fill_button, self.fill_order], layout="horizontal", labels=True
+                ),
+                self.ignore,
+                self.pairs,
+                self.base,
+                self.self_supervised,
+                self.epochs,
+                self.lr,
+                self.batch_size,
+                self.crop,
+                self.augment,
+                self.val_fraction,
+                self.minutes,
+                self.model_name,
+                self.resume,
+                self.controls,
+                Container(
+                    widgets=[self.export_button, self.import_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+            ]
+        )
+        self.native.layout().insertWidget(len(self) - 1, self.plot)
+        self.last_outcome: FinetuneOutcome | None = None
+        self.fill_button.changed.connect(self.fill_targets)
+        self.export_button.changed.connect(self._export_dialog)
+        self.import_button.changed.connect(self._import_dialog)
+        self.inputs.changed.connect(self._inputs_changed)
+        self.targets.changed.connect(self._show_pairs)
+        self.base.changed.connect(self._base_changed)
+        self.reset_choices()
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self._base_changed()
+        warm_up()
+
+    # choices ------------------------------------------------------------------------------------
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, napari.layers.Image) and not layer.rgb
+        ]
+
+    def input_modality(self) -> str:
+        """``"cdp"`` if the first input layer says so in its metadata, else ``"hologram"``."""
+        for layer in self.inputs.value:
+            if CDP_KEY in layer.metadata or acquisition_of(layer.metadata).modality == "cdp":
+                return "cdp"
+        return "hologram"
+
+    def _base_choices(self, _widget: Any = None) -> list[str]:
+        return [card.name for card in list_models(self.input_modality())]
+
+    def _inputs_changed(self, *_: Any) -> None:
+        self.base.reset_choices()
+        self._show_pairs()
+
+    def _base_changed(self, *_: Any) -> None:
+        name = self.base.value
+        cdp = bool(name) and get_card(name).modality == "cdp"
+        self.self_supervised.visible = cdp
+        if not cdp:
+            self.self_supervised.value = False
+        if name and not self.model_name.value:
+            self.model_name.value = _free_name(f"{name}-finetuned")
+
+    def _show_pairs(self, *_: Any) -> None:
+        inputs, targets = self.inputs.value, self.targets.value
+        if not inputs:
+            self.pairs.value = "pick input and target layers"
+        elif targets and len(targets) != len(inputs):
+            self.pairs.value = f"{len(inputs)} inputs but {len(targets)} targets"
+        else:
+            shown = [
+                f"{i.name} → {t.name}"
+                for i, t in zip(inputs, targets or [None] * len(inputs), strict=True)
+                if t is not None
+            ]
+            self.pairs.value = "; ".join(shown) or f"{len(inputs)} input(s), no targets yet"
+
+    # actions ------------------------------------------------------------------------------------
+
+    def fill_targets(self, *_: Any) -> list[napari.layers.Image]:
+        """Add a target layer per input from the classical method and select them as targets.
+
+        The targets are ordinary phase layers: correct them (e.g. replace bad regions) or mark
+        where they are wrong in the ignore layer.
+        """
+        layers = list(self.inputs.value)
+        added = []
+        try:
+            if not layers:
+                raise InputError("pick the input hologram layers first")
+            if self.input_modality() == "cdp":
+                raise InputError(
+                    "the classical target button works on holograms; for CDP stacks give targets "
+                    "or tick self-supervised"
+                )
+            for layer in layers:
+                acquisition = acquisition_of(layer.metadata)
+                data = np.asarray(layer.data)
+                planes = [
+                    r.phase
+                    for r in iter_reconstruct(
+                        data,
+                        method="classical",
+                        acquisition=acquisition,
+                        settings=OffAxisSettings(
+                            resolution="full", background_order=int(self.fill_order.value)
+                        ),
+                    )
+                ]
+                phase = np.stack(planes).reshape(data.shape).astype(np.float32)
+                out, kwargs, _ = image_layer(
+                    phase,
+                    name=f"{layer.name} target",
+                    acquisition=acquisition.replace(modality="phase", carrier_cycles_per_px=None),
+                    extra_metadata={METHOD_KEY: {"name": "classical", "source": layer.name}},
+                    colormap="viridis",
+                    contrast_limits=phase_contrast_limits(phase),
+                )
+                kwargs["scale"] = tuple(layer.scale)
+                kwargs["translate"] = tuple(layer.translate)
+                name = kwargs["name"]
+                if name in self.viewer.layers:
+                    self.viewer.layers[name].data = out
+                    added.append(self.viewer.layers[name])
+                else:
+                    added.append(self.viewer.add_image(out, **kwargs))
+        except QPIError as error:
+            self.controls.status.value = str(error)
+            show_warning(str(error))
+            return []
+        self.reset_choices()
+        self.inputs.value = layers
+        self.targets.value = added
+        self._show_pairs()
+        return added
+
+    def settings(self) -> FinetuneSettings:
+        """The settings shown (raises :class:`QPIError` for an invalid name or value)."""
+        name = self.model_name.value.strip()
+        if not name:
+            raise InputError("give the new model a name")
+        return FinetuneSettings(
+            name=name,
+            epochs=int(self.epochs.value),
+            lr=float(self.lr.value),
+            batch_size=int(self.batch_size.value),
+            crop=int(self.crop.value),
+            augment=bool(self.augment.value),
+            val_fraction=float(self.val_fraction.value),
+            self_supervised=bool(self.self_supervised.value),
+            minutes=float(self.minutes.value) or None,
+        )
+
+    def _make_job(self) -> Job:
+        inputs, targets = list(self.inputs.value), list(self.targets.value)
+        base = self.base.value
+        if not inputs:
+            raise InputError("pick at least one input layer (holograms or CDP stacks)")
+        if not base:
+            raise InputError(
+                f"no {self.input_modality()} model is installed to start from; import one first"
+            )
+        settings = self.settings()
+        checkpoint = default_checkpoint(settings.name)
+        resume = bool(self.resume.value)
+        replace = check_new_name(settings.name, checkpoint_path=checkpoint, resume=resume)
+        ignore_layer = self.ignore.value
+        plan = plan_finetune(
+            base,
+            [np.asarray(layer.data) for layer in inputs],
+            None
+            if settings.self_supervised or not targets
+            else [np.asarray(layer.data) for layer in targets],
+            None if ignore_layer is None else np.asarray(ignore_layer.data),
+            settings=settings,
+            modality=self.input_modality(),
+            names=[layer.name for layer in inputs],
+            target_names=[layer.name for layer in targets],
+            command="napari Fine-tune widget",
+            masks=next(
+                (layer.metadata[CDP_KEY]["masks"] for layer in inputs if CDP_KEY in layer.metadata),
+                None,
+            ),
+        )
+        stop = StopFlag()
+        self.controls.stop_flag = stop
+        self.controls.budget_s = None if settings.minutes is None else 60.0 * settings.minutes
+        self.plot.clear(plan.total_steps)
+        previous = resumable(checkpoint) if resume else None
+        if previous is not None and previous.get("fingerprint") == plan.fingerprint:
+            show_info(f"resuming the stopped run of {settings.name!r}")
+        return iter_finetune(
+            plan, stop=stop, checkpoint_path=checkpoint, resume=resume, overwrite=replace
+        )
+
+    def _on_event(self, event: FinetuneEvent) -> None:
+        if event.kind == "start":
+            self.plot.set_total(event.total)
+        elif event.kind == "step":
+            self.plot.set_total(self.controls.expected_total)
+            self.plot.add_step(event.step, event.loss)
+        elif event.kind == "validation":
+            self.plot.add_validation(event.step, event.metrics.get("val_loss", math.nan))
+
+    def _on_saved(self, outcome: FinetuneOutcome) -> None:
+        self.last_outcome = outcome
+        self.refresh_model_lists()
+        scores = outcome.card.metrics.get("finetune_validation", {})
+        psnr = scores.get("psnr_db")
+        shown = f"; validation {psnr:.1f} dB" if isinstance(psnr, float) else ""
+        message = (
+            f"saved model {outcome.card.name!r} ({outcome.status} at step {outcome.steps} of "
+            f"{outcome.total}{shown})"
+        )
+        if outcome.status == "stopped":
+            message += "; click Train again to resume"
+        self.controls.result_message = message
+        show_info(message)
+        self.model_name.value = outcome.card.name
+
+    def refresh_model_lists(self) -> None:
+        """Let every docked widget (e.g. *Phase retrieval*) list the models anew."""
+        self.reset_choices()
+        for widget in list(self.viewer.window.dock_widgets.values()):
+            if widget is not self and hasattr(widget, "reset_choices"):
+                widget.reset_choices()
+
+    def export_name(self) -> str | None:
+        """The model *Export* writes: the one trained last here, else the base model."""
+        return self.last_outcome.card.name if self.last_outcome else self.base.value
+
+    def export_model(self, path: str) -> None:
+        """Export :meth:`export_name` to ``path`` (a .zip file, or a folder)."""
+        name = self.export_name()
+        if not name:
+            raise InputError("no model to export: train one, or choose a base model")
+        written = export_model(name, path)
+        show_info(f"exported {name!r} to {written}")
+
+    def import_model(self, path: str) -> str:
+        """Install a model exported on another machine; returns its name."""
+        card = import_model(path)
+        self.refresh_model_lists()
+        show_info(f"imported model {card.name!r}")
+        return card.name
+
+    def _export_dialog(self, *_: Any) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Export model", f"{self.export_name() or 'model'}.zip", "Model (*.zip)"
+        )
+        if path:
+            self._guard(self.export_model, path)
+
+    def _import_dialog(self, *_: Any) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.native, "Import model", "", "Model (*.zip)")
+        if path:
+            self._guard(self.import_model, path)
+
+    def _guard(self, action: Any, *args: Any) -> None:
+        try:
+            action(*args)
+        except QPIError as error:
+            self.controls.status.value = str(error)
+            show_warning(str(error))
+
+
+def _free_name(stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``, ... whichever no registered model has."""
+    taken = {card.name.lower() for card in list_models()}
+    name, number = stem, 1
+    while name.lower() in taken:
+        number += 1
+        name = f"{stem}-{number}"
+    return name

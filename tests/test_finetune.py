@@ -1,0 +1,594 @@
+"""Fine-tuning: headless on arrays, the CLI, and the Fine-tune widget in a real viewer."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_qpi._napari.finetune_widget import FinetuneWidget, warm_up
+from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
+from napari_qpi.errors import InputError, ModelError, QPIError
+from napari_qpi.io import write_image
+from napari_qpi.models import (
+    ModelCard,
+    delete_user_model,
+    export_model,
+    get_card,
+    import_model,
+    list_models,
+    load_model,
+    save_user_model,
+)
+from napari_qpi.nn import PRNet, PRNetConfig
+from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
+from napari_qpi.training.data import NORMALISATION
+from napari_qpi.training.finetune import (
+    FinetuneSettings,
+    add_finetune_arguments,
+    check_new_name,
+    finetune,
+    finetune_main,
+    plan_finetune,
+    resumable,
+    save_finetuned,
+)
+from napari_qpi.training.loop import StopFlag
+
+BASE = "tiny-ft-base"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def base_model():
+    torch.manual_seed(0)
+    config = PRNetConfig(width=0.25, decoder_channels=8, connectivity={"D0": ["E0", "E2", "G"]})
+    card = ModelCard(
+        name=BASE,
+        family="searched",
+        modality="hologram",
+        architecture={"network": "prnet", "config": config.to_dict()},
+        normalisation=dict(NORMALISATION),
+    )
+    save_user_model(PRNet(config), card, overwrite=True)
+    yield BASE
+    for card in list_models():
+        if card.source == "user":
+            delete_user_model(card.name)
+
+
+def _data(n: int = 3, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    system = OffAxisSystem(carrier_period_px=5.0, carrier_angle_deg=20.0)
+    phases = [random_cells((size, size), n_cells=2, seed=seed + i).phase for i in range(n)]
+    holograms = [simulate_hologram(p, None, system, seed=seed + i) for i, p in enumerate(phases)]
+    return np.stack(holograms), np.stack(phases).astype(np.float32)
+
+
+def _settings(name: str, **changes) -> FinetuneSettings:
+    values = {"name": name, "epochs": 3, "batch_size": 2, "crop": 64, "val_fraction": 0.34}
+    return FinetuneSettings(**{**values, **changes})
+
+
+class _Recorder:
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.steps: list[tuple[int, float]] = []
+        self.starts: list[int] = []
+        self.notices: list[str] = []
+        self.flag = StopFlag()
+        self.stop_at = stop_at
+
+    def on_start(self, step: int, total: int) -> None:
+        self.starts.append(step)
+
+    def on_step(self, step: int, total: int, loss: float, lr: float) -> None:
+        self.steps.append((step, loss))
+        if self.stop_at is not None and step >= self.stop_at:
+            self.flag.set()
+
+    def on_notice(self, message: str) -> None:
+        self.notices.append(message)
+
+    def should_stop(self) -> bool:
+        return self.flag.should_stop()
+
+
+# Headless --------------------------------------------------------------------------------------
+
+
+def test_finetune_saves_a_user_model_that_exports_and_imports(base_model, tmp_path):
+    holograms, phases = _data()
+    ignore = np.zeros(phases.shape, bool)
+    ignore[:, :8] = True
+    checkpoint = tmp_path / "run.pt"
+    model, card = finetune(
+        base_model,
+        holograms,
+        phases,
+        ignore,
+        settings=_settings("tiny-ft-a"),
+        checkpoint_path=checkpoint,
+        names=["stack"],
+    )
+    assert card.family == "finetuned" and card.base_model == base_model
+    assert card.modality == "hologram" and card.training["status"] == "finished"
+    data = card.training["data"]
+    assert (data["pairs"], data["train"], data["validation"]) == (3, 2, 1)
+    assert data["validation_split"] == "images" and data["ignored_fraction"] == pytest.approx(0.125)
+    assert card.training["settings"]["lr"] == pytest.approx(1e-3)
+    scores = card.metrics["finetune_validation"]
+    assert np.isfinite(scores["psnr_db"]) and scores["n"] == 1
+    assert card.training["best_step"] in [row["step"] for row in card.training["validation"]]
+
+    save_finetuned(model, card, checkpoint_path=checkpoint)
+    assert not checkpoint.exists() and resumable(checkpoint) is None
+    assert "tiny-ft-a" in [c.name for c in list_models("hologram")]
+    loaded, _ = load_model("tiny-ft-a", cached=False)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        expected = loaded(x)
+    archive = export_model("tiny-ft-a", tmp_path / "tiny-ft-a.zip")
+    delete_user_model("tiny-ft-a")
+    imported = import_model(archive)
+    assert imported.base_model == base_model and imported.family == "finetuned"
+    with torch.no_grad():
+        assert torch.equal(load_model("tiny-ft-a", cached=False)[0](x), expected)
+
+
+def test_a_stopped_run_saves_and_resumes_from_its_step(base_model, tmp_path):
+    holograms, phases = _data()
+    checkpoint = tmp_path / "run.pt"
+    settings = _settings("tiny-ft-resume", epochs=8, checkpoint_every=2)
+    uninterrupted = _Recorder()
+    finetune(base_model, holograms, phases, settings=settings, callbacks=[uninterrupted])
+
+    first = _Recorder(stop_at=3)
+    model, card = finetune(
+        base_model,
+        holograms,
+        phases,
+        settings=settings,
+        callbacks=[first],
+        checkpoint_path=checkpoint,
+    )
+    assert card.training["status"] == "stopped" and card.training["steps"] == 3
+    assert card.metrics["finetune_validation"]["step"] == 3
+    save_finetuned(model, card, checkpoint_path=checkpoint)
+    assert resumable(checkpoint)["name"] == "tiny-ft-resume"
+    with pytest.raises(ModelError, match=r"exists already.*resume"):
+        check_new_name("tiny-ft-resume", checkpoint_path=checkpoint, resume=False)
+    assert check_new_name("tiny-ft-resume", checkpoint_path=checkpoint, resume=True)
+
+    second = _Recorder()
+    model, card = finetune(
+        base_model,
+        holograms,
+        phases,
+        settings=settings,
+        callbacks=[second],
+        checkpoint_path=checkpoint,
+    )
+    assert second.starts == [3] and second.steps[0][0] == 4
+    assert card.training["status"] == "finished" and card.training["steps"] == 8
+    resumed = dict(first.steps + second.steps)
+    assert resumed == pytest.approx(dict(uninterrupted.steps), rel=1e-4)
+    save_finetuned(model, card, checkpoint_path=checkpoint, overwrite=True)
+    assert get_card("tiny-ft-resume").training["status"] == "finished"
+    assert not checkpoint.exists()
+
+
+def test_resuming_another_runs_checkpoint_is_refused(base_model, tmp_path):
+    holograms, phases = _data()
+    checkpoint = tmp_path / "run.pt"
+    finetune(
+        base_model,
+        holograms,
+        phases,
+        settings=_settings("tiny-ft-b"),
+        callbacks=[_Recorder(stop_at=1)],
+        checkpoint_path=checkpoint,
+    )
+    with pytest.raises(QPIError, match="another fine-tuning run"):
+        finetune(
+            base_model,
+            holograms,
+            phases,
+            settings=_settings("tiny-ft-b", lr=5e-4),
+            checkpoint_path=checkpoint,
+        )
+    assert checkpoint.exists()
+
+
+def test_bad_input_gives_clear_messages(base_model):
+    holograms, phases = _data(2)
+    settings = _settings("tiny-ft-c")
+    with pytest.raises(InputError, match=r"target 'phase' has shape \(2, 64, 48\).*\(2, 64, 64\)"):
+        plan_finetune(
+            base_model,
+            [holograms],
+            [phases[..., :48]],
+            settings=settings,
+            names=["holo"],
+            target_names=["phase"],
+        )
+    with pytest.raises(InputError, match="one target layer per input"):
+        plan_finetune(base_model, [holograms, holograms], [phases], settings=settings)
+    with pytest.raises(InputError, match="covers every pixel"):
+        plan_finetune(base_model, holograms, phases, np.ones((64, 64), int), settings=settings)
+    with pytest.raises(InputError, match="ignore mask has shape"):
+        plan_finetune(base_model, holograms, phases, np.ones((32, 32), int), settings=settings)
+    with pytest.raises(ModelError, match=r"reconstructs off-axis holograms.*choose a cdp model"):
+        plan_finetune(base_model, holograms, phases, settings=settings, modality="cdp")
+    with pytest.raises(InputError, match="target phase layers"):
+        plan_finetune(base_model, holograms, None, settings=settings)
+    with pytest.raises(InputError, match="self-supervised fine-tuning needs a CDP model"):
+        plan_finetune(
+            base_model, holograms, None, settings=_settings("tiny-ft-c", self_supervised=True)
+        )
+    with pytest.raises(InputError, match="too small"):
+        plan_finetune(base_model, holograms[:, :20, :20], phases[:, :20, :20], settings=settings)
+    with pytest.raises(ModelError, match="Invalid model name"):
+        FinetuneSettings(name="no spaces please")
+    with pytest.raises(ModelError, match="exists already"):
+        check_new_name(base_model)
+
+
+def test_a_taken_name_is_refused_and_the_run_is_kept(base_model, tmp_path):
+    holograms, phases = _data()
+    checkpoint = tmp_path / "run.pt"
+    model, card = finetune(
+        base_model, holograms, phases, settings=_settings(base_model), checkpoint_path=checkpoint
+    )
+    with pytest.raises(ModelError, match="already exists"):
+        save_finetuned(model, card, checkpoint_path=checkpoint)
+    assert checkpoint.exists() and get_card(base_model).family == "searched"
+
+
+def test_out_of_memory_halves_the_batch_then_says_so(base_model, monkeypatch):
+    holograms, phases = _data()
+    forward = PRNet.forward
+
+    def limited(self, x):
+        if x.shape[0] > 1 and self.training:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(PRNet, "forward", limited)
+    recorder = _Recorder()
+    _, card = finetune(
+        base_model,
+        holograms,
+        phases,
+        settings=_settings("tiny-ft-d", batch_size=4),
+        callbacks=[recorder],
+    )
+    assert card.training["batch_size_used"] == 1 and card.training["status"] == "finished"
+    assert any("starting again with 1 per batch" in n for n in recorder.notices)
+
+    def never(self, x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9")
+
+    monkeypatch.setattr(PRNet, "forward", never)
+    with pytest.raises(QPIError, match="not enough memory to train on even one crop of 64 px"):
+        finetune(base_model, holograms, phases, settings=_settings("tiny-ft-d"))
+
+
+def test_self_supervised_cdp_finetuning_fits_the_measurements_with_frozen_masks(base_model):
+    from napari_qpi.nn.cdpnet import CDPNet, CDPNetConfig
+
+    torch.manual_seed(0)
+    config = CDPNetConfig(n_masks=2, shape=(32, 32), base_channels=4, depth=2)
+    net = CDPNet(config)
+    card = ModelCard(
+        name="tiny-cdp",
+        family="distilled",
+        modality="cdp",
+        architecture={"network": "cdpnet", "config": config.to_dict(), "input_channels": 2},
+        normalisation={"method": "none"},
+    )
+    save_user_model(net, card)
+    rng = np.random.default_rng(0)
+    phase = rng.uniform(0, 1.5, (6, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        patterns = net.measure(torch.polar(torch.ones(6, 32, 32), torch.from_numpy(phase)))
+    masks = load_model("tiny-cdp", cached=False)[0].masks.export()
+    settings = FinetuneSettings(
+        name="tiny-cdp-ft",
+        epochs=6,
+        batch_size=2,
+        self_supervised=True,
+        val_fraction=0.34,
+        lr=1e-3,
+    )
+    model, new_card = finetune(
+        "tiny-cdp", patterns.numpy(), None, settings=settings, modality="cdp", masks=masks
+    )
+    assert np.array_equal(model.masks.export(), masks)
+    assert new_card.training["data"]["self_supervised"] and new_card.modality == "cdp"
+    losses = [row["val_loss"] for row in new_card.training["validation"]]
+    assert min(losses[1:]) < losses[0]
+    save_finetuned(model, new_card)
+    loaded, _ = load_model("tiny-cdp-ft", cached=False)
+    assert np.array_equal(loaded.masks.export(), masks)
+
+    with pytest.raises(ModelError, match="other masks than model 'tiny-cdp'"):
+        plan_finetune("tiny-cdp", patterns.numpy(), None, settings=settings, masks=masks + 1)
+    with pytest.raises(ModelError, match="reads 2 coded diffraction pattern"):
+        plan_finetune("tiny-cdp", patterns.numpy()[:, :1], None, settings=settings)
+    with pytest.raises(ModelError, match="reconstructs coded diffraction patterns"):
+        plan_finetune("tiny-cdp", patterns.numpy(), None, settings=settings, modality="hologram")
+
+
+# Command line ----------------------------------------------------------------------------------
+
+
+def test_cli_finetunes_on_files_with_classical_targets(base_model, tmp_path, capsys):
+    holograms, _ = _data(2)
+    acquisition = OffAxisSystem(carrier_period_px=5.0, carrier_angle_deg=20.0).acquisition()
+    files = [
+        write_image(tmp_path / f"h{i}.ome.tif", hologram, acquisition=acquisition)
+        for i, hologram in enumerate(holograms)
+    ]
+    parser = argparse.ArgumentParser()
+    add_finetune_arguments(parser)
+    argv = ["--base", base_model, "--inputs", *map(str, files), "--targets", "classical"]
+    argv += ["--out", "tiny-ft-cli", "--epochs", "2", "--crop", "64", "--batch-size", "2"]
+    argv += ["--work", str(tmp_path / "cli.pt"), "--export", str(tmp_path / "m.zip"), "--quiet"]
+    assert finetune_main(parser.parse_args(argv)) == 0
+    out = capsys.readouterr().out
+    assert "finished after 2 of 2 steps" in out and (tmp_path / "m.zip").exists()
+    card = get_card("tiny-ft-cli")
+    assert card.training["command"].startswith("napari-qpi finetune --base tiny-ft-base")
+    with pytest.raises(ModelError, match="exists already"):
+        finetune_main(parser.parse_args(argv))
+
+
+def test_cli_ctrl_c_stops_saves_and_the_same_command_resumes(
+    base_model, tmp_path, capsys, monkeypatch
+):
+    import napari_qpi.training.finetune as module
+
+    holograms, phases = _data(2)
+    np.save(tmp_path / "h.npy", holograms)
+    np.save(tmp_path / "p.npy", phases)
+
+    class CtrlCAtStep2:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def on_step(self, step: int, total: int, loss: float, lr: float) -> None:
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    parser = argparse.ArgumentParser()
+    add_finetune_arguments(parser)
+    argv = ["--base", base_model, "--inputs", str(tmp_path / "h.npy"), "--targets"]
+    argv += [str(tmp_path / "p.npy"), "--out", "tiny-ft-ctrl-c", "--epochs", "6", "--crop", "64"]
+    argv += ["--val-fraction", "0.5", "--work", str(tmp_path / "c.pt"), "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "ProgressBar", CtrlCAtStep2)
+        assert finetune_main(parser.parse_args(argv)) == 0
+    out = capsys.readouterr().out
+    assert "stopping after this step" in out and "stopped after 2 of 6 steps" in out
+    assert get_card("tiny-ft-ctrl-c").training["status"] == "stopped"
+    assert finetune_main(parser.parse_args(argv)) == 0
+    assert "finished after 6 of 6 steps" in capsys.readouterr().out
+    assert not (tmp_path / "c.pt").exists()
+
+
+# The widget in a real viewer -------------------------------------------------------------------
+
+
+def _viewer_with_data(make_napari_viewer, n: int = 2):
+    viewer = make_napari_viewer()
+    holograms, phases = _data(n)
+    system = OffAxisSystem(carrier_period_px=5.0, carrier_angle_deg=20.0)
+    for i, hologram in enumerate(holograms):
+        viewer.add_image(
+            hologram, name=f"holo{i}", metadata={"qpi": system.acquisition().to_dict()}
+        )
+    return viewer, phases
+
+
+class _Heartbeat:
+    """A 10 ms timer on the GUI thread; the longest gap between its ticks measures how long the
+    event loop was blocked."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.start()
+
+    def max_gap_ms(self) -> float:
+        self.timer.stop()
+        return 1e3 * float(np.max(np.diff(self.ticks)))
+
+
+def _widgets(viewer):
+    retrieval = PhaseRetrievalWidget(viewer)
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(retrieval, name="Phase retrieval")
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.base.value = BASE
+    widget.crop.value, widget.batch_size.value = 64, 2
+    return widget, retrieval
+
+
+def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
+    make_napari_viewer, qtbot, base_model, tmp_path
+):
+    viewer, _ = _viewer_with_data(make_napari_viewer, 3)
+    widget, retrieval = _widgets(viewer)
+    widget.inputs.value = [viewer.layers[f"holo{i}"] for i in range(3)]
+    targets = widget.fill_targets()
+    assert [t.name for t in targets] == ["holo0 target", "holo1 target", "holo2 target"]
+    assert list(widget.targets.value) == targets and "holo0 → holo0 target" in widget.pairs.value
+    labels = viewer.add_labels(np.zeros((64, 64), np.int32), name="ignore")
+    labels.data[:4] = 1
+    widget.ignore.value = labels
+    widget.epochs.value = 20
+    widget.model_name.value = "tiny-ft-gui"
+    assert "tiny-ft-gui" not in retrieval.method.choices
+
+    assert warm_up().wait(60)
+    heartbeat = _Heartbeat()
+    worker = widget.controls.start()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    gap = heartbeat.max_gap_ms()
+    steps = len(widget.plot.train)
+    print(f"event loop: longest gap {gap:.0f} ms over {steps} training steps")
+    assert gap < 500, "the GUI froze while training"
+    assert steps == 20 and widget.plot.validation
+    assert widget.controls.status.value.startswith("saved model 'tiny-ft-gui' (finished")
+    assert "tiny-ft-gui" in retrieval.method.choices
+    assert get_card("tiny-ft-gui").training["data"]["ignored_fraction"] == pytest.approx(1 / 16)
+    widget.export_model(str(tmp_path / "gui.zip"))
+    delete_user_model("tiny-ft-gui")
+    assert widget.import_model(str(tmp_path / "gui.zip")) == "tiny-ft-gui"
+    assert "tiny-ft-gui" in retrieval.method.choices
+
+    retrieval.hologram.value = viewer.layers["holo0"]
+    retrieval.method.value = "tiny-ft-gui"
+    worker = retrieval.controls.start()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    phase = viewer.layers["holo0 phase"]
+    assert phase.data.shape == (64, 64) and phase.metadata["qpi_method"]["name"] == "tiny-ft-gui"
+
+
+def test_widget_stop_saves_within_seconds_and_train_resumes(make_napari_viewer, qtbot, base_model):
+    viewer, phases = _viewer_with_data(make_napari_viewer)
+    widget, _ = _widgets(viewer)
+    for i in range(2):
+        viewer.add_image(phases[i], name=f"phase{i}")
+    widget.inputs.value = [viewer.layers["holo0"], viewer.layers["holo1"]]
+    widget.targets.value = [viewer.layers["phase0"], viewer.layers["phase1"]]
+    widget.epochs.value = 30
+    widget.val_fraction.value = 0.5
+    widget.model_name.value = "tiny-ft-stop"
+    worker = widget.controls.start()
+    qtbot.waitUntil(lambda: widget.controls.progress.value >= 3, timeout=30_000)
+    stopped_at = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        widget.controls.cancel_button.changed.emit(True)
+    seconds = time.perf_counter() - stopped_at
+    print(f"Stop to saved model: {seconds:.2f} s")
+    assert seconds < 2.0
+    card = get_card("tiny-ft-stop")
+    assert card.training["status"] == "stopped"
+    step = card.training["steps"]
+    assert 3 <= step < 30 and "resume" in widget.controls.status.value
+
+    worker = widget.controls.start()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.controls.progress.max == 30, timeout=10_000)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert widget.plot.train[0][0] == step + 1
+    card = get_card("tiny-ft-stop")
+    assert card.training["status"] == "finished" and card.training["steps"] == 30
+
+
+def test_widget_offers_cdp_models_and_trains_self_supervised(make_napari_viewer, qtbot, base_model):
+    from napari_qpi.nn.cdpnet import CDPNet, CDPNetConfig
+
+    torch.manual_seed(0)
+    config = CDPNetConfig(n_masks=2, shape=(32, 32), base_channels=4, depth=2)
+    net = CDPNet(config)
+    card = ModelCard(
+        name="tiny-cdp-gui",
+        family="distilled",
+        modality="cdp",
+        architecture={"network": "cdpnet", "config": config.to_dict(), "input_channels": 2},
+        normalisation={"method": "none"},
+    )
+    save_user_model(net, card)
+    net = load_model("tiny-cdp-gui", cached=False)[0]
+    phase = np.random.default_rng(1).uniform(0, 1.5, (4, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        patterns = net.measure(torch.polar(torch.ones(4, 32, 32), torch.from_numpy(phase)))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(
+        patterns.numpy(),
+        name="cdp",
+        metadata={
+            "qpi": {"modality": "cdp"},
+            "qpi_cdp": {"oversampling": 2, "masks": net.masks.export()},
+        },
+    )
+    widget = FinetuneWidget(viewer)
+    widget.inputs.value = [layer]
+    assert list(widget.base.choices) == ["tiny-cdp-gui"]
+    assert not widget.self_supervised.native.isHidden()
+    widget.self_supervised.value = True
+    widget.epochs.value, widget.batch_size.value, widget.val_fraction.value = 4, 2, 0.25
+    widget.model_name.value = "tiny-cdp-gui-ft"
+    worker = widget.controls.start()
+    assert worker is not None, widget.controls.status.value
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    saved = get_card("tiny-cdp-gui-ft")
+    assert saved.modality == "cdp" and saved.training["data"]["self_supervised"]
+
+
+def test_widget_refuses_bad_input_with_messages_and_keeps_everything(
+    make_napari_viewer, base_model
+):
+    viewer, phases = _viewer_with_data(make_napari_viewer)
+    widget, _ = _widgets(viewer)
+    viewer.add_image(phases[0][:, :48], name="narrow")
+    widget.inputs.value = [viewer.layers["holo0"]]
+    widget.targets.value = [viewer.layers["narrow"]]
+    widget.model_name.value = "tiny-ft-bad"
+    layers_before = [layer.name for layer in viewer.layers]
+
+    assert widget.controls.start() is None
+    assert "has shape (64, 48)" in widget.controls.status.value
+
+    viewer.add_image(phases[0], name="phase0")
+    widget.targets.value = [viewer.layers["phase0"]]
+    everything = viewer.add_labels(np.ones((64, 64), np.int32), name="all")
+    widget.ignore.value = everything
+    assert widget.controls.start() is None
+    assert "covers every pixel" in widget.controls.status.value
+
+    widget.ignore.value = None
+    widget.model_name.value = BASE
+    assert widget.controls.start() is None
+    assert "exists already" in widget.controls.status.value
+    assert get_card(BASE).family == "searched"
+    assert [layer.name for layer in viewer.layers] == [*layers_before, "phase0", "all"]
+
+
+# Benchmark script ------------------------------------------------------------------------------
+
+
+def test_benchmark_script_quick_run(base_model, capsys):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
+    spec = importlib.util.spec_from_file_location("benchmark_finetune", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert module.main(["--base", base_model, "--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| fine-tuned 0.05 min | true phase |" in out and "quick smoke run" in out

@@ -301,6 +301,11 @@ def run(
     )
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 stage"``, ``"2 stages"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def architecture(net: Network) -> str:
     """Short description of a network's architecture."""
     config = net.card.config if net.card is not None else {}
@@ -311,8 +316,8 @@ def architecture(net: Network) -> str:
     connections = sum(len(inputs) for inputs in connectivity.values())
     coords = ", coordinate channels" if config.get("coord_channels") else ""
     return (
-        f"PRNet, MobileNet-v2 x{config.get('width', 1.0):g}, {len(connectivity)} decoder stages, "
-        f"{connections} connections{coords}"
+        f"PRNet, MobileNet-v2 x{config.get('width', 1.0):g}, "
+        f"{plural(len(connectivity), 'decoder stage')}, {plural(connections, 'connection')}{coords}"
     )
 
 

@@ -6,7 +6,8 @@ Runs under Xvfb::
 
 Simulates eight holograms of the second microscope of ``benchmarks/finetune.py``, fills the
 targets with the classical method, marks a region to ignore, fine-tunes the shipped searched model
-for a minute (screenshot while the loss curve grows), then runs the new model in *Phase retrieval*.
+for five minutes (screenshot half-way, as the loss curve grows), then runs the new model in *Phase
+retrieval* and shows its phase beside the target (grid view).
 The model it trains (``--name``) is deleted again at the end unless ``--keep`` is given.
 """
 
@@ -40,6 +41,8 @@ def settle(seconds: float = 0.5) -> None:
 
 
 def benchmark_module():
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("finetune_bench", ROOT / "benchmarks/finetune.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="prnet-searched")
     parser.add_argument("--name", default="prnet-scope2")
-    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true", help="keep the trained model")
     args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     widget.ignore.value = labels
     widget.base.value = args.base
     widget.epochs.value = 500
-    widget.lr.value = 1e-3
+    widget.lr.value = 4e-3
     widget.minutes.value = args.minutes
     widget.model_name.value = args.name
     viewer.dims.set_current_step(0, 2)
@@ -116,8 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     worker = retrieval.controls.start()
     while retrieval.controls.running:
         settle(0.2)
+    shown = ("scope2 holograms phase", "scope2 holograms target")
     for layer in viewer.layers:
-        layer.visible = layer.name == "scope2 holograms phase"
+        layer.visible = layer.name in shown
+    viewer.layers[shown[0]].contrast_limits = viewer.layers[shown[1]].contrast_limits
+    viewer.canvas.grid.enabled = True
     viewer.reset_view()
     shoot(viewer, "finetune_result.png")
     viewer.close()

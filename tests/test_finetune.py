@@ -583,9 +583,10 @@ def test_widget_refuses_bad_input_with_messages_and_keeps_everything(
 # Benchmark script ------------------------------------------------------------------------------
 
 
-def test_benchmark_script_quick_run(base_model, capsys):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
-    spec = importlib.util.spec_from_file_location("benchmark_finetune", path)
+def test_benchmark_script_quick_run(base_model, capsys, monkeypatch):
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("benchmark_finetune", folder / "finetune.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

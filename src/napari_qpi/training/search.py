@@ -175,10 +175,15 @@ def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
 
 
 def _validation_fn(settings: TrainSettings) -> Callable[[nn.Module], dict[str, float]] | None:
+    """Scores on ``settings.val_images`` fixed fields of the training distribution (``data``).
+
+    The fields come from the same split as the training data (a run on the second microscope is
+    validated on the second microscope), with a seed kept apart from training and held-out seeds.
+    """
     if settings.val_images <= 0:
         return None
     val_set = held_out_set(
-        "standard", n=settings.val_images, size=settings.size, seed=VALIDATION_SEED
+        settings.data, n=settings.val_images, size=settings.size, seed=VALIDATION_SEED
     )
 
     def val_fn(model: nn.Module) -> dict[str, float]:
@@ -243,6 +248,7 @@ def _run(
         "loss_curve": _loss_curve(result),
         "phase_loss_curve": _loss_curve(result, "phase") if sparsity_weight else None,
         "validation": result.validation,
+        "validation_split": settings.data if settings.val_images > 0 else None,
         "metrics": metrics,
     }
     return result, record

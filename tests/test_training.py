@@ -358,3 +358,39 @@ def test_search_and_train_commands(tmp_path):
     assert train_main(args) == 0
     card = json.loads((tmp_path / "unet" / "card.json").read_text())
     assert card["family"] == "baseline" and card["architecture"]["network"] == "unet"
+
+
+def test_train_init_continues_a_registered_model(tmp_path):
+    import argparse
+    import shutil
+
+    from napari_qpi.errors import ModelError
+    from napari_qpi.models.registry import clear_cache, load_model, user_models_dir
+    from napari_qpi.nn import build_network
+    from napari_qpi.training.search import _warm_start, add_train_arguments, train_main
+
+    def run(out, *extra):
+        parser = argparse.ArgumentParser()
+        add_train_arguments(parser)
+        tiny = ["--family", "unet", "--size", "64", "--steps", "2", "--batch-size", "2"]
+        tiny += ["--eval-images", "1", "--val-every", "0", "--quiet"]
+        return train_main(parser.parse_args(["--out", str(out), *tiny, *extra]))
+
+    assert run(tmp_path / "tiny-unet-start", "--base-channels", "4") == 0
+    shutil.copytree(tmp_path / "tiny-unet-start", user_models_dir() / "tiny-unet-start")
+    clear_cache()
+    start, start_card = load_model("tiny-unet-start", device="cpu", cached=False)
+
+    fresh = build_network("unet", {"base_channels": 4})
+    provenance = _warm_start(fresh, "unet", "tiny-unet-start")
+    assert provenance["sha256"] == start_card.sha256 and provenance["steps"] == 2
+    for key, value in start.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+    assert run(tmp_path / "continued", "--base-channels", "4", "--init", "tiny-unet-start") == 0
+    card = json.loads((tmp_path / "continued" / "card.json").read_text())
+    assert card["training"]["init"]["model"] == "tiny-unet-start"
+    assert "--init tiny-unet-start" in card["training"]["command"]
+
+    with pytest.raises(ModelError, match="differs"):
+        run(tmp_path / "other", "--base-channels", "8", "--init", "tiny-unet-start")

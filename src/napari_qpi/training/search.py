@@ -85,6 +85,9 @@ class TrainSettings:
     data
         Training distribution: ``"standard"``, or the ``"transfer"`` split's second microscope
         (the paper's test of a searched connectivity retrained on another system).
+    init
+        Name of a registered model of the same architecture to start from (a warm start that
+        continues its training), or ``None`` to start from random weights.
     """
 
     family: str = "prnet"
@@ -101,6 +104,7 @@ class TrainSettings:
     val_images: int = 4
     eval_images: int = 16
     data: str = "standard"
+    init: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
@@ -333,16 +337,48 @@ def train(
     if family == "prnet":
         config["gated"] = False
     model = build_network(family, config)
+    start = _warm_start(model, family, settings.init) if settings.init else None
     _, record = _run(
         model, settings, callbacks=callbacks, checkpoint_path=checkpoint_path, resume=resume
     )
     record |= {
         "kind": "train",
         "network": {"family": family, "config": model.config.to_dict()},
+        "init": start,
     }
     if family == "prnet":
         record["connectivity"] = model.connectivity
     return TrainOutcome(model, record)
+
+
+def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
+    """Load the weights of the registered model ``name`` into ``model``; return its provenance.
+
+    Raises
+    ------
+    ModelError
+        ``name`` is not registered, or its architecture differs from ``model``'s.
+    """
+    from ..models.registry import load_model
+
+    source, card = load_model(name, device="cpu", cached=False)
+    ours = {**model.config.to_dict()}
+    theirs = {**card.config}
+    for config in (ours, theirs):
+        config.pop("gated", None)
+    if card.architecture.get("network") != family or ours != theirs:
+        raise ModelError(
+            f"--init {name}: its architecture ({card.architecture.get('network')}, {theirs}) "
+            f"differs from the one to train ({family}, {ours}); give the same network flags "
+            "(for a searched model: --connectivity with its card)"
+        )
+    model.load_state_dict(source.state_dict())
+    return {
+        "model": card.name,
+        "sha256": card.sha256,
+        "steps": card.training.get("steps"),
+        "command": card.training.get("command"),
+    }
 
 
 def retrain(
@@ -386,6 +422,8 @@ def model_card(
         key: record[key]
         for key in ("settings", "seed", "steps", "status", "timings", "data", "loss_curve")
     }
+    if record.get("init"):
+        recipe["init"] = record["init"]
     recipe["command"] = command
     recipe["recipe"] = (
         "AdamW, cosine learning rate with 2% warm-up, offset-free phase loss on synthetic "
@@ -566,6 +604,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     flags.add("--size", type=int, default=defaults.size, help="training field side, px")
     flags.add("--steps", type=int, default=defaults.steps)
+    flags.add(
+        "--init",
+        help="registered model of the same architecture to start from (continues its training; "
+        "its card's command and weights hash are recorded)",
+    )
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -743,6 +786,7 @@ def train_main(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         eval_images=args.eval_images,
         data=args.data,
+        init=args.init,
     )
     trained = train(
         args.family,

@@ -51,7 +51,9 @@ bench: install-test
 	$(PY) benchmarks/offaxis_classical.py --write
 	$(PY) benchmarks/searched_models.py --write \
 		--transfer-model src/napari_qpi/models/shipped/prnet-searched-transfer
+	$(PY) benchmarks/resolution_bound.py --write
 	$(PY) benchmarks/batch.py --write
+	$(PY) benchmarks/finetune.py --write
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks sample_data

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 from torch import nn
 
 from napari_qpi.models import ModelCard, list_models, save_user_model
@@ -90,3 +91,18 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert len(transfer) == 4
     assert transfer[-1][0] == "(b) bench-transfer, retrained on the transfer system"
     assert all(math.isfinite(float(cell)) for row in transfer for cell in row[2:6])
+
+
+def test_resolution_reference_keeps_flat_phase_and_loses_detail_with_stride(tmp_path, monkeypatch):
+    bench = load_script("resolution_bound")
+    flat = np.full((64, 64), 1.5, dtype=np.float32)
+    assert np.allclose(bench.through_grid(flat, 8), flat)
+
+    scores = [bench.bound("standard", stride, n=2)["psnr_db"] for stride in (2, 8, 32)]
+    assert scores[0] > scores[1] > scores[2]
+
+    monkeypatch.setattr(bench, "STRIDES", (2, 8))
+    docs = tmp_path / "benchmarks.md"
+    monkeypatch.setattr(bench, "write_section", lambda name, text: docs.write_text(text))
+    assert bench.main(["--images", "1", "--write"]) == 0
+    assert "| 8 |" in docs.read_text()

@@ -175,6 +175,61 @@ def test_looks_like_hologram(holograms, rng):
     assert not looks_like_hologram(np.array(["a", "b"]))
 
 
+def test_broad_sidebands_of_the_transfer_split_are_found_without_metadata():
+    """Every field of the second microscope's held-out split is retrieved with no carrier given.
+
+    One of its first 16 fields (steep cells, strong defocus and astigmatism) spreads the sideband
+    so widely that it lifts its own ring of the spectrum: its peak stands out only ~23x, under
+    the 30x bar, and the search used to give up. Fringes that fill every quadrant now count.
+    """
+    from napari_qpi.retrieval.fourier import PEAK_RATIO_THRESHOLD
+    from napari_qpi.training.data import held_out_set
+    from napari_qpi.training.metrics import image_metrics
+
+    held_out = held_out_set("transfer", n=16, size=256)
+    ratios = []
+    for hologram, truth, labels, acquisition in zip(
+        held_out.holograms, held_out.phases, held_out.labels, held_out.acquisitions, strict=True
+    ):
+        assert looks_like_hologram(hologram)
+        sideband = find_sideband(hologram)
+        ratios.append(sideband.peak_ratio)
+        carrier = np.asarray(acquisition.carrier_cycles_per_px)
+        center = np.asarray(sideband.center_cycles_per_px)
+        offset = min(np.abs(center - carrier).max(), np.abs(center + carrier).max())
+        assert offset < 3 / 256  # the aberrations' tilt moves the peak off the carrier
+        found = retrieve_offaxis(hologram).phase
+        known = retrieve_offaxis(hologram, acquisition=acquisition).phase
+        assert np.median(np.abs(found - known)) < 0.05
+        psnr_found = image_metrics(found, truth, labels)["psnr_db"]
+        assert psnr_found > image_metrics(known, truth, labels)["psnr_db"] - 1.0
+    assert min(ratios) < PEAK_RATIO_THRESHOLD, "no broad sideband left in these fields to test"
+
+
+@pytest.mark.parametrize(
+    ("name", "crop"),
+    [
+        ("retina", (0, 0)),  # 28x peak overall (the dark rim), one quadrant only
+        ("brick", (0, 0)),  # a texture that fills the image: 20x overall, quadrants 8-12x
+        ("brick", (-256, -256)),
+        ("clock", None),
+        ("camera", None),
+    ],
+)
+def test_photographs_near_the_bar_are_not_holograms(name, crop):
+    from skimage import color, data
+
+    image = np.asarray(getattr(data, name)())
+    if image.ndim == 3:
+        image = color.rgb2gray(image[..., :3])
+    if crop is not None:
+        y, x = (c % s for c, s in zip(crop, image.shape, strict=True))
+        image = image[y : y + 256, x : x + 256]
+    assert not looks_like_hologram(image)
+    with pytest.raises(SidebandError, match="No off-axis fringes"):
+        find_sideband(image)
+
+
 @pytest.mark.parametrize("kind", ["flat", "noise"])
 def test_no_fringes_raise(rng, kind):
     image = np.full(SHAPE, 1000.0) if kind == "flat" else rng.poisson(1000, SHAPE).astype(float)

@@ -198,6 +198,16 @@ def test_tampered_weights_are_detected(dirs: dict[str, Path]) -> None:
         export_model("tiny-unet", dirs["tmp"] / "out.zip")
 
 
+def test_missing_weights_file_is_named(dirs: dict[str, Path], rng: np.random.Generator) -> None:
+    save_user_model(tiny_network(), make_card())
+    load_model("tiny-unet", device="cpu")  # cached: the check must not trust the cache
+    (dirs["user"] / "tiny-unet" / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="Cannot read the weights of model 'tiny-unet'"):
+        load_model("tiny-unet", device="cpu")
+    with pytest.raises(ModelError, match="Re-install or re-import"):
+        retrieve_deep(rng.normal(size=(32, 32)), model="tiny-unet", device="cpu")
+
+
 def test_name_collision_refused_unless_overwrite(dirs: dict[str, Path]) -> None:
     first = tiny_network()
     save_user_model(first, make_card())
@@ -379,6 +389,45 @@ def test_tiles_blend_smoothly_for_a_real_network(rng: np.random.Generator) -> No
     error = np.abs(tiled.phase - whole)
     assert tiled.info["tiles"] == 16
     assert error.mean() < 0.03 * whole.std() and error.max() < 0.2 * whole.std()
+
+
+def test_a_hologram_larger_than_memory_allows_is_tiled_to_fit(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_qpi.retrieval import deep
+
+    image = rng.normal(10, 2, size=(300, 260)).astype(np.float32)
+    whole = retrieve_deep(image, model=standin(), tile=None)
+    assert whole.info["tiles"] == 1 and not whole.info["memory"]["tile_reduced"]
+    module, card = standin()
+    per_pixel = deep.bytes_per_pixel(module, 1, module.stride, torch.device("cpu"))
+    budget = int(1.5 * per_pixel * 64 * 64)  # room for one tile of 72^2, not for 304 x 264
+    assert per_pixel * 304 * 264 > budget and not module.calls
+    tiled = retrieve_deep(image, model=(module, card), tile=None, max_memory=budget)
+    info = tiled.info
+    assert info["memory"] == {
+        "limit_bytes": budget,
+        "bytes_per_pixel": round(per_pixel, 1),
+        "tile_reduced": True,
+    }
+    assert info["tile"] == [72, 72] and info["tiles"] > 1 and info["batch_size"] == 1
+    assert all(b * h * w * per_pixel <= budget for b, _, h, w in module.calls)
+    np.testing.assert_allclose(tiled.phase, whole.phase, atol=1e-6)
+
+    # without max_memory, the limit is a share of the free memory
+    monkeypatch.setattr(deep, "free_memory", lambda device: int(budget / deep.MEMORY_FRACTION))
+    default = retrieve_deep(image, model=(module, card), tile=None)
+    assert default.info["tile"] == [72, 72] and default.info["memory"]["limit_bytes"] == budget
+    np.testing.assert_array_equal(default.phase, tiled.phase)
+
+    # a tile asked for is kept when it fits, and more tiles go into one call
+    small = retrieve_deep(image, model=(module, card), tile=32, batch_size=8, max_memory=budget)
+    assert small.info["tile"] == [32, 32] and small.info["batch_size"] == 6
+    assert not small.info["memory"]["tile_reduced"]
+    with pytest.raises(InputError, match=r"Not enough memory.*64x64 px tile.*max_memory"):
+        retrieve_deep(image, model=(module, card), max_memory=int(per_pixel * 32 * 32))
+    with pytest.raises(InputError, match="max_memory"):
+        retrieve_deep(image, model=(module, card), max_memory=0)
 
 
 def test_odd_sizes_are_padded_and_cropped(rng: np.random.Generator) -> None:

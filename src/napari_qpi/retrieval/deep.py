@@ -5,12 +5,18 @@
 and size as the input. The measurement is normalised as the model card says, padded by reflection
 to the network's stride, and, when larger than ``tile``, cut into overlapping tiles whose outputs
 are blended with raised-cosine weights, so memory stays bounded and seams do not show. Tiles of
-all planes of a stack are batched together.
+all planes of a stack are batched together. The tile and the number of tiles per network call
+shrink until one call fits the memory allowed (``max_memory``, by default half of what is free),
+so a hologram far larger than memory allows for one pass of the network still goes through.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +35,11 @@ from .offaxis import PhaseResult
 
 #: Smallest image side accepted.
 MIN_SIZE = 16
+#: Share of the free device memory the network calls may use when ``max_memory`` is not given.
+MEMORY_FRACTION = 0.5
+#: Smallest tile side (px, rounded up to the network's stride) that memory may shrink tiles to:
+#: smaller tiles give the network too little context.
+MIN_TILE = 64
 
 ModelSpec = str | tuple[nn.Module, ModelCard]
 Progress = Callable[[int, int], None]
@@ -166,6 +177,94 @@ def _ramp(size: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
     return weights
 
 
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: GPU memory for CUDA, otherwise available system memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except (ImportError, OSError):
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+_PER_PIXEL: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int, str], float]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def bytes_per_pixel(module: nn.Module, channels: int, stride: int, device: torch.device) -> float:
+    """Upper bound of the memory one network call takes per input pixel, in bytes.
+
+    Measured once per module (and input channels, stride, device) on a small probe through a
+    copy of the module, so the module itself, which other threads may be running, is left
+    alone: the input plus the outputs of every leaf module, all counted as if alive at once
+    (inference frees most of them early, so the true peak is lower).
+    """
+    key = (channels, stride, str(device))
+    known = _PER_PIXEL.get(module, {})
+    if key in known:
+        return known[key]
+    side = stride * max(2, -(-32 // stride))
+    total = 0
+
+    def count(_: nn.Module, __: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
+
+    twin = copy.deepcopy(module).eval()
+    for leaf in twin.modules():
+        if next(leaf.children(), None) is None:
+            leaf.register_forward_hook(count)
+    probe = torch.zeros((1, channels, side, side), device=device)
+    total += probe.numel() * probe.element_size()
+    with torch.inference_mode():
+        twin(probe)
+    del twin
+    per_pixel = total / (side * side)
+    _PER_PIXEL.setdefault(module, {})[key] = per_pixel
+    return per_pixel
+
+
+def _fit_memory(
+    tile: int | None,
+    batch_size: int,
+    *,
+    shape: tuple[int, int],
+    stride: int,
+    per_pixel: float,
+    budget: int,
+) -> tuple[int, int, bool]:
+    """Largest tile (<= ``tile``) and batch (<= ``batch_size``) whose network call fits ``budget``.
+
+    Returns the tile side, the batch size and whether memory made the tiles smaller.
+
+    Raises
+    ------
+    InputError
+        Not even one tile of :data:`MIN_TILE` pixels fits.
+    """
+    whole = -(-max(shape) // stride) * stride
+    limit = whole if not tile else max(stride, tile // stride * stride)
+    fits = int(math.sqrt(budget / per_pixel)) // stride * stride
+    smallest = min(limit, -(-MIN_TILE // stride) * stride)
+    if fits < smallest:
+        raise InputError(
+            f"Not enough memory for deep retrieval: one {smallest}x{smallest} px tile needs about "
+            f"{per_pixel * smallest**2 / 2**20:.0f} MiB, but only {budget / 2**20:.0f} MiB may be "
+            "used. Free memory (close other programs or images), allow more with max_memory, or "
+            "run on another device."
+        )
+    reduced = fits < min(limit, whole)
+    limit = min(limit, fits)
+    tile_h = min(limit, -(-shape[0] // stride) * stride)
+    tile_w = min(limit, -(-shape[1] // stride) * stride)
+    batch = max(1, min(batch_size, int(budget // (per_pixel * tile_h * tile_w))))
+    return limit, batch, reduced
+
+
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise InputError(f"{name} must be an integer >= {low}, got {value!r}.")
@@ -271,6 +370,7 @@ def retrieve_deep(
     tile: int | None = 512,
     overlap: int = 32,
     batch_size: int = 4,
+    max_memory: int | None = None,
     background_order: int | None = None,
     background_mask: np.ndarray | None = None,
     progress: Progress | None = None,
@@ -299,6 +399,11 @@ def retrieve_deep(
         Pixels by which neighbouring tiles overlap; blended with raised-cosine weights.
     batch_size
         Tiles (or planes) per network call.
+    max_memory
+        Bytes of device memory one network call may take; ``None``: :data:`MEMORY_FRACTION` of
+        what is free (:func:`free_memory`). Holograms are cut into smaller tiles, and fewer
+        tiles go into one call, until a call fits (estimated with :func:`bytes_per_pixel`);
+        ``info["memory"]`` says what was chosen.
     background_order
         If given (0-5), fit a polynomial of this order to the background of each output plane
         and subtract it, as the classical method does.
@@ -317,7 +422,8 @@ def retrieve_deep(
     Raises
     ------
     InputError
-        Wrong dimensions, non-finite values, a phase image, bad tiling parameters.
+        Wrong dimensions, non-finite values, a phase image, bad tiling parameters, or too little
+        memory for even one tile of :data:`MIN_TILE` pixels.
     ModelError
         Unknown or damaged model, or a measurement of another modality than the model's.
     """
@@ -326,6 +432,8 @@ def retrieve_deep(
     tile = None if tile is None else _check_int("tile", tile, 0) or None
     overlap = _check_int("overlap", overlap, 0)
     batch_size = _check_int("batch_size", batch_size, 1)
+    if max_memory is not None:
+        max_memory = _check_int("max_memory", max_memory, 1)
     module, card, dev = _resolve(model, device)
     batch, stacked = _as_batch(hologram, card.input_channels, card)
     _check_modality(card, acq, batch[0, 0])
@@ -343,8 +451,25 @@ def retrieve_deep(
     t_ready = time.perf_counter()
     was_training = module.training
     module.eval()
+    memory: dict[str, Any] | None = None
     try:
         with torch.inference_mode():
+            if card.modality != "cdp":
+                budget = max_memory or int(MEMORY_FRACTION * free_memory(dev))
+                per_pixel = bytes_per_pixel(module, batch.shape[1], stride, dev)
+                tile, batch_size, reduced = _fit_memory(
+                    tile,
+                    batch_size,
+                    shape=(height, width),
+                    stride=stride,
+                    per_pixel=per_pixel,
+                    budget=budget,
+                )
+                memory = {
+                    "limit_bytes": budget,
+                    "bytes_per_pixel": round(per_pixel, 1),
+                    "tile_reduced": reduced,
+                }
             if card.modality == "cdp":
                 phase = _run_whole(module, batch, device=dev, stride=stride, batch_size=batch_size)
                 plan: dict[str, Any] = {"tiles": 1}
@@ -384,6 +509,7 @@ def retrieve_deep(
         "batch_size": batch_size,
         "normalisation": card.normalisation.get("method"),
         **plan,
+        "memory": memory,
         "background": background,
         "time_ms": {
             "prepare": 1e3 * (t_ready - t0),
@@ -395,4 +521,11 @@ def retrieve_deep(
     return PhaseResult(phase if stacked else phase[0], 1.0, None, info)
 
 
-__all__ = ["MIN_SIZE", "retrieve_deep"]
+__all__ = [
+    "MEMORY_FRACTION",
+    "MIN_SIZE",
+    "MIN_TILE",
+    "bytes_per_pixel",
+    "free_memory",
+    "retrieve_deep",
+]

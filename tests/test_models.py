@@ -430,6 +430,21 @@ def test_a_hologram_larger_than_memory_allows_is_tiled_to_fit(
         retrieve_deep(image, model=(module, card), max_memory=0)
 
 
+def test_a_stack_too_large_for_the_free_memory_is_refused_before_copying(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_qpi.retrieval import deep
+
+    stack = rng.normal(size=(3, 64, 64)).astype(np.float32)
+    needed = 4 * deep.HOST_COPIES * stack.size
+    monkeypatch.setattr(deep, "free_host_memory", lambda: needed - 1)
+    with pytest.raises(InputError, match=r"\(3, 64, 64\) needs about .* plane by plane"):
+        retrieve_deep(stack, model=standin())
+    assert retrieve_deep(stack[0], model=standin()).phase.shape == (64, 64)
+    monkeypatch.setattr(deep, "free_host_memory", lambda: needed)
+    assert retrieve_deep(stack, model=standin()).phase.shape == stack.shape
+
+
 def test_odd_sizes_are_padded_and_cropped(rng: np.random.Generator) -> None:
     module, card = standin()
     image = rng.normal(size=(37, 53)).astype(np.float32)

@@ -40,6 +40,9 @@ MEMORY_FRACTION = 0.5
 #: Smallest tile side (px, rounded up to the network's stride) that memory may shrink tiles to:
 #: smaller tiles give the network too little context.
 MIN_TILE = 64
+#: Float32 copies of the whole measurement alive at once on the host (converted, normalised,
+#: padded, output): a measurement needs about ``4 * HOST_COPIES`` bytes per value.
+HOST_COPIES = 4
 
 ModelSpec = str | tuple[nn.Module, ModelCard]
 Progress = Callable[[int, int], None]
@@ -130,6 +133,14 @@ def _as_batch(measurement: np.ndarray, channels: int, card: ModelCard) -> tuple[
             f"The measurement is too small ({arr.shape}); it needs at least "
             f"{MIN_SIZE}x{MIN_SIZE} pixels and one plane."
         )
+    needed, free = 4 * HOST_COPIES * batch.size, free_host_memory()
+    if needed > free:
+        raise InputError(
+            f"The measurement {arr.shape} needs about {needed / 2**30:.1f} GiB of memory to "
+            f"retrieve in one go, but only {free / 2**30:.1f} GiB are free. Retrieve it plane by "
+            "plane (the Phase retrieval widget does so for stacks, as does napari-qpi batch), "
+            "or crop it."
+        )
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     if not np.isfinite(batch).all():
         raise InputError(
@@ -177,16 +188,21 @@ def _ramp(size: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
     return weights
 
 
-def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: GPU memory for CUDA, otherwise available system memory."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+def free_host_memory() -> int:
+    """Bytes of system memory available to this process without swapping."""
     try:
         import psutil
 
         return int(psutil.virtual_memory().available)
     except (ImportError, OSError):
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: GPU memory for CUDA, otherwise :func:`free_host_memory`."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return free_host_memory()
 
 
 _PER_PIXEL: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int, str], float]] = (
@@ -422,8 +438,9 @@ def retrieve_deep(
     Raises
     ------
     InputError
-        Wrong dimensions, non-finite values, a phase image, bad tiling parameters, or too little
-        memory for even one tile of :data:`MIN_TILE` pixels.
+        Wrong dimensions, non-finite values, a phase image, bad tiling parameters, a
+        measurement whose copies (:data:`HOST_COPIES`) do not fit the free memory, or too
+        little memory for even one tile of :data:`MIN_TILE` pixels.
     ModelError
         Unknown or damaged model, or a measurement of another modality than the model's.
     """
@@ -522,10 +539,12 @@ def retrieve_deep(
 
 
 __all__ = [
+    "HOST_COPIES",
     "MEMORY_FRACTION",
     "MIN_SIZE",
     "MIN_TILE",
     "bytes_per_pixel",
+    "free_host_memory",
     "free_memory",
     "retrieve_deep",
 ]

@@ -79,7 +79,8 @@ class TrainSettings:
         Optional wall-time budget; the learning rate anneals over the budget and training stops
         when it is spent.
     val_every, val_images
-        Validate on ``val_images`` fixed synthetic fields every ``val_every`` steps.
+        Validate on ``val_images`` fixed synthetic fields of the training distribution
+        (``data``) every ``val_every`` steps.
     eval_images
         Fields per held-out split scored at the end (0: skip).
     data

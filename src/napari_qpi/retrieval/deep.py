@@ -199,9 +199,14 @@ def free_host_memory() -> int:
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: GPU memory for CUDA, otherwise :func:`free_host_memory`."""
+    """Bytes free on ``device``: GPU memory for CUDA, otherwise :func:`free_host_memory`.
+
+    On CUDA this counts the blocks torch's caching allocator holds but does not use, which
+    this process can reuse.
+    """
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0] + cached)
     return free_host_memory()
 
 

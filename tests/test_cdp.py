@@ -50,6 +50,7 @@ from napari_qpi.training.distill import (
     mask_gram,
     mask_gram_loss,
     save_cdp_model,
+    teacher_initial_masks,
     train_student,
     train_teacher,
 )
@@ -371,13 +372,33 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def test_students_start_from_the_teachers_mask_before_and_after_training() -> None:
+    config = DistillConfig(
+        size=16, depth=2, teacher_channels=4, student_channels=4, teacher_masks=3,
+        batch_size=2, teacher_steps=3, student_steps=2, student_mask=2, gram_patch=3,
+        feature_layers=("dec0",),
+    )  # fmt: skip
+    teacher, _ = train_teacher(config)
+    initial = teacher_initial_masks(config)
+    assert not torch.allclose(teacher.masks.latent, initial)
+    config.mask_lr = 0.0
+    student, _ = train_student(config, teacher)
+    control, _ = train_student(config, None)
+    np.testing.assert_allclose(student.masks.export()[0], teacher.masks.export()[2], atol=1e-5)
+    wrapped = np.angle(np.exp(1j * initial[2].detach().numpy()))
+    np.testing.assert_allclose(np.angle(np.exp(1j * control.masks.export()[0])), wrapped, atol=1e-5)
+    with pytest.raises(InputError, match="student_mask"):
+        DistillConfig(teacher_masks=3, student_mask=3)
+
+
 @pytest.mark.slow
 def test_distilled_student_beats_the_control(one_thread: None) -> None:
+    """The setting of the short experiments in docs/cdp.md (32 px, 100 photons per pixel)."""
     config = DistillConfig(
         size=32,
         photons_per_pixel=100.0,
-        teacher_steps=150,
-        student_steps=300,
+        teacher_steps=600,
+        student_steps=600,
         batch_size=8,
         val_objects=32,
         seed=0,
@@ -386,9 +407,154 @@ def test_distilled_student_beats_the_control(one_thread: None) -> None:
     student, kd = train_student(config, teacher)
     control, alone = train_student(config, None, steps=kd.step)
     objects = held_out_objects(config)
-    teacher_error = evaluate_model(teacher, objects)["relative_error"]
-    kd_error = evaluate_model(student, objects)["relative_error"]
-    control_error = evaluate_model(control, objects)["relative_error"]
-    assert teacher_error < kd_error < control_error
+    teacher_scores = evaluate_model(teacher, objects)
+    kd_scores = evaluate_model(student, objects)
+    control_scores = evaluate_model(control, objects)
+    assert teacher_scores["psnr_db"] > kd_scores["psnr_db"] > control_scores["psnr_db"]
+    assert kd_scores["relative_error"] < control_scores["relative_error"]
     kd_reconstruction = np.mean([row["reconstruction"] for row in kd.history[-50:]])
     assert kd_reconstruction < alone.mean_loss(50)
+
+
+# --- shipped models, files and the command line -----------------------------------------------
+
+
+@pytest.fixture
+def tiny_cdp_models(tmp_path, monkeypatch):
+    """Two tiny registered CDP models in a throw-away user folder: 2 masks and 1 (4 levels)."""
+    from napari_qpi.models import clear_cache, save_user_model
+
+    monkeypatch.setenv("NAPARI_QPI_USER_DIR", str(tmp_path / "user"))
+    clear_cache()
+    models = {}
+    for name, role, k in (("tiny-cdp-2", "teacher", 2), ("tiny-cdp-1", "student", 1)):
+        model = CDPNet(tiny(role, n_masks=k, mask_levels=4, mask_seed=k)).eval()
+        card = make_card(name, role if k > 1 else "distilled", model, description="t", training={})
+        save_user_model(model, card)
+        models[name] = model
+    yield models
+    clear_cache()
+
+
+def test_export_mask_command_writes_the_masks_as_trained(tiny_cdp_models, tmp_path, capsys):
+    from napari_qpi.cli import main
+    from napari_qpi.models import load_model
+    from napari_qpi.training.distill import read_mask_tiff
+
+    path = tmp_path / "masks.tif"
+    assert main(["models", "export-mask", "tiny-cdp-2", str(path)]) == 0
+    assert "2 mask(s) of 16 x 16 px" in capsys.readouterr().out
+    masks, info = read_mask_tiff(path)
+    expected = load_model("tiny-cdp-2")[0].masks.export()
+    np.testing.assert_array_equal(masks, expected)
+    np.testing.assert_allclose(masks, quantise_phase(masks, 4), atol=1e-6)
+    assert info["unit"] == "rad" and info["levels"] == 4 and info["model"] == "tiny-cdp-2"
+    assert main(["models", "export-mask", "tiny-cdp-2", str(path)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["models", "export-mask", "tiny-cdp-2", str(path), "--overwrite"]) == 0
+    assert main(["models", "export-mask", "no-such-model", str(tmp_path / "x.tif")]) == 2
+    assert main(["models"]) == 0
+    assert "tiny-cdp-1" in capsys.readouterr().out
+
+
+def _stack_file(path, masks: np.ndarray, obj: np.ndarray, **overrides) -> None:
+    from napari_qpi.io import CDPStack, write_cdp_stack
+
+    patterns = coded_diffraction_patterns(obj, masks, oversampling=2)
+    arrays = {"patterns": patterns, "masks": masks, **overrides}
+    write_cdp_stack(path, CDPStack(arrays["patterns"], arrays["masks"], truth=obj))
+
+
+def test_reconstruct_command_reads_cdp_stacks(tiny_cdp_models, tmp_path, capsys):
+    from napari_qpi.cli import main
+    from napari_qpi.io import read_image
+
+    obj = cell_objects(1, (16, 16), seed=3)[0]
+    masks = random_phase_masks(4, (16, 16), seed=9)
+    _stack_file(tmp_path / "four.npz", masks, obj)
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tmp_path / "four.npz"), "--out", str(out), "--iterations", "200"]
+    assert main(args) == 0
+    assert "4 pattern(s), wirtinger flow" in capsys.readouterr().out
+    image = read_image(out / "four_phase.ome.tif")
+    assert image.data.dtype == np.float32 and image.data.shape == (16, 16)
+    assert relative_error(np.exp(1j * np.asarray(image.data)), obj) < 1e-2
+
+    model_masks = tiny_cdp_models["tiny-cdp-2"].masks.export()
+    _stack_file(tmp_path / "model.npz", model_masks, obj)
+    assert main(["reconstruct", str(tmp_path / "model.npz"), "--out", str(out), "--model",
+                 "tiny-cdp-2"]) == 0  # fmt: skip
+    assert (out / "model_phase.ome.tif").is_file()
+
+
+def test_cdp_bad_input_gives_clear_errors(tiny_cdp_models, tmp_path, capsys):
+    from napari_qpi.cli import main
+    from napari_qpi.reconstruct import reconstruct_cdp
+
+    obj = cell_objects(1, (16, 16), seed=3)[0]
+    two = tiny_cdp_models["tiny-cdp-2"].masks.export()
+    patterns = coded_diffraction_patterns(obj, two, oversampling=2)
+    # a model asked for the wrong number of snapshots
+    with pytest.raises(InputError, match=r"'tiny-cdp-2' reads 2 snapshot\(s\).*this stack has 1"):
+        reconstruct_cdp(patterns[:1], two[:1], method="tiny-cdp-2")
+    with pytest.raises(InputError, match=r"'tiny-cdp-1' reads 1 snapshot\(s\).*this stack has 2"):
+        reconstruct_cdp(patterns, two, method="tiny-cdp-1")
+    # patterns through other masks than the model's
+    with pytest.raises(InputError, match="other masks than model 'tiny-cdp-2'"):
+        reconstruct_cdp(patterns, two + 0.5, method="tiny-cdp-2")
+    # negative values, NaN, masks missing or of the wrong size
+    with pytest.raises(InputError, match="negative"):
+        reconstruct_cdp(patterns - 1.0, two)
+    bad = patterns.copy()
+    bad[0, 3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        reconstruct_cdp(bad, two)
+    with pytest.raises(InputError, match="2 pattern"):
+        reconstruct_cdp(patterns, two[:1])
+    with pytest.raises(InputError, match="do not fit"):
+        reconstruct_cdp(patterns, two[:, :8, :8])
+    np.savez(tmp_path / "nomasks.npz", patterns=patterns, masks=two[:, :8])
+    np.savez(tmp_path / "nan.npz", patterns=bad, masks=two)
+    for name, message in [("nomasks", "do not fit"), ("nan", "NaN")]:
+        assert main(["reconstruct", str(tmp_path / f"{name}.npz"), "--out", str(tmp_path)]) == 1
+        assert message in capsys.readouterr().err
+    # a CDP model in a wrong-count stack through the CLI
+    np.savez(tmp_path / "one.npz", patterns=patterns[:1], masks=two[:1])
+    assert main(["reconstruct", str(tmp_path / "one.npz"), "--model", "tiny-cdp-2"]) == 1
+    assert "reads 2 snapshot(s)" in capsys.readouterr().err
+    with pytest.raises(InputError, match="reads patterns of shape"):
+        tiny_cdp_models["tiny-cdp-2"](torch.from_numpy(patterns[:1])[None])
+
+
+@pytest.mark.gui
+def test_widget_exports_the_masks_and_runs_the_model(
+    tiny_cdp_models, make_napari_viewer, qtbot, tmp_path
+):
+    from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
+    from napari_qpi.training.distill import read_mask_tiff
+
+    viewer = make_napari_viewer()
+    masks = tiny_cdp_models["tiny-cdp-1"].masks.export()
+    obj = cell_objects(1, (16, 16), seed=3)[0]
+    patterns = coded_diffraction_patterns(obj, masks, oversampling=2)
+    viewer.add_image(
+        patterns,
+        name="single",
+        metadata={"qpi": {"modality": "cdp"}, "qpi_cdp": {"oversampling": 2, "masks": masks}},
+    )
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["single"]
+    assert "tiny-cdp-1" in widget.method.choices and "tiny-cdp-2" not in widget.method.choices
+    widget.method.value = "hio"
+    assert not widget.export_masks.visible
+    widget.method.value = "tiny-cdp-1"
+    assert widget.export_masks.native.isVisibleTo(widget.native)
+    widget.mask_file.value = tmp_path / "student_masks"
+    written = widget._export_masks()
+    assert written == tmp_path / "student_masks.tif"
+    np.testing.assert_array_equal(read_mask_tiff(written)[0], masks)
+    worker = widget.controls.start()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    phase = np.asarray(viewer.layers["single phase"].data)
+    assert phase.shape == (16, 16) and np.isfinite(phase).all()

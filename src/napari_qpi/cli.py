@@ -110,6 +110,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if not inputs:
         print("napari-qpi: no input files found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
+    from .io import is_cdp_stack
+
+    stacks = [path for path in inputs if is_cdp_stack(path)]
+    if stacks:
+        status = cmd_reconstruct_cdp(args, stacks)
+        inputs = [path for path in inputs if path not in stacks]
+        if not inputs or status == 2:
+            return status
     methods = available_methods()
     if args.method not in methods:
         print(
@@ -132,6 +140,38 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             progress=progress,
         ),
     )
+
+
+def cmd_reconstruct_cdp(args: argparse.Namespace, stacks: Sequence[Path]) -> int:
+    """Coded diffraction pattern stacks (``.npz``): phase from the patterns and their masks."""
+    from .reconstruct import available_cdp_methods, reconstruct_cdp_file
+
+    method = "classical" if args.method == "classical" else args.method
+    if method != "classical" and method not in available_cdp_methods():
+        print(
+            f"napari-qpi: unknown CDP method {args.method!r}; available: classical, "
+            f"{', '.join(available_cdp_methods())}",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in stacks:
+        start = time.perf_counter()
+        try:
+            written, record = reconstruct_cdp_file(
+                path, out, method=method, iterations=args.iterations, overwrite=args.overwrite
+            )
+        except QPIError as error:
+            failed += 1
+            print(f"  failed: {path}: {error}", file=sys.stderr)
+            continue
+        print(
+            f"napari-qpi: {path.name}: {record['n_patterns']} pattern(s), {record['name']}, "
+            f"{time.perf_counter() - start:.2f} s -> {written}"
+        )
+    return 1 if failed else 0
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -263,13 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     rec = commands.add_parser(
         "reconstruct", help="retrieve phase from holograms (files or folders)"
     )
-    rec.add_argument("paths", nargs="+", help="hologram files or folders of them")
+    rec.add_argument(
+        "paths", nargs="+", help="hologram files, CDP stacks (.npz) or folders of holograms"
+    )
     rec.add_argument(
         "--method",
         "--model",
         dest="method",
         default="classical",
-        help="'classical' or the name of a registered model (see `napari-qpi models`)",
+        help="'classical' or the name of a registered model (see `napari-qpi models`); for CDP "
+        "stacks also 'wirtinger flow', 'hio' or 'gerchberg-saxton'",
+    )
+    rec.add_argument(
+        "--iterations",
+        type=int,
+        default=150,
+        help="iterations of the classical CDP solvers (default: %(default)s)",
     )
     rec.add_argument("--out", default="results", help="output folder (default: results)")
     rec.add_argument("--reference", help="background hologram without cells (same camera region)")
@@ -324,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered models and their metrics")
     models.set_defaults(func=cmd_models)
+    model_commands = models.add_subparsers(dest="models_command")
+    export_mask = model_commands.add_parser(
+        "export-mask", help="write the phase masks of a CDP model as a TIFF (radians)"
+    )
+    export_mask.add_argument("name", help="a CDP model (see `napari-qpi models`)")
+    export_mask.add_argument("path", help="output TIFF, e.g. masks.tif")
+    export_mask.add_argument(
+        "--overwrite", action="store_true", help="replace the file if it exists"
+    )
+    export_mask.set_defaults(func=cmd_export_mask)
 
     _add_training_commands(commands)
     return parser
@@ -343,6 +402,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         source = getattr(card, "source", "") or ""
         print(f"{card.name:<24} {card.family:<10} {card.modality:<9} {source:<8} {figures}")
     print("classical: the Fourier off-axis method (always available)")
+    return 0
+
+
+def cmd_export_mask(args: argparse.Namespace) -> int:
+    from .training.distill import export_model_masks
+
+    path, masks = export_model_masks(args.name, args.path, overwrite=args.overwrite)
+    print(
+        f"napari-qpi: {masks.shape[0]} mask(s) of {masks.shape[1]} x {masks.shape[2]} px "
+        f"(phases in radians) written to {path}"
+    )
     return 0
 
 

@@ -219,10 +219,18 @@ def _cdp_model_estimate(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     import torch
 
-    from .models import load_model
+    from .models import list_models, load_model
 
     names = available_cdp_methods(len(patterns))
     if name not in names:
+        every = {card.name: card for card in list_models("cdp")}
+        if name in every:
+            wanted = every[name].config.get("n_masks")
+            raise InputError(
+                f"Model '{name}' reads {wanted} snapshot(s) (diffraction patterns, one per mask); "
+                f"this stack has {len(patterns)}. Methods for {len(patterns)} snapshot(s): "
+                f"{', '.join(names)}."
+            )
         raise InputError(
             f"No CDP method {name!r} for {len(patterns)} snapshot(s). "
             f"Available: {', '.join(names)}."
@@ -240,3 +248,57 @@ def _cdp_model_estimate(
     with torch.inference_mode():
         estimate = model(torch.from_numpy(patterns)[None])[0].numpy()
     return estimate, {"method": name, "model_sha256": card.sha256}
+
+
+def default_cdp_method(n_patterns: int) -> str:
+    """The classical solver used for ``--method classical`` on a CDP stack.
+
+    Wirtinger flow with several patterns (it converges to the object from the spectral start);
+    HIO with a single pattern, where gradient methods stall and HIO's support feedback (the zero
+    padding) does better.
+    """
+    return "wirtinger flow" if n_patterns > 1 else "hio"
+
+
+def reconstruct_cdp_file(
+    path: Any,
+    out_dir: Any,
+    *,
+    method: str = "classical",
+    iterations: int = 150,
+    overwrite: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Phase of a CDP stack file (``.npz``, :mod:`napari_qpi.io.cdp`) written as an OME-TIFF.
+
+    The masks come from the file; ``method`` is a classical solver (``"classical"`` picks
+    :func:`default_cdp_method`) or a CDP model made for the stack's number of patterns and
+    trained with exactly these masks. Writes ``OUT/<stem>_phase.ome.tif`` (float32 radians,
+    background at 0, the acquisition record of the stack) and returns its path and the method
+    record.
+    """
+    from pathlib import Path
+
+    from .io import read_cdp_stack, write_phase
+
+    path = Path(path)
+    stack = read_cdp_stack(path)
+    if method == "classical":
+        method = default_cdp_method(stack.n_patterns)
+    phase, info = reconstruct_cdp(
+        stack.patterns,
+        stack.masks,
+        method=method,
+        oversampling=stack.oversampling,
+        iterations=iterations,
+    )
+    stem = path.name[: -len(path.suffix)]
+    out = Path(out_dir) / f"{stem}_phase.ome.tif"
+    record = {"name": method, "source": str(path), "n_patterns": stack.n_patterns, **info}
+    write_phase(
+        out,
+        phase,
+        acquisition=output_acquisition(stack.acquisition, 1.0),
+        method=record,
+        overwrite=overwrite,
+    )
+    return out, record

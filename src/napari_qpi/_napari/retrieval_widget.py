@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox, create_widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from napari.utils.notifications import show_error, show_info
 
-from ..errors import InputError
+from ..errors import InputError, QPIError
 from ..lazy import lazy_reconstruct
 from ..reconstruct import (
+    CDP_SOLVERS,
     CLASSICAL_METHODS,
     available_cdp_methods,
     available_methods,
@@ -64,6 +75,17 @@ class PhaseRetrievalWidget(Container):
             value=WHOLE_STACK,
             tooltip="viewed planes only: a lazy phase layer whose planes are retrieved when shown",
         )
+        self.mask_file = FileEdit(
+            label="masks TIFF",
+            mode="w",
+            filter="*.tif",
+            tooltip="where to write the chosen CDP model's phase masks (radians, as trained)",
+        )
+        self.export_masks = PushButton(
+            text="Export the model's masks",
+            tooltip="the masks a plate or SLM must realise for this network, as a TIFF",
+        )
+        self.export_masks.changed.connect(self._export_masks)
         self.controls = TaskControls(self._make_job, self._add_result)
         super().__init__(
             widgets=[
@@ -75,14 +97,18 @@ class PhaseRetrievalWidget(Container):
                 self.background_order,
                 self.resolution,
                 self.planes,
+                self.mask_file,
+                self.export_masks,
                 self.controls,
             ]
         )
         self.method.changed.connect(self._show_method_options)
         self.hologram.changed.connect(self.method.reset_choices)
         self.hologram.changed.connect(self._show_stack_options)
+        self.hologram.changed.connect(self._show_method_options)
         self.reset_choices()
         self._show_stack_options()
+        self._show_method_options()
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
 
@@ -104,6 +130,27 @@ class PhaseRetrievalWidget(Container):
         classical = self.method.value in CLASSICAL_METHODS
         for widget in (self.reference, self.filter, self.radius_fraction, self.resolution):
             widget.visible = classical
+        cdp_model = self._cdp_record() is not None and self.method.value not in CDP_SOLVERS
+        self.mask_file.visible = self.export_masks.visible = cdp_model
+
+    def _export_masks(self, *_: Any) -> Path | None:
+        """Write the chosen CDP model's masks to the TIFF named in ``mask_file``."""
+        from ..training.distill import export_model_masks
+
+        name = self.method.value
+        path = Path(str(self.mask_file.value))
+        if not str(self.mask_file.value) or path.is_dir():
+            show_error("Choose a file name for the masks TIFF first.")
+            return None
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            path = path.with_name(path.name + ".tif")
+        try:
+            written, masks = export_model_masks(name, path, overwrite=True)
+        except QPIError as error:
+            show_error(str(error))
+            return None
+        show_info(f"{len(masks)} mask(s) of model '{name}' (radians) written to {written}")
+        return written
 
     def settings(self) -> OffAxisSettings:
         return OffAxisSettings(

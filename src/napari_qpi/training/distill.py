@@ -111,6 +111,11 @@ class DistillConfig:
         Seeds weights, masks, data and noise.
     val_objects
         Size of the held-out set used for the final scores.
+    student_mask
+        Index k of the teacher's mask that the student starts from (``None``: the student's own
+        random mask). The KD student starts from the teacher's *trained* mask k; the control
+        starts from the same mask *before* the teacher was trained (the random draw the teacher
+        started from), so the two differ only by what the teacher learnt.
     """
 
     size: int = 64
@@ -136,6 +141,7 @@ class DistillConfig:
     sources: tuple[str, ...] = ("cells", "images")
     seed: int = 0
     val_objects: int = 16
+    student_mask: int | None = 0
 
     def __post_init__(self) -> None:
         self.feature_layers = tuple(self.feature_layers)
@@ -146,6 +152,11 @@ class DistillConfig:
             raise InputError(f"gram_patch must be in [1, size], got {self.gram_patch}")
         if min(self.reconstruction_weight, self.feature_weight, self.mask_weight) < 0:
             raise InputError("the loss weights l1, l2, l3 must be non-negative")
+        if self.student_mask is not None and not 0 <= self.student_mask < self.teacher_masks:
+            raise InputError(
+                f"student_mask must index one of the teacher's {self.teacher_masks} masks "
+                f"(0 to {self.teacher_masks - 1}) or be None, got {self.student_mask}"
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -383,11 +394,17 @@ def train_student(
 ) -> tuple[CDPNet, FitResult]:
     """Train the single-snapshot student, distilled from ``teacher``, or alone (the control).
 
-    With and without a teacher the student starts from the same weights and mask and sees the
-    same batches and noise, so the two runs differ only by the loss.
+    With and without a teacher the student starts from the same weights and sees the same batches
+    and noise. Its mask (``config.student_mask``) is the teacher's trained mask k with a teacher
+    and, without one, the random mask k the teacher started from; the runs thus differ by the
+    loss and by what the teacher's training did to that mask.
     """
     torch.manual_seed(config.seed + 1)
     student = CDPNet(config.network_config("student"))
+    if config.student_mask is not None:
+        start = teacher_initial_masks(config) if teacher is None else teacher.masks.latent
+        with torch.no_grad():
+            student.masks.latent.copy_(start[config.student_mask : config.student_mask + 1])
     data = object_batches(
         config.batch_size, config.shape, sources=config.sources, seed=config.seed + 1
     )
@@ -419,6 +436,15 @@ def train_student(
     )
     snap_masks(student)
     return student.eval(), result
+
+
+def teacher_initial_masks(config: DistillConfig) -> Tensor:
+    """The teacher's mask phases before training, (K, H, W) radians (its random start)."""
+    from ..nn.cdpnet import LearnedMasks
+
+    role = config.network_config("teacher")
+    masks = LearnedMasks(role.n_masks, role.shape, levels=role.mask_levels, seed=role.mask_seed)
+    return masks.latent.detach()
 
 
 def _phase_near(estimate: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -499,23 +525,72 @@ def evaluate_solver(
     return {**cdp_metrics(np.stack(estimates), objects), "seconds_per_image": seconds}
 
 
-def write_mask_tiff(path: str | Path, model: CDPNet) -> Path:
-    """Write a model's masks as a float32 (K, H, W) TIFF of phases in radians, as realised.
+def write_mask_tiff(
+    path: str | Path, source: CDPNet | np.ndarray, *, overwrite: bool = True, **info: Any
+) -> Path:
+    """Write masks as a float32 (K, H, W) TIFF of phases in radians, as realised (atomically).
 
-    The ImageJ-readable description holds the unit, the number of levels (``null``: free) and
-    the oversampling they were trained for.
+    ``source`` is a :class:`~napari_qpi.nn.cdpnet.CDPNet` (its masks as trained: wrapped to
+    [-pi, pi) and quantised to its levels, if any) or an array of phases. The ImageJ-readable
+    description is JSON with the unit, the number of levels (``null``: free phases), the
+    oversampling the masks were trained for and any ``info`` (e.g. the model's name).
     """
     import tifffile
 
+    from ..io import atomic_write
+
     path = Path(path)
-    description = {
-        "napari_qpi": "cdp-masks",
-        "unit": "rad",
-        "levels": model.config.mask_levels,
-        "oversampling": model.config.oversampling,
-    }
-    tifffile.imwrite(path, model.masks.export(), description=json.dumps(description), metadata=None)
+    if isinstance(source, CDPNet):
+        masks = source.masks.export()
+        info = {
+            "levels": source.config.mask_levels,
+            "oversampling": source.config.oversampling,
+            **info,
+        }
+    else:
+        masks = np.asarray(source, np.float32)
+        if masks.ndim == 2:
+            masks = masks[None]
+    description = {"napari_qpi": "cdp-masks", "unit": "rad", **info}
+    with atomic_write(path, overwrite) as tmp:
+        tifffile.imwrite(tmp, masks, description=json.dumps(description), metadata=None)
     return path
+
+
+def read_mask_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Masks (float32 (K, H, W), radians) and the description of a :func:`write_mask_tiff` file."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        masks = tif.asarray().astype(np.float32)
+        text = tif.pages[0].description
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = {}
+    return (masks[None] if masks.ndim == 2 else masks), info
+
+
+def export_model_masks(
+    name: str, path: str | Path, *, overwrite: bool = False
+) -> tuple[Path, np.ndarray]:
+    """Write the masks of the registered CDP model ``name`` to a TIFF (``napari-qpi models
+    export-mask``); returns the path and the (K, H, W) phases in radians.
+
+    These are the masks the model reads patterns through: quantised as trained, so a plate or an
+    SLM made from them reproduces the optics the network expects.
+    """
+    from ..models import get_card, load_model
+
+    card = get_card(name)
+    if card.modality != "cdp":
+        raise InputError(
+            f"Model '{name}' reconstructs {card.modality}s and has no phase masks; choose a CDP "
+            "model (see `napari-qpi models`)."
+        )
+    model, _ = load_model(name, device="cpu")
+    written = write_mask_tiff(path, model, overwrite=overwrite, model=name)
+    return written, model.masks.export()
 
 
 def save_cdp_model(model: CDPNet, folder: str | Path, card: ModelCard) -> Path:
@@ -751,6 +826,13 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--val-objects", type=int, default=d.val_objects)
     parser.add_argument(
+        "--student-mask",
+        type=int,
+        default=d.student_mask,
+        help="start the student from the teacher's mask K (the control from the same mask "
+        "before the teacher's training); -1: the student's own random mask",
+    )
+    parser.add_argument(
         "--classical-iterations",
         type=int,
         default=300,
@@ -773,6 +855,12 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue from checkpoints in OUT/checkpoints"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice; on a machine shared with other jobs "
+        "give 1)",
     )
     return parser
 
@@ -803,6 +891,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         sources=tuple(args.sources),
         seed=args.seed,
         val_objects=args.val_objects,
+        student_mask=None if args.student_mask < 0 else args.student_mask,
     )
 
 
@@ -839,6 +928,8 @@ def distill_main(args: argparse.Namespace) -> int:
     the exit code.
     """
     config = config_from_args(args)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = _command(args)
@@ -857,6 +948,7 @@ def distill_main(args: argparse.Namespace) -> int:
         "student_control": ("control", report.control, "baseline", "single-snapshot, no teacher"),
     }
     folders = {}
+    objects = held_out_objects(config)
     for key, (suffix, model, family, what) in roles.items():
         fit_result = report.fits[key]
         name = f"{args.name}-{suffix}"
@@ -876,9 +968,19 @@ def distill_main(args: argparse.Namespace) -> int:
                 "final_loss": fit_result.mean_loss(20),
                 **({"teacher": f"{args.name}-teacher"} if key == "student_kd" else {}),
             },
-            metrics={split: {**report.scores[key], "command": command}},
         )
-        folders[key] = save_cdp_model(model, out / name, card)
+        folder = save_cdp_model(model, out / name, card)
+        saved, saved_card = load_cdp_model(folder)
+        report.scores[key] = evaluate_model(saved, objects)
+        metrics = {
+            split: {
+                **report.scores[key],
+                "command": command,
+                "evaluated": "fp16 weights as saved; held_out_objects(config), noise seed 0",
+            }
+        }
+        saved_card.replace(metrics=metrics).save(folder / CARD_FILE)
+        folders[key] = folder
         if args.register:
             from ..models.registry import save_user_model
 
@@ -910,16 +1012,19 @@ __all__ = [
     "distillation_loss",
     "evaluate_model",
     "evaluate_solver",
+    "export_model_masks",
     "held_out_objects",
     "load_cdp_model",
     "make_card",
     "mask_gram",
     "mask_gram_loss",
     "object_batches",
+    "read_mask_tiff",
     "reconstruction_loss",
     "run_distillation",
     "save_cdp_model",
     "snap_masks",
+    "teacher_initial_masks",
     "train_student",
     "train_teacher",
     "write_mask_tiff",

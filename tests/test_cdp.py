@@ -6,6 +6,7 @@ import argparse
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -558,3 +559,29 @@ def test_widget_exports_the_masks_and_runs_the_model(
         pass
     phase = np.asarray(viewer.layers["single phase"].data)
     assert phase.shape == (16, 16) and np.isfinite(phase).all()
+
+
+def test_cdp_benchmark_quick(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import sys
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    spec = importlib.util.spec_from_file_location("benchmark_cdp", benchmarks / "cdp.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "benchmark_cdp", bench)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "DOCS", tmp_path / "benchmarks.md")
+    folders = []
+    for name, role, k in (("t", "teacher", 2), ("s", "distilled", 1), ("c", "baseline", 1)):
+        model = CDPNet(tiny("teacher" if k > 1 else "student", n_masks=k)).eval()
+        card = make_card(name, role, model, description="", training={"steps": 0})
+        folders.append(str(save_cdp_model(model, tmp_path / name, card)))
+    argv = ["--quick", "--teacher", folders[0], "--student", folders[1], "--control", folders[2]]
+    assert bench.main([*argv, "--photons", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "| student + KD (" in out and "| Wirtinger flow, 2 masks | 2 |" in out
+    assert "KD student - student alone" in out and "deepinv" in out
+    assert not (tmp_path / "benchmarks.md").exists()
+    assert bench.main([*argv, "--photons", "100", "--write"]) == 0
+    assert "<!-- cdp:start -->" in (tmp_path / "benchmarks.md").read_text()

@@ -11,7 +11,8 @@ names / model folders given with ``--teacher``, ``--student``, ``--control``):
   through the KD student's mask, the same optics as the student;
 - Wirtinger flow on K patterns made through the teacher's K masks;
 - the teacher (K patterns), the student trained alone (control) and the student trained with KD
-  (one pattern each, through its own mask).
+  (one pattern each, through its own mask);
+- for scale, a constant (zero) phase, which ignores the data.
 
 Every system reads patterns simulated the same way: ``coded_diffraction_patterns`` of each
 held-out object (``napari_qpi.training.distill.held_out_objects`` with the models' training
@@ -138,6 +139,7 @@ def run_benchmark(
     one = student.masks.export()
     many = teacher.masks.export()
     systems: list[tuple[str, np.ndarray, Reconstruct]] = [
+        ("zero phase (ignores the data)", one, lambda y: np.ones(config.shape, np.complex64)),
         ("HIO, 1 mask", one, solver("hio", one, s, iterations)),
         ("Wirtinger flow, 1 mask", one, solver("wf", one, s, iterations)),
         (f"Wirtinger flow, {len(many)} masks", many, solver("wf", many, s, iterations)),
@@ -212,7 +214,7 @@ def render(
             "|---|---|---|---|---|---|",
         ]
         for label, row in rows.items():
-            snapshots = k if (f"{k} masks" in label) else 1
+            snapshots = k if (f"{k} masks" in label) else 0 if "ignores" in label else 1
             lines.append(
                 f"| {label} | {snapshots} | {row['psnr_db']:.2f} | {row['ssim']:.3f} "
                 f"| {row['relative_error']:.3f} | {row['ms']:.1f} |"

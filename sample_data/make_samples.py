@@ -7,8 +7,13 @@ Writes, into ``src/napari_qpi/sample_data/`` by default:
   degrees, tilt + defocus + astigmatism, shot and read noise;
 - ``cells_background.ome.tif``: the same system with no cells (for reference-field division);
 - ``cells_phase_truth.ome.tif``: the true phase of the cells in radians (float32);
-- ``cells_cdp.npz``: four coded diffraction patterns (oversampling 2) of a 128 x 128 crop of the
-  same cells through random phase masks, with the masks, at 1000 photons per pixel.
+- ``cells_cdp.npz``: coded diffraction patterns (oversampling 2) of a 64 x 64 field of cells
+  (0.6 um pixels, phase only) through the K masks of the shipped teacher ``cdp-teacher``, with
+  the masks, at 100 photons per pattern pixel (the noise the CDP models were trained at);
+- ``cells_cdp_single.npz``: one pattern of the same field through the mask of the shipped
+  single-snapshot student ``cdp-student``.
+
+The CDP stacks need the shipped CDP models (their masks are the optics the networks expect).
 
 Everything is seeded: running it again writes identical data.
 """
@@ -26,7 +31,6 @@ from napari_qpi.physics import (
     add_poisson_noise,
     coded_diffraction_patterns,
     random_cells,
-    random_phase_masks,
     simulate_background,
     simulate_hologram,
 )
@@ -69,20 +73,52 @@ def make_samples(out: Path) -> list[Path]:
             overwrite=True,
         ),
     ]
-    crop = (slice(192, 320), slice(192, 320))
-    obj = phantom.amplitude[crop] * np.exp(1j * phantom.phase[crop])
-    masks = random_phase_masks(4, obj.shape, seed=rng)
-    patterns = add_poisson_noise(
-        coded_diffraction_patterns(obj, masks, oversampling=2), photons_per_pixel=1000.0, seed=rng
+    written += make_cdp_samples(out, acquisition, rng)
+    return written
+
+
+def make_cdp_samples(
+    out: Path, acquisition, rng: np.random.Generator, photons_per_pixel: float = 100.0
+) -> list[Path]:
+    """CDP stacks of one cell field through the shipped teacher's and student's masks."""
+    from napari_qpi.models import load_model
+
+    teacher, _ = load_model("cdp-teacher", device="cpu")
+    student, _ = load_model("cdp-student", device="cpu")
+    shape = tuple(teacher.config.shape)
+    pixel_size_um = 0.6
+    cells = random_cells(
+        shape,
+        pixel_size_um=pixel_size_um,
+        wavelength_nm=SYSTEM.wavelength_nm,
+        n_cells=3,
+        peak_phase_rad=(1.0, 2.5),
+        absorption=0.0,
+        margin_px=-2.0,
+        seed=rng,
     )
-    stack = CDPStack(
-        patterns=patterns,
-        masks=masks,
-        oversampling=2,
-        truth=obj.astype(np.complex64),
-        acquisition=acquisition.replace(modality="cdp", carrier_cycles_per_px=None),
+    obj = (cells.amplitude * np.exp(1j * cells.phase)).astype(np.complex64)
+    record = acquisition.replace(
+        modality="cdp", carrier_cycles_per_px=None, pixel_size_um=pixel_size_um
     )
-    written.append(write_cdp_stack(out / "cells_cdp.npz", stack, overwrite=True))
+    written = []
+    for name, model in (("cells_cdp.npz", teacher), ("cells_cdp_single.npz", student)):
+        masks = model.masks.export()
+        oversampling = model.config.oversampling
+        patterns = add_poisson_noise(
+            coded_diffraction_patterns(obj, masks, oversampling=oversampling),
+            photons_per_pixel=photons_per_pixel,
+            seed=rng,
+        )
+        stack = CDPStack(
+            patterns=patterns,
+            masks=masks,
+            oversampling=oversampling,
+            truth=obj,
+            acquisition=record,
+            extra={"photons_per_pixel": photons_per_pixel},
+        )
+        written.append(write_cdp_stack(out / name, stack, overwrite=True))
     return written
 
 

@@ -585,3 +585,57 @@ def test_cdp_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "benchmarks.md").exists()
     assert bench.main([*argv, "--photons", "100", "--write"]) == 0
     assert "<!-- cdp:start -->" in (tmp_path / "benchmarks.md").read_text()
+
+
+SHIPPED_CDP = ("cdp-teacher", "cdp-student", "cdp-control")
+
+
+@pytest.mark.parametrize("name", SHIPPED_CDP)
+def test_shipped_cdp_model_reproduces_its_card(name: str, one_thread: None) -> None:
+    """The card's held-out scores, measured again on the fp16 weights as shipped."""
+    from napari_qpi.models import get_card, load_model
+
+    card = get_card(name)
+    assert card.modality == "cdp" and card.source == "shipped"
+    ((split, expected),) = card.metrics.items()
+    assert split == "synthetic-64px-heldout" and "napari-qpi distill" in expected["command"]
+    config = DistillConfig(**card.training["config"])
+    model, _ = load_model(name, device="cpu", cached=False)
+    scores = evaluate_model(model, held_out_objects(config))
+    assert scores["n"] == expected["n"] == 32
+    assert scores["psnr_db"] == pytest.approx(expected["psnr_db"], abs=0.1)
+    assert scores["ssim"] == pytest.approx(expected["ssim"], abs=0.005)
+    assert scores["relative_error"] == pytest.approx(expected["relative_error"], rel=0.01)
+    masks, info = read_mask_tiff_of(card)
+    np.testing.assert_array_equal(masks, model.masks.export())
+    assert info["unit"] == "rad" and masks.shape[0] == card.config["n_masks"]
+
+
+def read_mask_tiff_of(card: ModelCard) -> tuple[np.ndarray, dict]:
+    from importlib.resources import as_file
+
+    from napari_qpi.models import shipped_models_dir
+    from napari_qpi.training.distill import MASKS_FILE, read_mask_tiff
+
+    with as_file(shipped_models_dir() / card.name / MASKS_FILE) as path:
+        return read_mask_tiff(path)
+
+
+def test_shipped_student_beats_its_control_and_the_samples_use_the_shipped_masks() -> None:
+    from importlib.resources import as_file, files
+
+    from napari_qpi.io import read_cdp_stack
+    from napari_qpi.models import get_card, load_model
+    from napari_qpi.reconstruct import reconstruct_cdp
+
+    student = get_card("cdp-student").metrics["synthetic-64px-heldout"]
+    control = get_card("cdp-control").metrics["synthetic-64px-heldout"]
+    assert student["psnr_db"] > control["psnr_db"]
+    for file, name in (("cells_cdp.npz", "cdp-teacher"), ("cells_cdp_single.npz", "cdp-student")):
+        with as_file(files("napari_qpi.sample_data") / file) as path:
+            stack = read_cdp_stack(path)
+        model, _ = load_model(name, device="cpu")
+        np.testing.assert_array_equal(stack.masks, model.masks.export())
+        phase, info = reconstruct_cdp(stack.patterns, stack.masks, method=name)
+        assert info["method"] == name and phase.shape == stack.truth.shape
+        assert relative_error(np.exp(1j * phase), stack.truth) < 0.5

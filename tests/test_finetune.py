@@ -538,7 +538,9 @@ def test_widget_offers_cdp_models_and_trains_self_supervised(make_napari_viewer,
     )
     widget = FinetuneWidget(viewer)
     widget.inputs.value = [layer]
-    assert list(widget.base.choices) == ["tiny-cdp-gui"]
+    assert "tiny-cdp-gui" in widget.base.choices
+    assert all(get_card(name).modality == "cdp" for name in widget.base.choices)
+    widget.base.value = "tiny-cdp-gui"
     assert not widget.self_supervised.native.isHidden()
     widget.self_supervised.value = True
     widget.epochs.value, widget.batch_size.value, widget.val_fraction.value = 4, 2, 0.25

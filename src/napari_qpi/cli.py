@@ -393,7 +393,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     print(f"{'name':<24} {'family':<10} {'modality':<9} {'source':<8} held-out (standard)")
     for card in list_models():
-        standard = card.metrics.get("standard") or card.metrics.get("test") or {}
+        standard = (
+            card.metrics.get("standard")
+            or card.metrics.get("test")
+            or next(iter(card.metrics.values()), {})
+        )
         figures = ", ".join(
             f"{key} {standard[key]:.3g}"
             for key in ("psnr_db", "ssim", "rmse_rad")

@@ -17,6 +17,7 @@ HOLOGRAM_FILE = "cells_hologram.ome.tif"
 BACKGROUND_FILE = "cells_background.ome.tif"
 TRUTH_FILE = "cells_phase_truth.ome.tif"
 CDP_FILE = "cells_cdp.npz"
+CDP_SINGLE_FILE = "cells_cdp_single.npz"
 
 
 def _read(name: str):
@@ -52,6 +53,13 @@ def hologram_sample() -> list[LayerDataTuple]:
 
 
 def cdp_sample() -> list[LayerDataTuple]:
-    """Coded diffraction patterns of a cell field, with the phase masks that made them."""
-    with as_file(files(SAMPLE_PACKAGE) / CDP_FILE) as path:
-        return read_cdp_layers(str(path))
+    """Coded diffraction patterns of a cell field, with the phase masks that made them.
+
+    Two stacks of one field: four patterns through the shipped teacher's masks (``cells_cdp``)
+    and one through the shipped single-snapshot student's mask (``cells_cdp_single``).
+    """
+    layers = []
+    for name in (CDP_FILE, CDP_SINGLE_FILE):
+        with as_file(files(SAMPLE_PACKAGE) / name) as path:
+            layers += read_cdp_layers(str(path))
+    return layers

@@ -604,6 +604,8 @@ def save_cdp_model(model: CDPNet, folder: str | Path, card: ModelCard) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     snap_masks(model)
+    with torch.no_grad():  # the masks as stored (fp16), so that masks.tif is what loads
+        model.masks.latent.copy_(model.masks.latent.half().float())
     state = {
         key: tensor.detach().cpu().to(torch.float16).contiguous()
         for key, tensor in model.state_dict().items()

@@ -53,6 +53,7 @@ bench: install-test
 		--transfer-model src/napari_qpi/models/shipped/prnet-searched-transfer
 	$(PY) benchmarks/resolution_bound.py --write
 	$(PY) benchmarks/batch.py --write
+	$(PY) benchmarks/cdp.py --write
 	$(PY) benchmarks/finetune.py --write
 
 lint: install-test

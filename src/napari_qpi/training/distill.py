@@ -7,12 +7,20 @@ bundled images, :func:`~napari_qpi.physics.cdp.random_objects`) with the one tra
 
 1. the **teacher**: K = 4 learnable masks, a wide refiner, trained alone on the reconstruction
    loss, then frozen;
-2. the **student with KD**: one learnable mask and a small refiner, trained on
+2. the **student with KD**: one learnable mask, started from the teacher's trained mask k
+   (``DistillConfig.student_mask``), and a small refiner, trained on
 
    ``L = l1 * L_rec + l2 * L_feat + l3 * L_mask``;
 
-3. the **control**: the same student (same initial weights, mask, batches and noise) trained on
-   ``L_rec`` alone, for the same number of steps.
+3. the **control**: the same student (same initial weights, batches and noise) trained on
+   ``L_rec`` alone, for the same number of steps, its mask started from the random mask k the
+   teacher started from; the two students thus differ by the loss and by what the teacher's
+   training did to that mask.
+
+Handing the student the teacher's trained mask is what made distillation pay here: short
+ablations (``benchmarks/cdp_kd_ablation.py``, ``docs/cdp.md``) found no gain from the feature or
+output losses beyond the spread caused by the choice of a random mask, while every trained
+teacher mask tried beat every random one for the single-snapshot student.
 
 Loss terms, for a batch of objects x (complex, amplitude units):
 

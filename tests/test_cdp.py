@@ -345,15 +345,14 @@ def test_distill_command_line(tmp_path) -> None:
     parser = add_distill_arguments(argparse.ArgumentParser())
     defaults = config_from_args(parser.parse_args([]))
     assert defaults == DistillConfig()
-    args = parser.parse_args(
-        [
+    argv = [
             "--out", str(tmp_path), "--minutes", "1", "--size", "16", "--depth", "2",
             "--teacher-channels", "4", "--student-channels", "4", "--teacher-masks", "2",
             "--batch-size", "2", "--teacher-steps", "2", "--student-steps", "2",
             "--val-objects", "2", "--classical-iterations", "3", "--gram-patch", "3",
             "--feature-layers", "dec0", "--photons", "1000",
-        ]
-    )  # fmt: skip
+    ]  # fmt: skip
+    args = parser.parse_args(argv)
     assert distill_main(args) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert {"teacher", "student_kd", "student_control", "wf_student_mask"} <= set(report["scores"])
@@ -363,6 +362,30 @@ def test_distill_command_line(tmp_path) -> None:
         assert (card.family, card.modality) == (family, "cdp")
         assert "napari-qpi distill" in card.training["command"]
         assert (tmp_path / f"cdp-{name}" / "masks.tif").is_file()
+    # distil again from the teacher just written: only the students are trained and written
+    again = parser.parse_args(
+        [*argv[2:], "--out", str(tmp_path / "again"), "--teacher", str(tmp_path / "cdp-teacher")]
+    )
+    assert distill_main(again) == 0
+    assert not (tmp_path / "again" / "cdp-teacher").exists()
+    student = ModelCard.load(tmp_path / "again" / "cdp-student")
+    assert (
+        student.training["teacher"] == "cdp-teacher" and "--teacher" in student.training["command"]
+    )
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "again" / "cdp-control" / "masks.tif"),
+        tifffile.imread(tmp_path / "cdp-control" / "masks.tif"),
+    )
+    wrong = parser.parse_args([*again_argv(argv), "--teacher", str(tmp_path / "cdp-teacher")])
+    with pytest.raises(InputError, match="does not fit"):
+        distill_main(wrong)
+
+
+def again_argv(argv: list[str]) -> list[str]:
+    """``argv`` with three teacher masks instead of two (a teacher that does not fit)."""
+    out = list(argv)
+    out[out.index("--teacher-masks") + 1] = "3"
+    return out
 
 
 @pytest.fixture

@@ -697,12 +697,14 @@ def run_distillation(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    teacher: tuple[CDPNet, FitResult] | None = None,
 ) -> DistillReport:
     """Teacher, KD student and control, then held-out scores of all three and of HIO / WF.
 
     ``minutes`` bounds the whole training: half for the teacher, a quarter for the KD student;
     the control then trains for the steps the KD student made. The classical solvers run on the
-    student's learned mask (and WF on the teacher's masks) at the same noise.
+    student's learned mask (and WF on the teacher's masks) at the same noise. ``teacher``: a
+    trained teacher (and how it was trained) to distil from instead of training one.
     """
     budget = None if minutes is None else 60.0 * minutes
 
@@ -712,13 +714,18 @@ def run_distillation(
     def checkpoint(label: str) -> Path | None:
         return None if checkpoint_dir is None else Path(checkpoint_dir) / f"{label}.pt"
 
-    teacher, teacher_fit = train_teacher(
-        config,
-        callbacks=bar("teacher"),
-        time_budget_s=None if budget is None else budget / 2,
-        checkpoint_path=checkpoint("teacher"),
-        resume=resume,
-    )
+    if teacher is None:
+        teacher_model, teacher_fit = train_teacher(
+            config,
+            callbacks=bar("teacher"),
+            time_budget_s=None if budget is None else budget / 2,
+            checkpoint_path=checkpoint("teacher"),
+            resume=resume,
+        )
+    else:
+        teacher_model, teacher_fit = teacher
+        teacher_model.eval().requires_grad_(False)
+    teacher = teacher_model
     student, student_fit = train_student(
         config,
         teacher,
@@ -867,6 +874,12 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--resume", action="store_true", help="continue from checkpoints in OUT/checkpoints"
     )
     parser.add_argument(
+        "--teacher",
+        type=Path,
+        help="model folder of a trained teacher to distil from (no teacher is trained; only the "
+        "student and the control are written)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's choice; on a machine shared with other jobs "
@@ -903,6 +916,22 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         val_objects=args.val_objects,
         student_mask=None if args.student_mask < 0 else args.student_mask,
     )
+
+
+def load_teacher(folder: str | Path, config: DistillConfig) -> tuple[CDPNet, FitResult, ModelCard]:
+    """A trained teacher from its model folder, checked against ``config``'s teacher."""
+    model, card = load_cdp_model(folder)
+    wanted = config.network_config("teacher").to_dict()
+    have = model.config.to_dict()
+    keys = ("n_masks", "shape", "oversampling", "base_channels", "depth", "mask_levels")
+    if differ := [key for key in keys if wanted[key] != have[key]]:
+        raise InputError(
+            f"The teacher in {folder} does not fit these flags ({', '.join(differ)} differ: "
+            f"{ {k: have[k] for k in differ} } vs { {k: wanted[k] for k in differ} })."
+        )
+    steps = int(card.training.get("steps", 0))
+    fit_result = FitResult(step=steps, total=steps, seconds=float(card.training.get("seconds", 0)))
+    return model, fit_result, card
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -943,12 +972,14 @@ def distill_main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = _command(args)
+    given = None if getattr(args, "teacher", None) is None else load_teacher(args.teacher, config)
     report = run_distillation(
         config,
         minutes=args.minutes,
         classical_iterations=args.classical_iterations,
         checkpoint_dir=out / "checkpoints",
         resume=args.resume,
+        teacher=None if given is None else given[:2],
     )
     split = f"synthetic-{config.size}px-heldout"
     recipe = {"recipe": "distill", "config": config.to_dict(), "command": command}
@@ -957,6 +988,11 @@ def distill_main(args: argparse.Namespace) -> int:
         "student_kd": ("student", report.student, "distilled", "single-snapshot, distilled"),
         "student_control": ("control", report.control, "baseline", "single-snapshot, no teacher"),
     }
+    if given is not None:  # distilled from a teacher trained before: it keeps its own folder
+        del roles["teacher"]
+        teacher_name = given[2].name
+    else:
+        teacher_name = f"{args.name}-teacher"
     folders = {}
     objects = held_out_objects(config)
     for key, (suffix, model, family, what) in roles.items():
@@ -976,7 +1012,7 @@ def distill_main(args: argparse.Namespace) -> int:
                 "steps": fit_result.step,
                 "seconds": round(fit_result.seconds, 1),
                 "final_loss": fit_result.mean_loss(20),
-                **({"teacher": f"{args.name}-teacher"} if key == "student_kd" else {}),
+                **({"teacher": teacher_name} if key == "student_kd" else {}),
             },
         )
         folder = save_cdp_model(model, out / name, card)
@@ -1025,6 +1061,7 @@ __all__ = [
     "export_model_masks",
     "held_out_objects",
     "load_cdp_model",
+    "load_teacher",
     "make_card",
     "mask_gram",
     "mask_gram_loss",

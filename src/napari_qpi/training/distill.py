@@ -305,18 +305,19 @@ def distillation_loss(
 
     def loss_fn(model: DistillationStudent, batch: Tensor) -> dict[str, Tensor]:
         estimate, features = model.student(batch, return_features=True)
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            _, targets = teacher(batch, return_features=True)
         rec = complex_mse(estimate, batch)
         terms = []
-        for name, adapter in model.adapters.items():
-            mapped = adapter(features[name])
-            target = targets[name]
-            if mapped.shape[-2:] != target.shape[-2:]:
-                mapped = F.interpolate(
-                    mapped, size=target.shape[-2:], mode="bilinear", align_corners=False
-                )
-            terms.append(F.mse_loss(mapped, target))
+        if l2 > 0:  # with l2 = 0 the teacher's features are not needed: it is not run
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                _, targets = teacher(batch, return_features=True)
+            for name, adapter in model.adapters.items():
+                mapped = adapter(features[name])
+                target = targets[name]
+                if mapped.shape[-2:] != target.shape[-2:]:
+                    mapped = F.interpolate(
+                        mapped, size=target.shape[-2:], mode="bilinear", align_corners=False
+                    )
+                terms.append(F.mse_loss(mapped, target))
         feat = torch.stack(terms).mean() if terms else rec.new_zeros(())
         mask = mask_gram_loss(model.student.masks(), teacher_gram, patch)
         total = l1 * rec + l2 * feat + l3 * mask

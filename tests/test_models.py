@@ -6,6 +6,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -379,6 +380,37 @@ def test_tiled_close_to_whole_with_small_receptive_field(rng: np.random.Generato
     tiled = retrieve_deep(image, model=model, tile=48, overlap=16).phase
     assert np.abs(tiled - whole).max() < 0.01
     assert np.abs(tiled - whole).mean() < 1e-4
+
+
+class NegatingNet(nn.Module):
+    """Returns minus its input, with the cells-positive sign rule of the shipped networks."""
+
+    stride = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(cells_positive=True)
+        self.scale = nn.Parameter(torch.tensor(-1.0))
+
+    def forward(self, x: torch.Tensor, fix_sign: bool | None = None) -> torch.Tensor:
+        from napari_qpi.nn.sign import make_cells_positive
+
+        y = self.scale * x
+        return make_cells_positive(y) if fix_sign in (None, True) else y
+
+
+def test_sign_rule_is_applied_to_the_whole_image_not_to_each_tile() -> None:
+    yy, xx = np.mgrid[:150, :120]
+    image = np.full((150, 120), 10.0, np.float32)
+    image[(yy - 30) ** 2 + (xx - 30) ** 2 < 400] = 14.0
+    image += np.random.default_rng(0).normal(0, 0.05, image.shape).astype(np.float32)
+    model = (NegatingNet(), make_card(name="negating", architecture={"network": "x", "config": {}}))
+    whole = retrieve_deep(image, model=model, tile=None).phase
+    tiled = retrieve_deep(image, model=model, tile=40, overlap=8)
+    assert tiled.info["tiles"] > 6
+    expected = normalise(image, {"method": "mean_std"})
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    np.testing.assert_allclose(tiled.phase, expected, atol=1e-5)
 
 
 def test_tiles_blend_smoothly_for_a_real_network(rng: np.random.Generator) -> None:

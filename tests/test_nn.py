@@ -225,3 +225,31 @@ def test_training_steps_reduce_l1_loss(network) -> None:
         clamp_gates_(net)
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_sign_rule_makes_cells_positive_per_image() -> None:
+    from napari_qpi.nn.sign import make_cells_positive
+
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cell = 3.0 * ((yy - 12) ** 2 + (xx - 20) ** 2 < 36).float()
+    batch = torch.stack([cell, -cell, -cell + 0.01 * torch.randn(32, 32)])[:, None]
+    fixed = make_cells_positive(batch)
+    for image in fixed:
+        assert image.max() > 2.9 and image.min() > -0.1
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_cells_positive_network_is_the_plain_network_with_the_sign_rule(family: str) -> None:
+    from napari_qpi.nn.sign import cells_positive_sign
+
+    config = {**SMALL, "connectivity": {"D0": ["E0", "E3", "G"]}} if family == "prnet" else {}
+    if family == "unet":
+        config = {"base_channels": 4, "depth": 2}
+    plain = build_network(family, config).eval()
+    signed = build_network(family, {**config, "cells_positive": True}).eval()
+    signed.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        raw = plain(x)
+        torch.testing.assert_close(signed(x), raw * cells_positive_sign(raw))
+        torch.testing.assert_close(signed(x, fix_sign=False), raw)

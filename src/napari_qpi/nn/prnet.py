@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
 from .mobilenet import NUM_ENDPOINTS, MobileNetV2, init_weights
+from .sign import make_cells_positive
 from .sparsemask import Gate, drop_dangling
 
 #: Decoder stages, one per encoder endpoint.
@@ -130,6 +131,10 @@ class PRNetConfig:
         their own coordinates, not the image's.
     gated
         Multiply each connection by a SparseMask gate (search mode).
+    cells_positive
+        Flip the sign of each output image so that its cells are positive
+        (:mod:`napari_qpi.nn.sign`): for networks trained with the sign-free loss, which
+        choose their own sign convention.
     """
 
     width: float = 1.0
@@ -138,6 +143,7 @@ class PRNetConfig:
     connectivity: Connectivity | None = None
     coord_channels: bool = False
     gated: bool = False
+    cells_positive: bool = False
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -267,13 +273,16 @@ class PRNet(nn.Module):
         """Every (stage, input) connection of the decoder."""
         return [(stage, name) for stage, inputs in self.connectivity.items() for name in inputs]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, fix_sign: bool | None = None) -> Tensor:
         """Phase of a batch of holograms.
 
         Parameters
         ----------
         x
             (B, in_channels, H, W) normalised holograms (or other inputs the net was trained on).
+        fix_sign
+            Apply the cells-positive sign rule to each image; default: ``config.cells_positive``.
+            Tiles of one image are run with ``False`` and the rule applied to the whole image.
 
         Returns
         -------
@@ -295,7 +304,10 @@ class PRNet(nn.Module):
         for stage, block in self.decoder.items():
             features[stage] = block(features, endpoints[STAGES.index(stage)].shape[-2:])
         phase = self.head(features[self.output_stage])
-        return F.interpolate(phase, size=size, mode="bilinear", align_corners=False)
+        phase = F.interpolate(phase, size=size, mode="bilinear", align_corners=False)
+        if self.config.cells_positive if fix_sign is None else fix_sign:
+            return make_cells_positive(phase)
+        return phase
 
 
 def coordinate_grid(x: Tensor) -> Tensor:

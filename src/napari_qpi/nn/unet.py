@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
 from .mobilenet import init_weights
+from .sign import make_cells_positive
 
 Upsampling = Literal["transposed", "bilinear"]
 
@@ -41,6 +42,9 @@ class UNetConfig:
         Number of downsamplings.
     upsampling
         ``"transposed"`` (2x2 transposed convolution, the original) or ``"bilinear"``.
+    cells_positive
+        Flip the sign of each output image so that its cells are positive
+        (:mod:`napari_qpi.nn.sign`), for networks trained with the sign-free loss.
     """
 
     in_channels: int = 1
@@ -48,6 +52,7 @@ class UNetConfig:
     base_channels: int = 64
     depth: int = 4
     upsampling: Upsampling = "transposed"
+    cells_positive: bool = False
 
     def __post_init__(self) -> None:
         if min(self.in_channels, self.out_channels, self.base_channels, self.depth) < 1:
@@ -132,8 +137,11 @@ class UNet(nn.Module):
         """Input height and width should be multiples of this (16 for depth 4)."""
         return 2**self.config.depth
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_channels, H, W) normalised holograms -> (B, out_channels, H, W) phase, radians."""
+    def forward(self, x: Tensor, fix_sign: bool | None = None) -> Tensor:
+        """(B, in_channels, H, W) normalised holograms -> (B, out_channels, H, W) phase, radians.
+
+        ``fix_sign`` applies the cells-positive sign rule (default: ``config.cells_positive``).
+        """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise InputError(
                 f"UNet expects a (batch, {self.config.in_channels}, height, width) tensor, "
@@ -148,4 +156,7 @@ class UNet(nn.Module):
         x = skips.pop()
         for block in self.up:
             x = block(x, skips.pop())
-        return self.head(x)
+        phase = self.head(x)
+        if self.config.cells_positive if fix_sign is None else fix_sign:
+            return make_cells_positive(phase)
+        return phase

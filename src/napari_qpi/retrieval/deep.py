@@ -13,6 +13,7 @@ so a hologram far larger than memory allows for one pass of the network still go
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import time
@@ -28,6 +29,7 @@ from ..acquisition import Acquisition
 from ..errors import InputError, ModelError
 from ..models.card import ModelCard, normalise
 from ..models.registry import load_model, select_device
+from ..nn.sign import cells_positive_sign
 from .background import background_mask as auto_background_mask
 from .background import fit_background
 from .fourier import looks_like_hologram
@@ -303,7 +305,14 @@ def _run_tiles(
     batch_size: int,
     progress: Progress | None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """(N, H, W) network output for a normalised (N, C, H, W) batch, tiled and blended."""
+    """(N, H, W) network output for a normalised (N, C, H, W) batch, tiled and blended.
+
+    A network that fixes its output's sign (``config.cells_positive``) runs its tiles without the
+    rule, which is applied once to each blended plane: a tile holding only background would
+    otherwise take a random sign.
+    """
+    fix_sign = bool(getattr(getattr(module, "config", None), "cells_positive", False))
+    call = functools.partial(module, fix_sign=False) if fix_sign else module
     n, _, height, width = batch.shape
     whole = -(-max(height, width) // stride) * stride
     limit = whole if not tile else max(stride, tile // stride * stride)
@@ -330,7 +339,7 @@ def _run_tiles(
     for done in range(0, len(jobs), batch_size):
         chunk = jobs[done : done + batch_size]
         tiles = np.stack([batch[i, :, y : y + tile_h, x : x + tile_w] for i, y, x in chunk])
-        output = module(torch.from_numpy(tiles).to(device))
+        output = call(torch.from_numpy(tiles).to(device))
         if tuple(output.shape) != (len(chunk), 1, tile_h, tile_w):
             raise ModelError(
                 f"The network returned shape {tuple(output.shape)} for input "
@@ -342,13 +351,16 @@ def _run_tiles(
         if progress is not None:
             progress(min(done + batch_size, len(jobs)), len(jobs))
     total /= weight
+    total = np.ascontiguousarray(total[:, :height, :width])
+    if fix_sign:
+        total *= cells_positive_sign(torch.from_numpy(total[:, None])).numpy()[:, 0]
     plan = {
         "tile": [tile_h, tile_w],
         "overlap": overlap if len(windows) > 1 else 0,
         "tiles": len(windows),
         "padded_shape": [pad_h, pad_w],
     }
-    return np.ascontiguousarray(total[:, :height, :width]), plan
+    return total, plan
 
 
 def _run_whole(

@@ -722,11 +722,14 @@ def consistency_loss(estimate: Tensor, patterns: Tensor, model: nn.Module) -> Te
 
 
 def _loss_fn(plan: FinetunePlan) -> Callable[[nn.Module, Sequence[Tensor]], Tensor]:
+    """Training loss; sign-free for a base network that picks its own sign (``cells_positive``):
+    a crop with few cells cannot tell the sign rule which way is up."""
     device, kind = plan.device, plan.settings.loss
+    sign_free = bool(plan.base.config.get("cells_positive"))
 
     def hologram_loss(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
         x, y, ignore = (t.to(device) for t in batch)
-        return phase_loss(model(x), y, ignore, kind=kind)
+        return phase_loss(model(x), y, ignore, kind=kind, sign_free=sign_free)
 
     def cdp_loss(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
         x, y, ignore = (t.to(device) for t in batch)

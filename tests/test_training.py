@@ -141,6 +141,34 @@ def test_phase_loss_ignores_offset_and_masked_pixels():
     assert phase_loss(prediction, target).item() > 1.0
 
 
+def test_sign_free_loss_takes_the_better_sign_per_image():
+    target = torch.rand(3, 1, 8, 8)
+    prediction = torch.cat([target[:1], -target[1:2], -target[2:] + 0.5])
+    assert phase_loss(prediction, target).item() > 0.1
+    assert phase_loss(prediction, target, sign_free=True).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = torch.rand(3, 1, 8, 8)
+    per_sign = [
+        phase_loss(s * wrong[i : i + 1], target[i : i + 1]) for i in range(3) for s in (1, -1)
+    ]
+    expected = sum(min(per_sign[2 * i], per_sign[2 * i + 1]) for i in range(3)) / 3
+    assert phase_loss(wrong, target, sign_free=True).item() == pytest.approx(expected.item())
+
+
+def test_the_hologram_cannot_tell_the_phase_sign():
+    """Carrier f with phase phi and carrier -f with phase -phi make the same hologram: why the
+    networks are trained sign-free and flip their output so that cells are positive."""
+    from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
+
+    system = OffAxisSystem(carrier_angle_deg=30.0, aberrations_rad={"tilt_x": 2.0, "defocus": 1.0})
+    mirrored = system.replace(
+        carrier_angle_deg=210.0, aberrations_rad={"tilt_x": -2.0, "defocus": -1.0}
+    )
+    cells = random_cells((64, 64), pixel_size_um=0.3, wavelength_nm=532.0, n_cells=(2, 2), seed=1)
+    a = simulate_hologram(cells.phase, cells.amplitude, system, noise=False)
+    b = simulate_hologram(-cells.phase, cells.amplitude, mirrored, noise=False)
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-6)
+
+
 def test_psnr_identical_and_known_noise():
     rng = np.random.default_rng(0)
     truth = rng.uniform(0.0, 4.0, (64, 64))
@@ -359,6 +387,27 @@ def test_search_and_train_commands(tmp_path):
     card = json.loads((tmp_path / "unet" / "card.json").read_text())
     assert card["family"] == "baseline" and card["architecture"]["network"] == "unet"
 
+    searched = json.loads((out / "card.json").read_text())
+    retrain = ["--out", str(tmp_path / "retrained"), "--connectivity", str(out / "card.json")]
+    args = parser.parse_args([*retrain, "--size", "64", "--steps", "2", *tiny])
+    assert train_main(args) == 0
+    card = json.loads((tmp_path / "retrained" / "card.json").read_text())
+    assert card["family"] == "searched"
+    assert (
+        card["architecture"]["config"]["connectivity"]
+        == searched["training"]["search"]["connectivity"]
+    )
+    assert card["training"]["search"]["gate_table"] == searched["training"]["search"]["gate_table"]
+    assert card["training"]["search"]["command"] == searched["training"]["command"]
+
+
+def test_a_time_budget_alone_is_not_capped_by_the_default_steps():
+    from napari_qpi.training.search import UNLIMITED_STEPS, _steps
+
+    assert _steps(None, None, 1000) == 1000
+    assert _steps(None, 30.0, 1000) == UNLIMITED_STEPS
+    assert _steps(200, 30.0, 1000) == 200
+
 
 def test_train_init_continues_a_registered_model(tmp_path):
     import argparse
@@ -381,7 +430,7 @@ def test_train_init_continues_a_registered_model(tmp_path):
     clear_cache()
     start, start_card = load_model("tiny-unet-start", device="cpu", cached=False)
 
-    fresh = build_network("unet", {"base_channels": 4})
+    fresh = build_network("unet", {"base_channels": 4, "cells_positive": True})
     provenance = _warm_start(fresh, "unet", "tiny-unet-start")
     assert provenance["sha256"] == start_card.sha256 and provenance["steps"] == 2
     for key, value in start.state_dict().items():

@@ -92,13 +92,15 @@ class TrainSettings:
     """
 
     family: str = "prnet"
-    network: dict[str, Any] = field(default_factory=lambda: {"width": 0.5, "coord_channels": True})
+    network: dict[str, Any] = field(
+        default_factory=lambda: {"width": 0.5, "coord_channels": True, "cells_positive": True}
+    )
     size: int = 256
     batch_size: int = 8
     steps: int = 1000
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    loss: Reduction = "l1"
+    loss: Reduction = "mse"
     seed: int = 0
     minutes: float | None = None
     val_every: int = 250
@@ -143,13 +145,17 @@ class TrainOutcome:
 
 
 def _phase_loss_fn(
-    kind: Reduction, sparsity_weight: float = 0.0
+    kind: Reduction, sparsity_weight: float = 0.0, sign_free: bool = False
 ) -> Callable[[nn.Module, Sequence[torch.Tensor]], Any]:
-    """``loss_fn(model, (x, y[, ignore]))``: phase loss, plus the weighted sparsity loss if any."""
+    """``loss_fn(model, (x, y[, ignore]))``: phase loss, plus the weighted sparsity loss if any.
+
+    ``sign_free`` for networks that choose their own sign convention (``cells_positive``).
+    """
 
     def loss_fn(model: nn.Module, batch: Sequence[torch.Tensor]) -> Any:
         x, y, *rest = batch
-        phase = phase_loss(model(x), y, rest[0] if rest else None, kind=kind)
+        ignore = rest[0] if rest else None
+        phase = phase_loss(model(x), y, ignore, kind=kind, sign_free=sign_free)
         if not sparsity_weight:
             return phase
         sparsity = sparsity_loss(model)
@@ -220,7 +226,9 @@ def _run(
     data = replace(split_config(settings.data, settings.size), batch_size=settings.batch_size)
     result = fit(
         model,
-        _phase_loss_fn(settings.loss, sparsity_weight),
+        _phase_loss_fn(
+            settings.loss, sparsity_weight, bool(settings.network.get("cells_positive"))
+        ),
         synthetic_batches(data, seed=settings.seed),
         steps=settings.steps,
         optimizer=_optimizer(model, settings),
@@ -441,7 +449,9 @@ def model_card(
                 "phase_loss_curve",
                 "gate_table",
                 "connectivity",
+                "command",
             )
+            if key in search_record
         }
     metrics = {
         split: {
@@ -526,6 +536,13 @@ def _add_common(flags: _Flags, defaults: TrainSettings) -> None:
         default=True,
         help="append (y, x) coordinate channels to the input",
     )
+    flags.add(
+        "--cells-positive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sign-free loss, output flipped so cells are positive (napari_qpi.nn.sign); "
+        "--no-cells-positive trains against the signed phase of every carrier direction",
+    )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
     flags.add("--loss", choices=("l1", "mse"), default=defaults.loss)
@@ -566,11 +583,21 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         default=search_defaults.size,
         help="side of the search's training fields, px",
     )
-    flags.add("--search-steps", type=int, default=search_defaults.steps)
+    flags.add(
+        "--search-steps",
+        type=int,
+        help=f"search steps (default {search_defaults.steps}; with --minutes: until the budget "
+        "is spent)",
+    )
     flags.add(
         "--size", type=int, default=train_defaults.size, help="side of the retraining fields, px"
     )
-    flags.add("--steps", type=int, default=train_defaults.steps, help="retraining steps")
+    flags.add(
+        "--steps",
+        type=int,
+        help=f"retraining steps (default {train_defaults.steps}; with --minutes: until the "
+        "budget is spent)",
+    )
     flags.add("--sparsity-weight", type=float, default=search_defaults.sparsity_weight)
     flags.add("--gate-lr", type=float, default=search_defaults.gate_lr)
     flags.add(
@@ -604,7 +631,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="training distribution: standard, or the transfer split's second microscope",
     )
     flags.add("--size", type=int, default=defaults.size, help="training field side, px")
-    flags.add("--steps", type=int, default=defaults.steps)
+    flags.add(
+        "--steps",
+        type=int,
+        help=f"training steps (default {defaults.steps}; with --minutes: until the budget is "
+        "spent)",
+    )
     flags.add(
         "--init",
         help="registered model of the same architecture to start from (continues its training; "
@@ -630,6 +662,21 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
+SEARCHED_DESCRIPTION = (
+    "NAS-PRNet: PRNet with a SparseMask-searched decoder, trained on synthetic off-axis holograms."
+)
+
+#: Step limit of a run given only a time budget: far more than any budget here allows.
+UNLIMITED_STEPS = 10**7
+
+
+def _steps(steps: int | None, minutes: float | None, default: int) -> int:
+    """Steps of a run: as given; else, with a time budget, until it is spent; else ``default``."""
+    if steps is not None:
+        return steps
+    return UNLIMITED_STEPS if minutes is not None else default
+
+
 def _callbacks(args: argparse.Namespace, description: str) -> list[Any]:
     return [ProgressBar(description, disable=args.quiet)]
 
@@ -639,6 +686,7 @@ def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
         "width": args.width,
         "decoder_channels": args.decoder_channels,
         "coord_channels": args.coord_channels,
+        "cells_positive": args.cells_positive,
     }
 
 
@@ -680,7 +728,7 @@ def search_main(args: argparse.Namespace) -> int:
         network=_prnet_network(args),
         size=args.search_size,
         batch_size=args.batch_size,
-        steps=args.search_steps,
+        steps=_steps(args.search_steps, args.minutes, SearchSettings.steps),
         lr=args.lr,
         loss=args.loss,
         seed=args.seed,
@@ -716,7 +764,7 @@ def search_main(args: argparse.Namespace) -> int:
         network=_prnet_network(args),
         size=args.size,
         batch_size=args.batch_size,
-        steps=args.steps,
+        steps=_steps(args.steps, args.minutes, TrainSettings.steps),
         lr=args.lr,
         loss=args.loss,
         seed=args.seed,
@@ -736,8 +784,7 @@ def search_main(args: argparse.Namespace) -> int:
         "searched",
         trained,
         command=command,
-        description="NAS-PRNet: PRNet with a SparseMask-searched decoder, trained on synthetic "
-        "off-axis holograms.",
+        description=SEARCHED_DESCRIPTION,
         search_record=found.record,
     )
     folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
@@ -760,6 +807,21 @@ def _connectivity_arg(text: str) -> dict[str, list[str]]:
         ) from None
 
 
+def _search_record(text: str) -> dict[str, Any] | None:
+    """The search that found a ``--connectivity`` taken from a searched model's card, if any.
+
+    Retraining a searched connectivity keeps the search's provenance (gate table, settings, the
+    command that ran it) in the new card.
+    """
+    path = Path(text)
+    if not (path.suffix == ".json" or path.is_dir()):
+        return None
+    training = ModelCard.load(path).training
+    if "search" not in training:
+        return None
+    return {**training["search"], "command": training["search"].get("command", training["command"])}
+
+
 def train_main(args: argparse.Namespace) -> int:
     """``napari-qpi train``: train a baseline (or a given connectivity) and write its folder."""
     if args.threads:
@@ -767,7 +829,10 @@ def train_main(args: argparse.Namespace) -> int:
     _check_out(args, args.out)
     command = _command(args)
     if args.family == "unet":
-        network: dict[str, Any] = {"base_channels": args.base_channels}
+        network: dict[str, Any] = {
+            "base_channels": args.base_channels,
+            "cells_positive": args.cells_positive,
+        }
         family = "baseline"
     else:
         network = _prnet_network(args)
@@ -779,7 +844,7 @@ def train_main(args: argparse.Namespace) -> int:
         network=network,
         size=args.size,
         batch_size=args.batch_size,
-        steps=args.steps,
+        steps=_steps(args.steps, args.minutes, TrainSettings.steps),
         lr=args.lr,
         loss=args.loss,
         seed=args.seed,
@@ -796,7 +861,14 @@ def train_main(args: argparse.Namespace) -> int:
         checkpoint_path=_work(args) / "train.pt",
         resume=args.resume,
     )
-    card = model_card(args.name or Path(args.out).name, family, trained, command=command)
+    card = model_card(
+        args.name or Path(args.out).name,
+        family,
+        trained,
+        command=command,
+        description=SEARCHED_DESCRIPTION if family == "searched" else "",
+        search_record=_search_record(args.connectivity) if args.connectivity else None,
+    )
     folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
     _clear_work(_work(args), "train.pt")
     print(f"napari-qpi train: {_summary(trained.record)}; model in {folder}/")

@@ -49,6 +49,7 @@ test: install-test system-deps
 # Regenerates every table of docs/benchmarks.md, each side by side with its peer in one run.
 bench: install-test
 	$(PY) benchmarks/offaxis_classical.py --write
+	$(PY) benchmarks/loss_ablation.py --write
 	$(PY) benchmarks/searched_models.py --write \
 		--transfer-model src/napari_qpi/models/shipped/prnet-searched-transfer
 	$(PY) benchmarks/resolution_bound.py --write

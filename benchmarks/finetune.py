@@ -232,6 +232,7 @@ def run(
         Row(f"{base} (before), {BACKGROUND_ORDER}th-order background fit", "-", 0.0, flattened)
     )
     for name, method in (
+        ("zero phase (ignores the data)", lambda hologram, _: np.zeros(hologram.shape)),
         ("classical, default settings", classical_auto),
         ("classical, carrier known, 4th-order background", classical_tuned),
     ):

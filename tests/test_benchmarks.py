@@ -80,7 +80,7 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert "bench-searched" in models
     methods = [bench.CLASSICAL, bench.CLASSICAL_CARRIER, *models]
     accuracy = table_rows(out, "| method | family | parameters | PSNR")
-    assert [row[0] for row in accuracy] == methods * len(bench.SPLITS)
+    assert [row[0] for row in accuracy] == [bench.ZERO, *methods] * len(bench.SPLITS)
     for row in accuracy:
         assert all(math.isfinite(float(cell)) for cell in row[3:7]), row
         assert row[7] == "0 of 2" or row[0] == bench.CLASSICAL, row
@@ -88,7 +88,7 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert [row[0] for row in latency] == [*methods, bench.UNET64]
     assert all(float(row[2]) > 0 for row in latency)
     transfer = table_rows(out, "| method | training |")
-    assert len(transfer) == 4
+    assert len(transfer) == 5
     assert transfer[-1][0] == "(b) bench-transfer, retrained on the transfer system"
     assert all(math.isfinite(float(cell)) for row in transfer for cell in row[2:6])
 
@@ -106,3 +106,14 @@ def test_resolution_reference_keeps_flat_phase_and_loses_detail_with_stride(tmp_
     monkeypatch.setattr(bench, "write_section", lambda name, text: docs.write_text(text))
     assert bench.main(["--images", "1", "--write"]) == 0
     assert "| 8 |" in docs.read_text()
+
+
+def test_loss_ablation_quick_run_trains_every_variant(capsys):
+    bench = load_script("loss_ablation")
+    assert bench.main(["--quick", "--jobs", "1"]) == 0
+    rows = table_rows(capsys.readouterr().out, "| loss | steps |")
+    assert [row[0] for row in rows] == ["zero phase (ignores the data)"] + [
+        label for label, _, _ in bench.VARIANTS
+    ]
+    assert all(int(row[1]) > 0 for row in rows[1:])
+    assert all(math.isfinite(float(cell)) for row in rows for cell in row[2:])

@@ -72,7 +72,9 @@ class TrainSettings:
     lr, weight_decay
         AdamW base learning rate and weight decay (convolution weights only).
     loss
-        ``"l1"`` or ``"mse"`` phase loss, offset-free.
+        ``"mse"`` (default) or ``"l1"`` phase loss, offset-free; sign-free when the network is
+        ``cells_positive``. With cells covering a small part of each field, L1 keeps a network at
+        the zero-phase answer within a CPU budget (``benchmarks/loss_ablation.py``).
     seed
         Seeds weights, data and gate noise.
     minutes

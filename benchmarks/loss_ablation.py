@@ -3,6 +3,7 @@
     python benchmarks/loss_ablation.py                  # 4 runs of 5 min, 2 at a time; prints
     python benchmarks/loss_ablation.py --write          # ... and updates docs/benchmarks.md
     python benchmarks/loss_ablation.py --quick          # smoke run: seconds
+    python benchmarks/loss_ablation.py --losses mse     # only the MSE pair (e.g. a longer budget)
 
 A hologram cannot tell the sign of its phase (carrier f with phase phi and carrier -f with phase
 -phi record the same intensity, :mod:`napari_qpi.nn.sign`), and the training data covers every
@@ -146,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--eval-images", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--losses", nargs="+", choices=("l1", "mse"), default=["l1", "mse"], help="losses to run"
+    )
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -154,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = [
         (label, loss, sign_free, args.minutes, args.size, args.batch_size, args.eval_images)
         for label, loss, sign_free in VARIANTS
+        if loss in args.losses
     ]
     if args.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:

@@ -430,7 +430,7 @@ def test_train_init_continues_a_registered_model(tmp_path):
     clear_cache()
     start, start_card = load_model("tiny-unet-start", device="cpu", cached=False)
 
-    fresh = build_network("unet", {"base_channels": 4, "cells_positive": True})
+    fresh = build_network("unet", {"base_channels": 4, "cells_positive": False})
     provenance = _warm_start(fresh, "unet", "tiny-unet-start")
     assert provenance["sha256"] == start_card.sha256 and provenance["steps"] == 2
     for key, value in start.state_dict().items():

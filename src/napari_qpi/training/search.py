@@ -95,7 +95,7 @@ class TrainSettings:
 
     family: str = "prnet"
     network: dict[str, Any] = field(
-        default_factory=lambda: {"width": 0.5, "coord_channels": True, "cells_positive": True}
+        default_factory=lambda: {"width": 0.5, "coord_channels": True, "cells_positive": False}
     )
     size: int = 256
     batch_size: int = 8
@@ -541,9 +541,10 @@ def _add_common(flags: _Flags, defaults: TrainSettings) -> None:
     flags.add(
         "--cells-positive",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="sign-free loss, output flipped so cells are positive (napari_qpi.nn.sign); "
-        "--no-cells-positive trains against the signed phase of every carrier direction",
+        default=False,
+        help="sign-free loss, output flipped so cells are positive (napari_qpi.nn.sign); the "
+        "default trains against the signed (cells-positive) phase, which did as well or better "
+        "in benchmarks/loss_ablation.py",
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")

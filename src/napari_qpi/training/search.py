@@ -796,33 +796,25 @@ def search_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connectivity_arg(text: str) -> dict[str, list[str]]:
+def _connectivity_arg(text: str) -> tuple[dict[str, list[str]], dict[str, Any] | None]:
+    """``--connectivity`` (JSON text or a PRNet card) and, from a searched model's card, the search
+    that found it, so a retrained connectivity keeps its provenance (gate table, settings, the
+    command that ran the search)."""
     path = Path(text)
     try:
-        if path.suffix == ".json" or path.is_dir():
-            card = ModelCard.load(path)
-            return card.config["connectivity"]
-        return json.loads(text)
+        if not (path.suffix == ".json" or path.is_dir()):
+            return json.loads(text), None
+        card = ModelCard.load(path)
+        connectivity = card.config["connectivity"]
     except (ValueError, KeyError) as error:
         raise InputError(
             f'--connectivity must be JSON like \'{{"D0": ["E0", "D2"], ...}}\' or a PRNet '
             f"card.json; could not read {text!r}: {error}"
         ) from None
-
-
-def _search_record(text: str) -> dict[str, Any] | None:
-    """The search that found a ``--connectivity`` taken from a searched model's card, if any.
-
-    Retraining a searched connectivity keeps the search's provenance (gate table, settings, the
-    command that ran it) in the new card.
-    """
-    path = Path(text)
-    if not (path.suffix == ".json" or path.is_dir()):
-        return None
-    training = ModelCard.load(path).training
-    if "search" not in training:
-        return None
-    return {**training["search"], "command": training["search"].get("command", training["command"])}
+    search = card.training.get("search")
+    if search is None:
+        return connectivity, None
+    return connectivity, {**search, "command": search.get("command", card.training["command"])}
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -831,6 +823,7 @@ def train_main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     _check_out(args, args.out)
     command = _command(args)
+    search_record = None
     if args.family == "unet":
         network: dict[str, Any] = {
             "base_channels": args.base_channels,
@@ -841,7 +834,7 @@ def train_main(args: argparse.Namespace) -> int:
         network = _prnet_network(args)
         family = "supernet"
         if args.connectivity:
-            network["connectivity"] = _connectivity_arg(args.connectivity)
+            network["connectivity"], search_record = _connectivity_arg(args.connectivity)
             family = "searched"
     settings = TrainSettings(
         network=network,
@@ -870,7 +863,7 @@ def train_main(args: argparse.Namespace) -> int:
         trained,
         command=command,
         description=SEARCHED_DESCRIPTION if family == "searched" else "",
-        search_record=_search_record(args.connectivity) if args.connectivity else None,
+        search_record=search_record,
     )
     folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
     _clear_work(_work(args), "train.pt")

@@ -74,6 +74,7 @@ def test_width_multiplier_rounds_to_multiples_of_8_and_keeps_last_layer() -> Non
     [
         pytest.param(lambda: small_prnet(), id="prnet"),
         pytest.param(lambda: small_prnet(coord_channels=True), id="prnet-coords"),
+        pytest.param(lambda: small_prnet(stage_refine=True), id="prnet-refine"),
         pytest.param(lambda: UNet(UNetConfig(base_channels=8)), id="unet"),
         pytest.param(
             lambda: UNet(UNetConfig(base_channels=8, upsampling="bilinear")), id="unet-bilinear"
@@ -207,6 +208,7 @@ def test_config_round_trip_rebuilds_the_same_network(family: str, config: dict) 
     [
         pytest.param(lambda: small_prnet(), id="prnet"),
         pytest.param(lambda: small_prnet(gated=True), id="prnet-search"),
+        pytest.param(lambda: small_prnet(gated=True, stage_refine=True), id="prnet-refine-search"),
         pytest.param(lambda: UNet(UNetConfig(base_channels=8)), id="unet"),
     ],
 )
@@ -225,6 +227,25 @@ def test_training_steps_reduce_l1_loss(network) -> None:
         clamp_gates_(net)
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_stage_refinement_starts_as_the_identity_and_then_learns() -> None:
+    connectivity = {"D0": ["E0", "D3"], "D3": ["E3", "G"]}
+    plain = small_prnet(connectivity=connectivity).eval()
+    refined = small_prnet(connectivity=connectivity, stage_refine=True).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".refine." in key for key in missing)
+    extra = sum(p.numel() for name, p in refined.named_parameters() if ".refine." in name)
+    channels = SMALL["decoder_channels"]
+    assert extra == 2 * channels * (9 + channels + 4)  # dw 3x3 + 1x1 + two batch norms
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(refined(x), plain(x))
+    refined.train()
+    loss = refined(x).square().mean()
+    loss.backward()
+    last_norm = refined.decoder["D0"].refine.body[-1]
+    assert last_norm.weight.grad is not None and last_norm.weight.grad.abs().sum() > 0
 
 
 def test_sign_rule_makes_cells_positive_per_image() -> None:

@@ -289,6 +289,32 @@ def test_search_prune_and_retrain_run():
     assert trained.record["timings"]["images_per_s"] > 0
 
 
+def test_gate_warmup_holds_the_gates_then_releases_them():
+    from napari_qpi.nn.sparsemask import gate_parameters
+    from napari_qpi.training.search import SearchSettings, search
+
+    def settings(steps: int, warmup: int) -> SearchSettings:
+        return SearchSettings(
+            network=TINY_NETWORK,
+            size=64,
+            batch_size=2,
+            steps=steps,
+            val_images=0,
+            eval_images=0,
+            gate_warmup_steps=warmup,
+        )
+
+    held = search(settings(steps=6, warmup=6))
+    weights = torch.cat([p.detach().flatten() for p in gate_parameters(held.model)])
+    assert torch.equal(weights, torch.ones_like(weights))  # the gates never moved
+    assert all(p.requires_grad for p in gate_parameters(held.model))  # ... and are released
+    assert held.record["loss_curve"][-1][1] != held.record["loss_curve"][0][1]
+
+    released = search(settings(steps=8, warmup=4))
+    weights = torch.cat([p.detach().flatten() for p in gate_parameters(released.model)])
+    assert bool(((weights - 1).abs() > 1e-3).all())
+
+
 def test_model_folder_has_fp16_weights_and_matching_card(tmp_path):
     from napari_qpi.models.card import ModelCard
     from napari_qpi.nn import build_network

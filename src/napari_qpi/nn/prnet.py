@@ -135,6 +135,11 @@ class PRNetConfig:
         Flip the sign of each output image so that its cells are positive
         (:mod:`napari_qpi.nn.sign`): for networks trained with the sign-free loss, which
         choose their own sign convention.
+    stage_refine
+        After its sum, each stage applies a residual depthwise-separable 3x3 block
+        (:class:`RefineBlock`). Without it the decoder has no spatial filter of its own: a stage
+        is a sum of upsampled 1x1 projections, and any detail finer than the deepest
+        connection's stride must come from shallow encoder features as they are.
     """
 
     width: float = 1.0
@@ -144,6 +149,7 @@ class PRNetConfig:
     coord_channels: bool = False
     gated: bool = False
     cells_positive: bool = False
+    stage_refine: bool = False
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -181,10 +187,17 @@ class DecoderStage(nn.Module):
         Output channels.
     gated
         Multiply each connection by a :class:`~napari_qpi.nn.sparsemask.Gate`.
+    refine
+        Follow the sum by a :class:`RefineBlock`.
     """
 
     def __init__(
-        self, name: str, in_channels: Mapping[str, int], channels: int, gated: bool = False
+        self,
+        name: str,
+        in_channels: Mapping[str, int],
+        channels: int,
+        gated: bool = False,
+        refine: bool = False,
     ) -> None:
         super().__init__()
         self.inputs = tuple(in_channels)
@@ -196,6 +209,7 @@ class DecoderStage(nn.Module):
         )
         self.gate = Gate(name, self.inputs) if gated else None
         self.norm = nn.BatchNorm2d(channels)
+        self.refine = RefineBlock(channels) if refine else None
 
     def forward(self, features: Mapping[str, Tensor], size: tuple[int, int]) -> Tensor:
         """Stage output (B, channels, *size) from its inputs ``features[name]`` (B, C, h, w).
@@ -211,7 +225,31 @@ class DecoderStage(nn.Module):
                 y = weights[k] * y
             key = y.shape[-2:]
             by_size[key] = by_size[key] + y if key in by_size else y
-        return self.norm(sum(_resize(y, size) for y in by_size.values()))
+        out = self.norm(sum(_resize(y, size) for y in by_size.values()))
+        return out if self.refine is None else self.refine(out)
+
+
+class RefineBlock(nn.Module):
+    """``x + BN(conv1x1(ReLU6(BN(dwconv3x3(ReLU6(x))))))``: a 3x3 neighbourhood per stage.
+
+    A depthwise 3x3 and a pointwise 1x1 convolution cost ``C * (9 + C)`` weights, a ninth of a
+    full 3x3 convolution at C = 64. The last batch norm starts at zero scale, so a new block is
+    the identity and a stage starts as it would without it.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU6(),
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
 
 
 class PRNet(nn.Module):
@@ -254,6 +292,7 @@ class PRNet(nn.Module):
                     {name: channels[name] for name in self.connectivity[stage]},
                     config.decoder_channels,
                     config.gated,
+                    config.stage_refine,
                 )
                 for stage in reversed(self.connectivity)
             }
@@ -261,6 +300,9 @@ class PRNet(nn.Module):
         self.output_stage = next(iter(self.connectivity))
         self.head = nn.Sequential(nn.ReLU6(), nn.Conv2d(config.decoder_channels, 1, kernel_size=1))
         init_weights(self.decoder)
+        for module in self.decoder.modules():
+            if isinstance(module, RefineBlock):
+                nn.init.zeros_(module.body[-1].weight)
         init_weights(self.head, nonlinearity="linear", mode="fan_in")
 
     @property

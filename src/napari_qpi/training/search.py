@@ -129,6 +129,11 @@ class SearchSettings(TrainSettings):
         settle within a short CPU search.
     threshold
         Connections with keep probability below this are pruned.
+    gate_warmup_steps
+        Steps during which the gates stay at their initial value (keep probability 1/2) and
+        only the network weights train. Under Adam a gate moves by about ``gate_lr`` per step
+        whatever its gradient, so without a warm-up the gates settle in a few hundred steps,
+        before the decoder has learned what a shallow connection could give it.
     """
 
     size: int = 128
@@ -136,6 +141,32 @@ class SearchSettings(TrainSettings):
     sparsity_weight: float = 0.01
     gate_lr: float = 1e-2
     threshold: float = PRUNE_THRESHOLD
+    gate_warmup_steps: int = 0
+
+
+class GateWarmup:
+    """Training callback that holds the SparseMask gates of ``model`` fixed for ``steps`` steps.
+
+    The gates are excluded from the gradient (``requires_grad=False``: the optimiser skips
+    them) until step ``steps``; a resumed run picks up the right state from its start step.
+    """
+
+    def __init__(self, model: nn.Module, steps: int) -> None:
+        self.parameters = list(gate_parameters(model))
+        self.steps = steps
+
+    def _set(self, step: int) -> None:
+        for parameter in self.parameters:
+            parameter.requires_grad_(step >= self.steps)
+
+    def on_start(self, step: int, total: int) -> None:
+        self._set(step)
+
+    def on_step(self, step: int, total: int, loss: float, lr: float) -> None:
+        self._set(step)
+
+    def on_end(self, result: Any) -> None:
+        self._set(self.steps)
 
 
 @dataclass
@@ -308,6 +339,8 @@ def search(
     torch.manual_seed(settings.seed)
     config = {**settings.network, "gated": True, "connectivity": None}
     model = build_network("prnet", config)
+    if settings.gate_warmup_steps > 0:
+        callbacks = [GateWarmup(model, settings.gate_warmup_steps), *callbacks]
     _, record = _run(
         model,
         settings,
@@ -546,6 +579,12 @@ def _add_common(flags: _Flags, defaults: TrainSettings) -> None:
         "default trains against the signed (cells-positive) phase, which did as well or better "
         "in benchmarks/loss_ablation.py",
     )
+    flags.add(
+        "--stage-refine",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="PRNet: a residual depthwise-separable 3x3 block after each decoder stage's sum",
+    )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
     flags.add("--loss", choices=("l1", "mse"), default=defaults.loss)
@@ -603,6 +642,12 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
     flags.add("--sparsity-weight", type=float, default=search_defaults.sparsity_weight)
     flags.add("--gate-lr", type=float, default=search_defaults.gate_lr)
+    flags.add(
+        "--gate-warmup-steps",
+        type=int,
+        default=search_defaults.gate_warmup_steps,
+        help="search steps that train the supernet's weights with the gates held at 1/2",
+    )
     flags.add(
         "--threshold",
         type=float,
@@ -690,6 +735,7 @@ def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
         "decoder_channels": args.decoder_channels,
         "coord_channels": args.coord_channels,
         "cells_positive": args.cells_positive,
+        "stage_refine": args.stage_refine,
     }
 
 
@@ -741,6 +787,7 @@ def search_main(args: argparse.Namespace) -> int:
         sparsity_weight=args.sparsity_weight,
         gate_lr=args.gate_lr,
         threshold=args.threshold,
+        gate_warmup_steps=args.gate_warmup_steps,
     )
     work = _work(args)
     found = search(

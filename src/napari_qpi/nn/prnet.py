@@ -232,7 +232,7 @@ class DecoderStage(nn.Module):
 class RefineBlock(nn.Module):
     """``x + BN(conv1x1(ReLU6(BN(dwconv3x3(ReLU6(x))))))``: a 3x3 neighbourhood per stage.
 
-    A depthwise 3x3 and a pointwise 1x1 convolution cost ``C * (9 + C)`` weights, a ninth of a
+    A depthwise 3x3 and a pointwise 1x1 convolution cost ``C * (9 + C)`` weights, an eighth of a
     full 3x3 convolution at C = 64. The last batch norm starts at zero scale, so a new block is
     the identity and a stage starts as it would without it.
     """

@@ -218,6 +218,7 @@ def run(
     size: int,
     lr: float,
     batch_size: int,
+    loss: str = "l1",
     threads: int,
 ) -> tuple[list[Row], dict[str, float]]:
     """Fine-tune and score; returns the table rows and the base model's card summary."""
@@ -258,6 +259,7 @@ def run(
                 batch_size=batch_size,
                 crop=size,
                 val_fraction=0.2,
+                loss=loss,
             )
             plan = plan_finetune(
                 (module, card), train.holograms, targets, settings=settings, device="cpu"
@@ -407,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="field side, px")
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--loss", choices=("l1", "mse"), default="l1", help="fine-tuning loss (offset-free)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run, seconds")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
@@ -427,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             size=size,
             lr=args.lr,
             batch_size=args.batch_size,
+            loss=args.loss,
             threads=args.threads,
         )
     finally:

@@ -415,6 +415,33 @@ def test_students_start_from_the_teachers_mask_before_and_after_training() -> No
         DistillConfig(teacher_masks=3, student_mask=3)
 
 
+def test_a_free_teacher_hands_a_quantised_mask_to_a_levelled_student() -> None:
+    config = DistillConfig(
+        size=16, depth=2, teacher_channels=4, student_channels=4, teacher_masks=2,
+        batch_size=2, teacher_steps=3, student_steps=2, gram_patch=3, feature_layers=("dec0",),
+        student_mask_levels=4,
+    )  # fmt: skip
+    assert config.network_config("teacher").mask_levels is None
+    assert config.network_config("student").mask_levels == 4
+    teacher, _ = train_teacher(config)
+    assert len(np.unique(np.round(teacher.masks.export(), 4))) > 4
+    config.mask_lr = 0.0
+    student, _ = train_student(config, teacher)
+    levels = -np.pi + 2 * np.pi * np.arange(4) / 4
+    realised = student.masks.export()[0].astype(np.float64)
+    teachers = teacher.masks.export()[0].astype(np.float64)
+
+    def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.abs(np.angle(np.exp(1j * (a - b))))
+
+    to_levels = distance(realised[..., None], levels)
+    assert to_levels.min(axis=-1).max() < 1e-5  # every pixel is one of the four etch depths
+    nearest = levels[distance(teachers[..., None], levels).argmin(axis=-1)]
+    assert distance(realised, nearest).max() < 1e-5  # ... the one nearest the teacher's phase
+    with pytest.raises(ModelError, match="mask_levels"):
+        DistillConfig(student_mask_levels=1).network_config("student")
+
+
 @pytest.mark.slow
 def test_distilled_student_beats_the_control(one_thread: None) -> None:
     """The setting of the short experiments in docs/cdp.md (32 px, 100 photons per pixel)."""

@@ -75,6 +75,7 @@ def test_width_multiplier_rounds_to_multiples_of_8_and_keeps_last_layer() -> Non
         pytest.param(lambda: small_prnet(), id="prnet"),
         pytest.param(lambda: small_prnet(coord_channels=True), id="prnet-coords"),
         pytest.param(lambda: small_prnet(stage_refine=True), id="prnet-refine"),
+        pytest.param(lambda: small_prnet(branch_kernel=3), id="prnet-3x3-branches"),
         pytest.param(lambda: UNet(UNetConfig(base_channels=8)), id="unet"),
         pytest.param(
             lambda: UNet(UNetConfig(base_channels=8, upsampling="bilinear")), id="unet-bilinear"
@@ -209,6 +210,7 @@ def test_config_round_trip_rebuilds_the_same_network(family: str, config: dict) 
         pytest.param(lambda: small_prnet(), id="prnet"),
         pytest.param(lambda: small_prnet(gated=True), id="prnet-search"),
         pytest.param(lambda: small_prnet(gated=True, stage_refine=True), id="prnet-refine-search"),
+        pytest.param(lambda: small_prnet(gated=True, branch_kernel=3), id="prnet-3x3-search"),
         pytest.param(lambda: UNet(UNetConfig(base_channels=8)), id="unet"),
     ],
 )
@@ -246,6 +248,24 @@ def test_stage_refinement_starts_as_the_identity_and_then_learns() -> None:
     loss.backward()
     last_norm = refined.decoder["D0"].refine.body[-1]
     assert last_norm.weight.grad is not None and last_norm.weight.grad.abs().sum() > 0
+
+
+def test_3x3_branches_see_a_neighbourhood_and_1x1_branches_do_not() -> None:
+    """A change to one pixel of E0 reaches only that pixel of D0 through a 1x1 branch."""
+    for kernel, reach in ((1, 1), (3, 9)):
+        net = small_prnet(connectivity={"D0": ["E0", "G"]}, branch_kernel=kernel).eval()
+        stage = net.decoder["D0"]
+        assert stage.branches["E0"][1].kernel_size == (kernel, kernel)
+        assert stage.branches["G"][1].kernel_size == (1, 1)
+        features = {"E0": torch.rand(1, net.encoder.channels[0], 16, 16)}
+        features["G"] = torch.rand(1, net.encoder.channels[-1], 1, 1)
+        with torch.no_grad():
+            before = stage(features, (16, 16))
+            features["E0"][..., 8, 8] += 1.0  # G is left as it was: only E0's branch changes
+            changed = (stage(features, (16, 16)) - before).abs().amax(dim=1) > 0
+        assert int(changed.sum()) == reach
+    with pytest.raises(ModelError, match="branch_kernel must be 1 or 3"):
+        PRNetConfig(branch_kernel=5)
 
 
 def test_sign_rule_makes_cells_positive_per_image() -> None:

@@ -6,11 +6,13 @@ average of E8. Decoder stage D_l works at the resolution of E_l and may read
     E_i for i >= l,   D_i for i > l,   G
 
 so information only flows from coarse to fine. Each connection t contributes
-``upsample(BN(conv1x1(ReLU6(t))))`` (for G: ``conv1x1`` with bias, broadcast over the image; a batch
-norm over 1x1 maps would fail on a batch of one), the stage sums its contributions and applies a
-batch norm. The head applies ReLU6 and a 1x1 convolution to one channel to the *output stage*, the
-lowest-numbered stage present (D0 unless a search removed it), and upsamples bilinearly to the input
-size: the output is the phase in radians.
+``upsample(BN(conv(ReLU6(t))))`` with a 1x1 convolution, as in the SparseMask search space, or a
+3x3 one (``branch_kernel``) that gives every connection a neighbourhood at its source's resolution
+(for G always ``conv1x1`` with bias, broadcast over the image; a batch norm over 1x1 maps would fail
+on a batch of one), the stage sums its contributions and applies a batch norm. The head applies
+ReLU6 and a 1x1 convolution to one channel to the *output stage*, the lowest-numbered stage present
+(D0 unless a search removed it), and upsamples bilinearly to the input size: the output is the
+phase in radians.
 
 The connectivity is a JSON-friendly mapping from stage to inputs, e.g.::
 
@@ -140,6 +142,11 @@ class PRNetConfig:
         (:class:`RefineBlock`). Without it the decoder has no spatial filter of its own: a stage
         is a sum of upsampled 1x1 projections, and any detail finer than the deepest
         connection's stride must come from shallow encoder features as they are.
+    branch_kernel
+        Kernel side of each connection's convolution (1 or 3; G is always 1x1). With 1 a
+        shallow tap can only pass its features on as they are: at stride 2 or 4 they still carry
+        the fringes, and turning fringes into phase needs a neighbourhood of about a fringe period.
+        With 3 each connection can demodulate at its own resolution.
     """
 
     width: float = 1.0
@@ -150,6 +157,7 @@ class PRNetConfig:
     gated: bool = False
     cells_positive: bool = False
     stage_refine: bool = False
+    branch_kernel: int = 1
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -159,6 +167,8 @@ class PRNetConfig:
                 f"in_channels and decoder_channels must be at least 1, got {self.in_channels} "
                 f"and {self.decoder_channels}"
             )
+        if self.branch_kernel not in (1, 3):
+            raise ModelError(f"branch_kernel must be 1 or 3, got {self.branch_kernel}")
         if self.connectivity is not None:
             self.connectivity = normalise_connectivity(self.connectivity)
 
@@ -189,6 +199,8 @@ class DecoderStage(nn.Module):
         Multiply each connection by a :class:`~napari_qpi.nn.sparsemask.Gate`.
     refine
         Follow the sum by a :class:`RefineBlock`.
+    kernel
+        Kernel side of the connections' convolutions (G's is always 1).
     """
 
     def __init__(
@@ -198,12 +210,13 @@ class DecoderStage(nn.Module):
         channels: int,
         gated: bool = False,
         refine: bool = False,
+        kernel: int = 1,
     ) -> None:
         super().__init__()
         self.inputs = tuple(in_channels)
         self.branches = nn.ModuleDict(
             {
-                source: _branch(c, channels, norm=source != GLOBAL)
+                source: _branch(c, channels, norm=source != GLOBAL, kernel=kernel)
                 for source, c in in_channels.items()
             }
         )
@@ -293,6 +306,7 @@ class PRNet(nn.Module):
                     config.decoder_channels,
                     config.gated,
                     config.stage_refine,
+                    config.branch_kernel,
                 )
                 for stage in reversed(self.connectivity)
             }
@@ -366,13 +380,16 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def _branch(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
-    """ReLU6 and a 1x1 convolution, followed by a batch norm or (for 1x1 maps) a bias."""
+def _branch(in_channels: int, out_channels: int, norm: bool, kernel: int = 1) -> nn.Sequential:
+    """ReLU6 and a ``kernel`` x ``kernel`` convolution (same size out), then a batch norm.
+
+    Without a norm (for 1x1 maps such as G) the convolution is 1x1 with a bias.
+    """
     if not norm:
         return nn.Sequential(nn.ReLU6(), nn.Conv2d(in_channels, out_channels, kernel_size=1))
     return nn.Sequential(
         nn.ReLU6(),
-        nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(out_channels),
     )
 

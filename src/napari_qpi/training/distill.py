@@ -95,6 +95,10 @@ class DistillConfig:
         Snapshots of the teacher (the student has one).
     mask_levels
         Quantise all masks to this many phase levels (``None``: free phases).
+    student_mask_levels
+        Quantise the student's mask to this many levels instead (``None``: as ``mask_levels``):
+        a teacher with free phases, lower-constrained, teaching a student whose plate must be
+        fabricated with a few etch depths (the setting of the distillation paper).
     photons_per_pixel, read_noise_photons
         Noise of the simulated measurements (``None``: noiseless), the same for every system.
     teacher_channels, student_channels, depth
@@ -130,6 +134,7 @@ class DistillConfig:
     oversampling: int = 2
     teacher_masks: int = 4
     mask_levels: int | None = None
+    student_mask_levels: int | None = None
     photons_per_pixel: float | None = None
     read_noise_photons: float = 0.0
     teacher_channels: int = 32
@@ -189,6 +194,8 @@ class DistillConfig:
                 **common,
             )
         if role == "student":
+            if self.student_mask_levels is not None:
+                common["mask_levels"] = self.student_mask_levels
             return CDPNetConfig.student(
                 base_channels=self.student_channels, mask_seed=self.seed + 1, **common
             )
@@ -796,6 +803,12 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="quantise masks to this many phase levels (default: free phases)",
     )
     parser.add_argument(
+        "--student-mask-levels",
+        type=int,
+        default=None,
+        help="quantise the student's mask to this many levels (default: as --mask-levels)",
+    )
+    parser.add_argument(
         "--photons",
         type=float,
         default=None,
@@ -897,6 +910,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         oversampling=args.oversampling,
         teacher_masks=args.teacher_masks,
         mask_levels=args.mask_levels,
+        student_mask_levels=getattr(args, "student_mask_levels", None),
         photons_per_pixel=args.photons,
         read_noise_photons=args.read_noise,
         teacher_channels=args.teacher_channels,

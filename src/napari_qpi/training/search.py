@@ -585,6 +585,14 @@ def _add_common(flags: _Flags, defaults: TrainSettings) -> None:
         default=False,
         help="PRNet: a residual depthwise-separable 3x3 block after each decoder stage's sum",
     )
+    flags.add(
+        "--branch-kernel",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="PRNet: kernel side of every skip connection's convolution (1: the SparseMask "
+        "space; 3: each connection sees a neighbourhood at its own resolution)",
+    )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
     flags.add("--loss", choices=("l1", "mse"), default=defaults.loss)
@@ -736,6 +744,7 @@ def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
         "coord_channels": args.coord_channels,
         "cells_positive": args.cells_positive,
         "stage_refine": args.stage_refine,
+        "branch_kernel": args.branch_kernel,
     }
 
 

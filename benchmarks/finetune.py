@@ -1,8 +1,8 @@
 """Fine-tuning the shipped searched model to a second microscope, on 2 CPU cores.
 
-    python benchmarks/finetune.py                       # base prnet-searched; prints only
+    python benchmarks/finetune.py                       # bases prnet-searched, unet; prints only
     python benchmarks/finetune.py --write               # ... and updates docs/benchmarks.md
-    python benchmarks/finetune.py --base NAME           # another registered hologram model
+    python benchmarks/finetune.py --base NAME [NAME]    # other registered hologram models
     python benchmarks/finetune.py --quick               # smoke run: 4 + 2 fields, seconds
 
 The second microscope (:func:`second_microscope`) differs from the training distribution of
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import shlex
 import sys
@@ -201,6 +200,7 @@ class Row:
     targets: str
     minutes: float | None
     scores: Scores
+    base: str | None = None
     steps: int | None = None
     images: int | None = None
     seconds: float | None = None
@@ -209,7 +209,7 @@ class Row:
 
 
 def run(
-    base: str,
+    bases: Sequence[str],
     minutes: Sequence[float],
     target_kinds: Sequence[str],
     *,
@@ -220,18 +220,12 @@ def run(
     batch_size: int,
     loss: str = "l1",
     threads: int,
-) -> tuple[list[Row], dict[str, float]]:
-    """Fine-tune and score; returns the table rows and the base model's card summary."""
+) -> tuple[list[Row], dict[str, dict[str, float]]]:
+    """Fine-tune each base and score; returns the table rows and each base's size."""
     torch.set_num_threads(threads)
     train = microscope_set(n_train, size, TRAIN_SEED)
     test = microscope_set(n_test, size, TEST_SEED)
-    module, card = load_model(base, device="cpu", cached=False)
-    rows = [Row(f"{base} (before fine-tuning)", "-", 0.0, score(network(module, card), test))]
-    print(f"before: {rows[-1].scores['psnr_db']:.2f} dB", flush=True)
-    flattened = score(network(module, card, BACKGROUND_ORDER), test)
-    rows.append(
-        Row(f"{base} (before), {BACKGROUND_ORDER}th-order background fit", "-", 0.0, flattened)
-    )
+    rows = []
     for name, method in (
         ("zero phase (ignores the data)", lambda hologram, _: np.zeros(hologram.shape)),
         ("classical, default settings", classical_auto),
@@ -239,76 +233,122 @@ def run(
     ):
         rows.append(Row(name, "-", None, score(method, test)))
         print(f"{name}: {rows[-1].scores['psnr_db']:.2f} dB", flush=True)
-    for kind in target_kinds:
-        targets = (
-            train.phases
-            if kind == "truth"
-            else np.stack(
-                [
-                    classical_tuned(h, a)
-                    for h, a in zip(train.holograms, train.acquisitions, strict=True)
-                ]
+    infos = {}
+    for base in bases:
+        module, card = load_model(base, device="cpu", cached=False)
+        infos[base] = {"parameters": sum(p.numel() for p in module.parameters())}
+        rows.append(
+            Row(f"{base} (before fine-tuning)", "-", 0.0, score(network(module, card), test), base)
+        )
+        print(f"{base} before: {rows[-1].scores['psnr_db']:.2f} dB", flush=True)
+        flattened = score(network(module, card, BACKGROUND_ORDER), test)
+        rows.append(
+            Row(
+                f"{base} (before), {BACKGROUND_ORDER}th-order background fit",
+                "-",
+                0.0,
+                flattened,
+                base,
             )
         )
-        for budget in minutes:
-            settings = FinetuneSettings(
-                name=f"bench-finetune-{kind}",
-                epochs=100_000,
-                minutes=budget,
-                lr=lr,
-                batch_size=batch_size,
-                crop=size,
-                val_fraction=0.2,
-                loss=loss,
+        for kind in target_kinds:
+            rows += finetune_rows(
+                base, module, card, kind, minutes, train, test,
+                lr=lr, batch_size=batch_size, loss=loss, size=size,
+            )  # fmt: skip
+    return rows, infos
+
+
+def finetune_rows(
+    base: str,
+    module: nn.Module,
+    card: ModelCard,
+    kind: str,
+    minutes: Sequence[float],
+    train: HeldOutSet,
+    test: HeldOutSet,
+    *,
+    lr: float,
+    batch_size: int,
+    loss: str,
+    size: int,
+) -> list[Row]:
+    """Rows of one base and kind of annotation: each budget, as is and with a background fit."""
+    targets = (
+        train.phases
+        if kind == "truth"
+        else np.stack(
+            [
+                classical_tuned(h, a)
+                for h, a in zip(train.holograms, train.acquisitions, strict=True)
+            ]
+        )
+    )
+    label = "true phase" if kind == "truth" else "classical (tuned) phase"
+    rows = []
+    for budget in minutes:
+        settings = FinetuneSettings(
+            name=f"bench-finetune-{kind}",
+            epochs=100_000,
+            minutes=budget,
+            lr=lr,
+            batch_size=batch_size,
+            crop=size,
+            val_fraction=0.2,
+            loss=loss,
+        )
+        plan = plan_finetune(
+            (module, card), train.holograms, targets, settings=settings, device="cpu"
+        )
+        meter = CpuMeter()
+        start = time.perf_counter()
+        tuned, tuned_card = run_finetune(plan, callbacks=[meter])
+        wall = time.perf_counter() - start
+        record = tuned_card.training
+        rows.append(
+            Row(
+                f"{base} fine-tuned {budget:g} min",
+                label,
+                budget,
+                score(network(tuned, tuned_card), test),
+                base,
+                steps=record["steps"],
+                images=record["steps"] * record["batch_size_used"],
+                seconds=record["seconds"],
+                cpu_seconds=meter.used_s,
+                best_step=record["best_step"],
             )
-            plan = plan_finetune(
-                (module, card), train.holograms, targets, settings=settings, device="cpu"
+        )
+        last = rows[-1]
+        rows.append(
+            Row(
+                f"{last.method}, {BACKGROUND_ORDER}th-order background fit",
+                label,
+                budget,
+                score(network(tuned, tuned_card, BACKGROUND_ORDER), test),
+                base,
             )
-            meter = CpuMeter()
-            start = time.perf_counter()
-            tuned, tuned_card = run_finetune(plan, callbacks=[meter])
-            wall = time.perf_counter() - start
-            record = tuned_card.training
-            rows.append(
-                Row(
-                    f"fine-tuned {budget:g} min",
-                    "true phase" if kind == "truth" else "classical (tuned) phase",
-                    budget,
-                    score(network(tuned, tuned_card), test),
-                    steps=record["steps"],
-                    images=record["steps"] * record["batch_size_used"],
-                    seconds=record["seconds"],
-                    cpu_seconds=meter.used_s,
-                    best_step=record["best_step"],
-                )
-            )
-            last = rows[-1]
-            rows.append(
-                Row(
-                    f"{last.method}, {BACKGROUND_ORDER}th-order background fit",
-                    last.targets,
-                    budget,
-                    score(network(tuned, tuned_card, BACKGROUND_ORDER), test),
-                )
-            )
-            print(
-                f"{kind} {budget:g} min: {last.scores['psnr_db']:.2f} dB "
-                f"({rows[-1].scores['psnr_db']:.2f} dB with the background fit) after "
-                f"{record['steps']} steps ({meter.used_s:.0f} CPU-s in steps, {wall:.0f} s wall "
-                "with validation)",
-                flush=True,
-            )
-    base_info = {
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "standard_psnr_db": card.metrics.get("standard", {}).get("psnr_db", math.nan),
-    }
-    return rows, base_info
+        )
+        print(
+            f"{base} {kind} {budget:g} min: {last.scores['psnr_db']:.2f} dB "
+            f"({rows[-1].scores['psnr_db']:.2f} dB with the background fit) after "
+            f"{record['steps']} steps ({meter.used_s:.0f} CPU-s in steps, {wall:.0f} s wall "
+            "with validation)",
+            flush=True,
+        )
+    return rows
+
+
+def _before(rows: list[Row], base: str | None) -> float | None:
+    """PSNR of ``base`` before fine-tuning (``None`` for the reference rows)."""
+    if base is None:
+        return None
+    return next(r.scores["psnr_db"] for r in rows if r.base == base and r.minutes == 0.0)
 
 
 def render(
     rows: list[Row],
-    base: str,
-    base_info: dict[str, float],
+    infos: dict[str, dict[str, float]],
     command: str,
     *,
     n_train: int,
@@ -317,13 +357,16 @@ def render(
     threads: int,
     lr: float,
     batch_size: int,
+    loss: str,
     quick: bool,
     load: tuple[float, float],
 ) -> str:
     """Markdown section for ``docs/benchmarks.md``."""
     today = datetime.date.today().isoformat()
-    before = rows[0].scores["psnr_db"]
     classical_best = max(r.scores["psnr_db"] for r in rows if r.method.startswith("classical"))
+    bases = ", ".join(
+        f"`{b}` ({info['parameters'] / 1e6:.2f} M parameters)" for b, info in infos.items()
+    )
     lines = [
         "## Fine-tuning to a second microscope (`benchmarks/finetune.py`)",
         "",
@@ -336,11 +379,10 @@ def render(
         f"({', '.join(f'{k} {v:g}' for k, v in ABERRATIONS_RAD.items())} rad, spherical "
         "never seen in training) with a tilt (+-1 rad) and focus (+-0.5 rad) jitter per field. "
         f"{n_train} annotated {size}^2 holograms to fine-tune on (20% held out to pick the best "
-        f"weights), {n_test} other fields to score. Base: `{base}` "
-        f"({base_info['parameters'] / 1e6:.2f} M parameters). Fine-tuning: AdamW, lr {lr:g}, "
-        f"batch {batch_size} whole fields with flips / 90-degree rotations, cosine schedule over "
-        "the run; each budget is a separate run from the base model. "
-        + "Budget: wall time of the training steps (the Fine-tune widget's time limit; "
+        f"weights), {n_test} other fields to score. Bases: {bases}. Fine-tuning: AdamW, lr "
+        f"{lr:g}, {loss.upper()} loss, batch {batch_size} whole fields with flips / 90-degree "
+        "rotations, cosine schedule over the run; each budget is a separate run from the base "
+        "model. " + "Budget: wall time of the training steps (the Fine-tune widget's time limit; "
         "validation not counted); CPU-s is the process's CPU time in those steps (all threads). "
         f"Load average of the machine: {load[0]:.1f} at the start, {load[1]:.1f} at the end "
         f"(other jobs share these {os.cpu_count()} cores when it is above about {threads}). "
@@ -354,6 +396,8 @@ def render(
     ]
     for row in rows:
         s = row.scores
+        before = _before(rows, row.base)
+        delta = "-" if before is None else f"{s['psnr_db'] - before:+.2f}"
         lines.append(
             f"| {row.method} | {row.targets} | "
             f"{'-' if not row.minutes else f'{row.minutes:g}'} | "
@@ -361,21 +405,26 @@ def render(
             f"{'-' if row.cpu_seconds is None else f'{row.cpu_seconds:.0f}'} | "
             f"{'-' if row.steps is None else row.steps} | "
             f"{'-' if row.images is None else row.images} | {s['psnr_db']:.2f} | "
-            f"{s['psnr_db'] - before:+.2f} | {s['ssim']:.3f} | {s['rmse_rad']:.3f} | "
-            f"{int(s['failed'])} |"
+            f"{delta} | {s['ssim']:.3f} | {s['rmse_rad']:.3f} | {int(s['failed'])} |"
         )
-    tuned = [r for r in rows if r.targets == "true phase" and "background" not in r.method]
-    if tuned:
+    lines.append("")
+    for base in infos:
+        tuned = [
+            r
+            for r in rows
+            if r.base == base and r.targets == "true phase" and "background" not in r.method
+        ]
+        if not tuned:
+            continue
         last = max(tuned, key=lambda r: r.minutes or 0)
-        gain = last.scores["psnr_db"] - before
+        gain = last.scores["psnr_db"] - _before(rows, base)
         margin = last.scores["psnr_db"] - classical_best
-        lines += [
-            "",
-            f"After {last.minutes:g} minutes on true-phase annotations the model gains "
+        sentence = (
+            f"`{base}`: after {last.minutes:g} minutes on true-phase annotations it gains "
             f"{gain:+.1f} dB over the base model (goal: +6 dB: "
             f"{'met' if gain >= 6 else 'not met'}) and is {margin:+.1f} dB from the better "
-            f"classical variant (goal: >= 0: {'met' if margin >= 0 else 'not met'}).",
-        ]
+            f"classical variant (goal: >= 0: {'met' if margin >= 0 else 'not met'})."
+        )
         fitted = [
             r
             for r in rows
@@ -383,19 +432,26 @@ def render(
             and r.targets == last.targets
         ]
         if fitted:
-            lines[-1] += (
+            sentence += (
                 f" With the {BACKGROUND_ORDER}th-order background fit on its output it reaches "
                 f"{fitted[0].scores['psnr_db']:.1f} dB "
                 f"({fitted[0].scores['psnr_db'] - classical_best:+.1f} dB from that variant)."
             )
-    return "\n".join(lines)
+        lines += [sentence, ""]
+    return "\n".join(lines).rstrip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="prnet-searched", help="registered hologram model")
+    parser.add_argument(
+        "--base",
+        nargs="+",
+        default=["prnet-searched", "unet"],
+        help="registered hologram models to fine-tune (default: the searched model and the "
+        "U-Net baseline)",
+    )
     parser.add_argument("--minutes", type=float, nargs="+", help="budgets (default 1 2 5)")
     parser.add_argument(
         "--targets",
@@ -423,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads_before = torch.get_num_threads()
     load_start = os.getloadavg()[0]
     try:
-        rows, base_info = run(
+        rows, infos = run(
             args.base,
             minutes,
             args.targets,
@@ -441,8 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/finetune.py", *argv])
     section = render(
         rows,
-        args.base,
-        base_info,
+        infos,
         command,
         n_train=n_train,
         n_test=n_test,
@@ -450,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         lr=args.lr,
         batch_size=args.batch_size,
+        loss=args.loss,
         quick=args.quick,
         load=load,
     )

@@ -594,4 +594,5 @@ def test_benchmark_script_quick_run(base_model, capsys, monkeypatch):
     spec.loader.exec_module(module)
     assert module.main(["--base", base_model, "--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| fine-tuned 0.05 min | true phase |" in out and "quick smoke run" in out
+    assert f"| {base_model} fine-tuned 0.05 min | true phase |" in out and "quick smoke run" in out
+    assert f"`{base_model}`: after 0.05 minutes on true-phase annotations" in out

@@ -146,7 +146,8 @@ class PRNetConfig:
         Kernel side of each connection's convolution (1 or 3; G is always 1x1). With 1 a
         shallow tap can only pass its features on as they are: at stride 2 or 4 they still carry
         the fringes, and turning fringes into phase needs a neighbourhood of about a fringe period.
-        With 3 each connection can demodulate at its own resolution.
+        With 3 each connection sees a 3x3 neighbourhood at its own resolution (a search then keeps
+        shallow taps, but the retrained net was no better: docs/searched_models.md).
     """
 
     width: float = 1.0

@@ -98,7 +98,8 @@ class DistillConfig:
     student_mask_levels
         Quantise the student's mask to this many levels instead (``None``: as ``mask_levels``):
         a teacher with free phases, lower-constrained, teaching a student whose plate must be
-        fabricated with a few etch depths (the setting of the distillation paper).
+        fabricated with a few etch depths (the setting the distillation paper motivates; measured
+        in docs/cdp.md).
     photons_per_pixel, read_noise_photons
         Noise of the simulated measurements (``None``: noiseless), the same for every system.
     teacher_channels, student_channels, depth

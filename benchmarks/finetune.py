@@ -1,4 +1,4 @@
-"""Fine-tuning the shipped searched model to a second microscope, on 2 CPU cores.
+"""Fine-tuning the shipped hologram models to a second microscope, on 2 CPU cores.
 
     python benchmarks/finetune.py                       # bases prnet-searched, unet; prints only
     python benchmarks/finetune.py --write               # ... and updates docs/benchmarks.md
@@ -221,7 +221,7 @@ def run(
     loss: str = "l1",
     threads: int,
 ) -> tuple[list[Row], dict[str, dict[str, float]]]:
-    """Fine-tune each base and score; returns the table rows and each base's size."""
+    """Fine-tune each base and score; returns the table rows and, per base, its size and score."""
     torch.set_num_threads(threads)
     train = microscope_set(n_train, size, TRAIN_SEED)
     test = microscope_set(n_test, size, TEST_SEED)
@@ -236,11 +236,14 @@ def run(
     infos = {}
     for base in bases:
         module, card = load_model(base, device="cpu", cached=False)
-        infos[base] = {"parameters": sum(p.numel() for p in module.parameters())}
         rows.append(
             Row(f"{base} (before fine-tuning)", "-", 0.0, score(network(module, card), test), base)
         )
-        print(f"{base} before: {rows[-1].scores['psnr_db']:.2f} dB", flush=True)
+        infos[base] = {
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "psnr_before_db": rows[-1].scores["psnr_db"],
+        }
+        print(f"{base} before: {infos[base]['psnr_before_db']:.2f} dB", flush=True)
         flattened = score(network(module, card, BACKGROUND_ORDER), test)
         rows.append(
             Row(
@@ -339,13 +342,6 @@ def finetune_rows(
     return rows
 
 
-def _before(rows: list[Row], base: str | None) -> float | None:
-    """PSNR of ``base`` before fine-tuning (``None`` for the reference rows)."""
-    if base is None:
-        return None
-    return next(r.scores["psnr_db"] for r in rows if r.base == base and r.minutes == 0.0)
-
-
 def render(
     rows: list[Row],
     infos: dict[str, dict[str, float]],
@@ -382,11 +378,11 @@ def render(
         f"weights), {n_test} other fields to score. Bases: {bases}. Fine-tuning: AdamW, lr "
         f"{lr:g}, {loss.upper()} loss, batch {batch_size} whole fields with flips / 90-degree "
         "rotations, cosine schedule over the run; each budget is a separate run from the base "
-        "model. " + "Budget: wall time of the training steps (the Fine-tune widget's time limit; "
+        "model. Budget: wall time of the training steps (the Fine-tune widget's time limit; "
         "validation not counted); CPU-s is the process's CPU time in those steps (all threads). "
         f"Load average of the machine: {load[0]:.1f} at the start, {load[1]:.1f} at the end "
         f"(other jobs share these {os.cpu_count()} cores when it is above about {threads}). "
-        + "Scores: median background offset removed, PSNR data range = truth max - min per "
+        "Scores: median background offset removed, PSNR data range = truth max - min per "
         "image; networks on the whole field, as they are and with the tuned classical method's "
         f"{BACKGROUND_ORDER}th-order background fit on their output (rows so marked).",
         "",
@@ -396,7 +392,7 @@ def render(
     ]
     for row in rows:
         s = row.scores
-        before = _before(rows, row.base)
+        before = None if row.base is None else infos[row.base]["psnr_before_db"]
         delta = "-" if before is None else f"{s['psnr_db'] - before:+.2f}"
         lines.append(
             f"| {row.method} | {row.targets} | "
@@ -417,7 +413,7 @@ def render(
         if not tuned:
             continue
         last = max(tuned, key=lambda r: r.minutes or 0)
-        gain = last.scores["psnr_db"] - _before(rows, base)
+        gain = last.scores["psnr_db"] - infos[base]["psnr_before_db"]
         margin = last.scores["psnr_db"] - classical_best
         sentence = (
             f"`{base}`: after {last.minutes:g} minutes on true-phase annotations it gains "

@@ -156,6 +156,31 @@ def test_pruning_hand_set_gates_drops_weak_connections_and_dangling_stages() -> 
         prune({"D0": {"E0": 0.0}})
 
 
+def test_prune_keeps_the_strongest_inputs_of_each_stage_when_asked() -> None:
+    # A search that ended before its gates reached 0 or 1: the threshold keeps them all.
+    undecided = {
+        "D0": {"E0": 0.04, "E3": 0.44, "D1": 0.92, "D2": 0.66, "G": 0.36},
+        "D1": {"E3": 0.28, "D2": 0.87, "D3": 0.41},
+        "D2": {"E2": 0.54, "E5": 0.53, "D3": 0.50},
+        "D3": {"E3": 1.0, "E4": 0.38, "E5": 1.0},
+    }
+    assert sum(map(len, prune(undecided).values())) == 14
+    assert prune(undecided, max_inputs=2) == {
+        "D0": ["D1", "D2"],
+        "D1": ["D2", "D3"],
+        "D2": ["E2", "E5"],
+        "D3": ["E3", "E5"],
+    }
+    # Both rules apply, and nothing reads D3 any more.
+    assert prune(undecided, threshold=0.5, max_inputs=1) == {
+        "D0": ["D1"],
+        "D1": ["D2"],
+        "D2": ["E2"],
+    }
+    with pytest.raises(ModelError, match="max_inputs must be at least 1"):
+        prune(undecided, max_inputs=0)
+
+
 def test_pruned_prnet_is_smaller_and_runs() -> None:
     supernet = small_prnet()
     searched = small_prnet(connectivity={"D0": ["E0", "D2"], "D2": ["E2", "G"]})

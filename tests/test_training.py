@@ -383,12 +383,18 @@ def test_search_and_train_commands(tmp_path):
             "64",
             "--steps",
             "2",
+            "--max-inputs",
+            "2",
             *tiny,
         ]
     )
     assert search_main(args) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["family"] == "searched" and "--search-steps 4 " in card["training"]["command"]
+    assert "--max-inputs 2" in card["training"]["command"]
+    assert all(
+        len(inputs) <= 2 for inputs in card["architecture"]["config"]["connectivity"].values()
+    )
     assert "--decoder-channels 8 " in card["training"]["command"]
     assert not (tmp_path / "searched.work").exists()
 

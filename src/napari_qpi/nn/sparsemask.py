@@ -127,7 +127,9 @@ def gate_table(model: nn.Module) -> dict[str, dict[str, float]]:
 
 
 def prune(
-    source: nn.Module | GateTable, threshold: float = PRUNE_THRESHOLD
+    source: nn.Module | GateTable,
+    threshold: float = PRUNE_THRESHOLD,
+    max_inputs: int | None = None,
 ) -> dict[str, list[str]]:
     """Connectivity kept by the gates of a searched model.
 
@@ -138,6 +140,10 @@ def prune(
         :func:`gate_table`.
     threshold
         Connections with p < threshold are dropped.
+    max_inputs
+        Keep at most this many inputs per stage, those of highest p (ties: the earlier input).
+        SparseMask's loss asks each stage for about two inputs, but a search that ends before its
+        gates reach 0 or 1 leaves many between, and the threshold alone keeps them all.
 
     Returns
     -------
@@ -147,10 +153,15 @@ def prune(
     table = gate_table(source) if isinstance(source, nn.Module) else source
     if not table:
         raise ModelError("nothing to prune: the model has no gates")
-    kept = {
-        stage: [name for name, p in probs.items() if p >= threshold]
-        for stage, probs in table.items()
-    }
+    if max_inputs is not None and max_inputs < 1:
+        raise ModelError(f"max_inputs must be at least 1, got {max_inputs}")
+    kept = {}
+    for stage, probs in table.items():
+        names = [name for name, p in probs.items() if p >= threshold]
+        if max_inputs is not None and len(names) > max_inputs:
+            strongest = set(sorted(names, key=lambda name: -probs[name])[:max_inputs])
+            names = [name for name in names if name in strongest]
+        kept[stage] = names
     connectivity = drop_dangling(kept)
     if not connectivity:
         raise ModelError(

@@ -129,6 +129,10 @@ class SearchSettings(TrainSettings):
         settle within a short CPU search.
     threshold
         Connections with keep probability below this are pruned.
+    max_inputs
+        Keep at most this many inputs per decoder stage, the strongest
+        (:func:`~napari_qpi.nn.sparsemask.prune`); ``None`` keeps every input above the
+        threshold.
     gate_warmup_steps
         Steps during which the gates stay at their initial value (keep probability 1/2) and
         only the network weights train. Under Adam a gate moves by about ``gate_lr`` per step
@@ -141,6 +145,7 @@ class SearchSettings(TrainSettings):
     sparsity_weight: float = 0.01
     gate_lr: float = 1e-2
     threshold: float = PRUNE_THRESHOLD
+    max_inputs: int | None = None
     gate_warmup_steps: int = 0
 
 
@@ -350,7 +355,7 @@ def search(
         resume=resume,
     )
     table = gate_table(model)
-    connectivity = prune(table, settings.threshold)
+    connectivity = prune(table, settings.threshold, settings.max_inputs)
     record |= {
         "kind": "search",
         "network": {"family": "prnet", "config": model.config.to_dict()},
@@ -662,6 +667,12 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         default=search_defaults.threshold,
         help="prune connections with keep probability below this",
     )
+    flags.add(
+        "--max-inputs",
+        type=int,
+        help="keep at most this many inputs per decoder stage, those with the highest keep "
+        "probability (default: every input above --threshold)",
+    )
     flags.add("--supernet-out", help="also save the searched gated supernet here")
 
 
@@ -796,6 +807,7 @@ def search_main(args: argparse.Namespace) -> int:
         sparsity_weight=args.sparsity_weight,
         gate_lr=args.gate_lr,
         threshold=args.threshold,
+        max_inputs=args.max_inputs,
         gate_warmup_steps=args.gate_warmup_steps,
     )
     work = _work(args)

@@ -177,6 +177,7 @@ def test_prune_keeps_the_strongest_inputs_of_each_stage_when_asked() -> None:
         "D1": ["D2"],
         "D2": ["E2"],
     }
+    assert prune({"D0": {"E0": 0.5, "E1": 0.5, "G": 0.5}}, max_inputs=2) == {"D0": ["E0", "E1"]}
     with pytest.raises(ModelError, match="max_inputs must be at least 1"):
         prune(undecided, max_inputs=0)
 

@@ -84,6 +84,48 @@ def test_fit_reduces_loss_and_reports():
     assert result.history[-1]["lr"] < result.history[5]["lr"]
 
 
+def test_a_constant_parameter_group_keeps_its_rate_while_the_others_anneal():
+    model = _tiny_net()
+    first, *rest = list(model.parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": rest}, {"params": [first], "lr": 5e-3, "schedule": "constant"}], lr=1e-2
+    )
+    rates = []
+    fit(
+        model,
+        _loss,
+        _source,
+        steps=20,
+        optimizer=optimizer,
+        callbacks=[lambda *_: rates.append([g["lr"] for g in optimizer.param_groups])],
+    )
+    annealed, constant = zip(*rates, strict=True)
+    assert annealed[-1] < 0.1 * max(annealed)
+    assert set(constant) == {5e-3}
+
+
+def test_a_constant_gate_schedule_lets_gates_released_late_move_further():
+    from napari_qpi.nn.sparsemask import gate_parameters
+    from napari_qpi.training.search import SearchSettings, search
+
+    def gate_travel(schedule: str) -> float:
+        settings = SearchSettings(
+            network=TINY_NETWORK,
+            size=64,
+            batch_size=2,
+            steps=12,
+            val_images=0,
+            eval_images=0,
+            gate_warmup_steps=6,
+            gate_schedule=schedule,
+        )
+        gates = torch.cat([p.detach().flatten() for p in gate_parameters(search(settings).model)])
+        return float((gates - 1).abs().mean())
+
+    # after step 6 of 12 the cosine factor is below 1/2 and falling; constant keeps gate_lr
+    assert gate_travel("constant") > 1.5 * gate_travel("cosine")
+
+
 def test_should_stop_cancels_within_one_step():
     flag = StopFlag()
     steps = []

@@ -228,7 +228,8 @@ def fit(
         Total optimiser steps, including any done before a resume.
     optimizer
         Defaults to :func:`default_optimizer` with ``lr`` and ``weight_decay``. The learning rate
-        of every parameter group is its initial value times :func:`learning_rate_factor`.
+        of every parameter group is its initial value times :func:`learning_rate_factor`, except
+        in a group with ``"schedule": "constant"``, which keeps its initial rate throughout.
     schedule, warmup, min_lr_factor
         Cosine decay to ``min_lr_factor`` times the base rate (or constant) after a linear
         warm-up over the ``warmup`` fraction of the run.
@@ -305,7 +306,8 @@ def fit(
             progress = max(progress, elapsed / time_budget_s)
         factor = learning_rate_factor(progress, schedule, warmup, min_lr_factor)
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+            constant = group.get("schedule") == "constant"
+            group["lr"] = group["initial_lr"] * (1.0 if constant else factor)
         try:
             batch = next(batches)
         except StopIteration:

@@ -39,7 +39,7 @@ from ..models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, validate_name
 from ..nn import build_network, clamp_gates_, count_parameters, gate_table, prune, sparsity_loss
 from ..nn.sparsemask import PRUNE_THRESHOLD, gate_parameters
 from .data import NORMALISATION, held_out_set, split_config, synthetic_batches
-from .loop import FitResult, ProgressBar, fit
+from .loop import FitResult, ProgressBar, Schedule, fit
 from .losses import Reduction, phase_loss
 from .metrics import evaluate, network_predictor
 
@@ -138,6 +138,10 @@ class SearchSettings(TrainSettings):
         only the network weights train. Under Adam a gate moves by about ``gate_lr`` per step
         whatever its gradient, so without a warm-up the gates settle in a few hundred steps,
         before the decoder has learned what a shallow connection could give it.
+    gate_schedule
+        ``"cosine"``: the gates' learning rate anneals with the weights'; ``"constant"``: it stays
+        at ``gate_lr``, so gates released late by a warm-up still have the rate to reach 0 or 1
+        before the search ends.
     """
 
     size: int = 128
@@ -147,6 +151,7 @@ class SearchSettings(TrainSettings):
     threshold: float = PRUNE_THRESHOLD
     max_inputs: int | None = None
     gate_warmup_steps: int = 0
+    gate_schedule: Schedule = "cosine"
 
 
 class GateWarmup:
@@ -219,7 +224,15 @@ def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
     ]
     if groups["gates"]:
         gate_lr = getattr(settings, "gate_lr", settings.lr)
-        param_groups.append({"params": groups["gates"], "weight_decay": 0.0, "lr": gate_lr})
+        gate_schedule = getattr(settings, "gate_schedule", "cosine")
+        param_groups.append(
+            {
+                "params": groups["gates"],
+                "weight_decay": 0.0,
+                "lr": gate_lr,
+                "schedule": gate_schedule,
+            }
+        )
     return torch.optim.AdamW(param_groups, lr=settings.lr)
 
 
@@ -662,6 +675,13 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         help="search steps that train the supernet's weights with the gates held at 1/2",
     )
     flags.add(
+        "--gate-schedule",
+        choices=["cosine", "constant"],
+        default=search_defaults.gate_schedule,
+        help="cosine: the gates' learning rate anneals with the weights'; constant: it stays at "
+        "--gate-lr (lets gates released by a warm-up still reach 0 or 1)",
+    )
+    flags.add(
         "--threshold",
         type=float,
         default=search_defaults.threshold,
@@ -809,6 +829,7 @@ def search_main(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         max_inputs=args.max_inputs,
         gate_warmup_steps=args.gate_warmup_steps,
+        gate_schedule=args.gate_schedule,
     )
     work = _work(args)
     found = search(

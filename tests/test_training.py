@@ -427,6 +427,8 @@ def test_search_and_train_commands(tmp_path):
             "2",
             "--max-inputs",
             "2",
+            "--gate-schedule",
+            "constant",
             *tiny,
         ]
     )
@@ -434,6 +436,8 @@ def test_search_and_train_commands(tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["family"] == "searched" and "--search-steps 4 " in card["training"]["command"]
     assert "--max-inputs 2" in card["training"]["command"]
+    assert "--gate-schedule constant" in card["training"]["command"]
+    assert card["training"]["search"]["settings"]["gate_schedule"] == "constant"
     assert all(
         len(inputs) <= 2 for inputs in card["architecture"]["config"]["connectivity"].values()
     )

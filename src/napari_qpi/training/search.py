@@ -140,8 +140,9 @@ class SearchSettings(TrainSettings):
         before the decoder has learned what a shallow connection could give it.
     gate_schedule
         ``"cosine"``: the gates' learning rate anneals with the weights'; ``"constant"``: it stays
-        at ``gate_lr``, so gates released late by a warm-up still have the rate to reach 0 or 1
-        before the search ends.
+        at ``gate_lr``, so gates released late by a warm-up keep the rate to move. (Measured: many
+        then settle between 0 and 1 where phase and sparsity losses balance; ``max_inputs`` is
+        what makes such a table sparse, docs/searched_models.md.)
     """
 
     size: int = 128
@@ -679,7 +680,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["cosine", "constant"],
         default=search_defaults.gate_schedule,
         help="cosine: the gates' learning rate anneals with the weights'; constant: it stays at "
-        "--gate-lr (lets gates released by a warm-up still reach 0 or 1)",
+        "--gate-lr, so gates released late by --gate-warmup-steps keep the rate to move",
     )
     flags.add(
         "--threshold",

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .batch import (
+from .. import __version__
+from ..batch import (
     CONNECT_TIMEOUT_S,
     LABELS_SUFFIX,
     PHASE_SUFFIX,
@@ -35,11 +35,11 @@ from .batch import (
     measure_batch,
     reconstruct_batch,
 )
-from .errors import QPIError
-from .io.tables import read_table_csv
-from .morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable, SegmentationSettings
-from .reconstruct import available_methods
-from .retrieval import OffAxisSettings
+from ..errors import QPIError
+from ..io.tables import read_table_csv
+from ..morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable, SegmentationSettings
+from ..reconstruct import available_methods
+from ..retrieval import OffAxisSettings
 
 __all__ = [
     "LABELS_SUFFIX",
@@ -110,7 +110,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if not inputs:
         print("napari-qpi: no input files found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
-    from .io import is_cdp_stack
+    from ..io import is_cdp_stack
 
     stacks = [path for path in inputs if is_cdp_stack(path)]
     if stacks:
@@ -144,7 +144,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct_cdp(args: argparse.Namespace, stacks: Sequence[Path]) -> int:
     """Coded diffraction pattern stacks (``.npz``): phase from the patterns and their masks."""
-    from .reconstruct import available_cdp_methods, reconstruct_cdp_file
+    from ..reconstruct import available_cdp_methods, reconstruct_cdp_file
 
     method = "classical" if args.method == "classical" else args.method
     if method != "classical" and method not in available_cdp_methods():
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
+    from ..models import list_models
 
     print(f"{'name':<24} {'family':<10} {'modality':<9} {'source':<8} held-out (standard)")
     for card in list_models():
@@ -410,7 +410,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export_mask(args: argparse.Namespace) -> int:
-    from .training.distill import export_model_masks
+    from ..training.distill import export_model_masks
 
     path, masks = export_model_masks(args.name, args.path, overwrite=args.overwrite)
     print(
@@ -422,7 +422,7 @@ def cmd_export_mask(args: argparse.Namespace) -> int:
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     """Sub-commands that train networks; torch is imported only when one of them runs."""
-    from .training.search import (
+    from ..training.search import (
         add_search_arguments,
         add_train_arguments,
         search_main,
@@ -438,7 +438,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     add_train_arguments(train)
     train.set_defaults(func=train_main)
 
-    from .training.distill import add_distill_arguments, distill_main
+    from ..training.distill import add_distill_arguments, distill_main
 
     distill = commands.add_parser(
         "distill", help="train a CDP teacher (K masks), then a 1-mask student by distillation"
@@ -446,7 +446,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     add_distill_arguments(distill)
     distill.set_defaults(func=distill_main)
 
-    from .training.finetune import add_finetune_arguments, finetune_main
+    from ..training.finetune import add_finetune_arguments, finetune_main
 
     finetune = commands.add_parser(
         "finetune", help="adapt a model to your microscope from holograms and target phase images"

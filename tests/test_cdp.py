@@ -13,6 +13,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_qpi.cli.distill import add_distill_arguments, config_from_args, distill_main
 from napari_qpi.errors import InputError, ModelError
 from napari_qpi.models.card import ModelCard
 from napari_qpi.nn.cdpnet import CDPNet, CDPNetConfig, LearnedMasks, build, complex_mse
@@ -40,9 +41,6 @@ from napari_qpi.retrieval.cdp_solvers import (
 from napari_qpi.training.distill import (
     DistillationStudent,
     DistillConfig,
-    add_distill_arguments,
-    config_from_args,
-    distill_main,
     distillation_loss,
     evaluate_model,
     held_out_objects,

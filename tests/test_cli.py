@@ -108,3 +108,51 @@ def test_reconstruct_with_measure_then_measure_command(data_dir, tmp_path, capsy
     )
     first = (out / "cells_0_cells.csv").read_text()
     assert (again / "cells_0_cells.csv").read_text() == first
+
+
+HEAVY_MODULES = ("torch", "napari", "qtpy", "PyQt5", "PySide2", "PySide6", "distributed")
+
+
+def _modules_loaded_by(*argvs: list[str]) -> tuple[list[str], str]:
+    """Run ``main`` on each argv in a fresh interpreter; the heavy modules it loaded, its output."""
+    script = (
+        "import sys\n"
+        "from napari_qpi.cli import main\n"
+        f"for argv in {[list(a) for a in argvs]!r}:\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print('LOADED', *sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    loaded = result.stdout.strip().splitlines()[-1].split()[1:]
+    return loaded, result.stdout
+
+
+def test_help_and_classical_reconstruction_load_no_torch_napari_qt_or_distributed(
+    data_dir, tmp_path
+):
+    out = tmp_path / "o"
+    loaded, output = _modules_loaded_by(
+        ["--help"],
+        ["reconstruct", "--help"],
+        ["reconstruct", str(data_dir / "cells_1.tif"), "--out", str(out), "--quiet"],
+    )
+    assert loaded == [], output
+    assert "search" in output and "--carrier" in output  # both helps were printed
+    assert (out / "cells_1_phase.ome.tif").exists()
+
+
+def test_a_training_command_loads_its_flags_only_when_it_runs(capsys):
+    from napari_qpi.cli import TRAINING_COMMANDS, build_parser
+
+    loaded, output = _modules_loaded_by(["search", "--help"])
+    assert "torch" in loaded and "--search-steps" in output
+    full = build_parser()  # every command's flags, for documentation and tests
+    for name in TRAINING_COMMANDS:
+        with pytest.raises(SystemExit):
+            full.parse_args([name, "--help"])
+        assert "--out" in capsys.readouterr().out

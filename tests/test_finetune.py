@@ -16,6 +16,7 @@ import torch
 
 from napari_qpi._napari.finetune_widget import FinetuneWidget, warm_up
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
+from napari_qpi.cli.finetune import add_finetune_arguments, finetune_main
 from napari_qpi.errors import InputError, ModelError, QPIError
 from napari_qpi.io import write_image
 from napari_qpi.models import (
@@ -33,10 +34,8 @@ from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
 from napari_qpi.training.data import NORMALISATION
 from napari_qpi.training.finetune import (
     FinetuneSettings,
-    add_finetune_arguments,
     check_new_name,
     finetune,
-    finetune_main,
     plan_finetune,
     resumable,
     save_finetuned,
@@ -360,7 +359,7 @@ def test_cli_finetunes_on_files_with_classical_targets(base_model, tmp_path, cap
 def test_cli_ctrl_c_stops_saves_and_the_same_command_resumes(
     base_model, tmp_path, capsys, monkeypatch
 ):
-    import napari_qpi.training.finetune as module
+    import napari_qpi.cli.finetune as module
 
     holograms, phases = _data(2)
     np.save(tmp_path / "h.npy", holograms)

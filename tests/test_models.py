@@ -565,3 +565,55 @@ def test_modality_mismatch_is_refused() -> None:
         retrieve_deep(np.ones((64, 64)), model=(module, multi))
     with pytest.raises(InputError, match="model must be"):
         retrieve_deep(fringes(), model=module)  # type: ignore[arg-type]
+
+
+def _commands(node: object) -> list[str]:
+    """Every ``"command"`` string anywhere in a card's JSON."""
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k == "command" and isinstance(v, str)]
+        return found + [c for v in node.values() for c in _commands(v)]
+    if isinstance(node, list):
+        return [c for v in node for c in _commands(v)]
+    return []
+
+
+def test_shipped_cards_record_no_absolute_paths() -> None:
+    import re
+    import shlex
+
+    import napari_qpi.models as models
+
+    cards = sorted((Path(models.__file__).parent / "shipped").glob("*/card.json"))
+    assert cards
+    for path in cards:
+        commands = _commands(json.loads(path.read_text()))
+        assert commands, path
+        for command in commands:
+            words = shlex.split(command.split("  #")[0])
+            assert not [w for w in words if re.match(r"^(/|[A-Za-z]:\\)", w)], (path, command)
+
+
+def test_command_record_writes_paths_that_travel(tmp_path, monkeypatch) -> None:
+    import argparse
+
+    from napari_qpi.cli._record import Flags, command_line
+
+    parser = argparse.ArgumentParser()
+    flags = Flags(parser, "train")
+    flags.add("--out", path="output")
+    flags.add("--connectivity", path="input")
+    flags.add("--work", record=False)
+    flags.add("--overwrite", action="store_true")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    elsewhere = tmp_path / "elsewhere"
+    args = parser.parse_args(
+        ["--out", str(elsewhere / "unet"), "--connectivity", str(here / "c.json")]
+    )
+    args.work = str(elsewhere / "w")
+    assert command_line(args) == "napari-qpi train --out unet --connectivity c.json"
+    args = parser.parse_args(["--out", "results/unet", "--connectivity", str(elsewhere / "c.json")])
+    assert command_line(args) == (
+        f"napari-qpi train --out results/unet --connectivity {elsewhere / 'c.json'}"
+    )

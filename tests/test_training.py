@@ -378,7 +378,7 @@ def test_model_folder_has_fp16_weights_and_matching_card(tmp_path):
 def test_search_and_train_commands(tmp_path):
     import argparse
 
-    from napari_qpi.training.search import (
+    from napari_qpi.cli.training import (
         add_search_arguments,
         add_train_arguments,
         search_main,
@@ -468,7 +468,7 @@ def test_search_and_train_commands(tmp_path):
 
 
 def test_a_time_budget_alone_is_not_capped_by_the_default_steps():
-    from napari_qpi.training.search import UNLIMITED_STEPS, _steps
+    from napari_qpi.cli.training import UNLIMITED_STEPS, _steps
 
     assert _steps(None, None, 1000) == 1000
     assert _steps(None, 30.0, 1000) == UNLIMITED_STEPS
@@ -479,10 +479,11 @@ def test_train_init_continues_a_registered_model(tmp_path):
     import argparse
     import shutil
 
+    from napari_qpi.cli.training import add_train_arguments, train_main
     from napari_qpi.errors import ModelError
     from napari_qpi.models.registry import clear_cache, load_model, user_models_dir
     from napari_qpi.nn import build_network
-    from napari_qpi.training.search import _warm_start, add_train_arguments, train_main
+    from napari_qpi.training.search import _warm_start
 
     def run(out, *extra):
         parser = argparse.ArgumentParser()

@@ -35,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -375,15 +376,17 @@ def _open(path: Path) -> ImageData:
 
 def _read_plane(path: Path, index: tuple[int, ...]) -> tuple[np.ndarray, ImageData]:
     import dask
+    from dask.local import get_sync
 
     image = _open(path)
-    with dask.config.set(scheduler="synchronous"):
+    # the synchronous scheduler as a function: its name makes dask import distributed
+    with dask.config.set(scheduler=get_sync):
         return np.asarray(image.data[index]), image
 
 
 def _limit_torch_threads() -> None:
     """One torch thread per task inside a Dask worker (its threads already share the cores)."""
-    if _TORCH_LIMITED["done"]:
+    if _TORCH_LIMITED["done"] or "distributed" not in sys.modules:  # no worker without it
         return
     _TORCH_LIMITED["done"] = True
     try:

@@ -115,8 +115,10 @@ def _plane_index(index: int | tuple[int, ...], shape: tuple[int, ...]) -> tuple[
 
 def _read(array: Any, index: tuple[int, ...]) -> np.ndarray:
     import dask
+    from dask.local import get_sync
 
-    with dask.config.set(scheduler="synchronous"):
+    # the synchronous scheduler as a function: its name makes dask import distributed
+    with dask.config.set(scheduler=get_sync):
         return np.asarray(array[index])
 
 

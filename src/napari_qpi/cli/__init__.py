@@ -13,6 +13,7 @@ one line per file with the reason. Errors meant for people never show a tracebac
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -293,7 +294,8 @@ def _summary(report: BatchReport, out_dir: Path, elapsed: float) -> str:
     return "; ".join(parts)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The ``napari-qpi`` parser; of the training commands only ``selected``'s flags (all: None)."""
     parser = argparse.ArgumentParser(
         prog="napari-qpi", description="Quantitative phase imaging: holograms to phase, in batch."
     )
@@ -384,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_mask.set_defaults(func=cmd_export_mask)
 
-    _add_training_commands(commands)
+    _add_training_commands(commands, selected)
     return parser
 
 
@@ -420,44 +422,60 @@ def cmd_export_mask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_commands(commands: argparse._SubParsersAction) -> None:
-    """Sub-commands that train networks; torch is imported only when one of them runs."""
-    from ..training.search import (
-        add_search_arguments,
-        add_train_arguments,
-        search_main,
-        train_main,
-    )
+#: Sub-commands that train networks: name -> (module of :mod:`napari_qpi.cli`, help, the
+#: module's function that adds the flags, the one that runs the command).
+TRAINING_COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "search": (
+        "training",
+        "search a NAS-PRNet connectivity (SparseMask), then retrain it",
+        "add_search_arguments",
+        "search_main",
+    ),
+    "train": (
+        "training",
+        "train a network (U-Net baseline, supernet, ...)",
+        "add_train_arguments",
+        "train_main",
+    ),
+    "distill": (
+        "distill",
+        "train a CDP teacher (K masks), then a 1-mask student by distillation",
+        "add_distill_arguments",
+        "distill_main",
+    ),
+    "finetune": (
+        "finetune",
+        "adapt a model to your microscope from holograms and target phase images",
+        "add_finetune_arguments",
+        "finetune_main",
+    ),
+}
 
-    search = commands.add_parser(
-        "search", help="search a NAS-PRNet connectivity (SparseMask), then retrain it"
-    )
-    add_search_arguments(search)
-    search.set_defaults(func=search_main)
-    train = commands.add_parser("train", help="train a network (U-Net baseline, supernet, ...)")
-    add_train_arguments(train)
-    train.set_defaults(func=train_main)
 
-    from ..training.distill import add_distill_arguments, distill_main
+def _add_training_commands(commands: argparse._SubParsersAction, selected: str | None) -> None:
+    """Sub-commands that train networks.
 
-    distill = commands.add_parser(
-        "distill", help="train a CDP teacher (K masks), then a 1-mask student by distillation"
-    )
-    add_distill_arguments(distill)
-    distill.set_defaults(func=distill_main)
+    Their flags take their defaults from the training modules, which import torch; so only the
+    ``selected`` command's flags are added (all of them when ``selected`` is None): every other
+    command, and ``napari-qpi --help``, starts without torch.
+    """
+    for name, (module_name, help_text, add_arguments, run) in TRAINING_COMMANDS.items():
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        if selected is None or selected == name:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+            getattr(module, add_arguments)(parser)
+            parser.set_defaults(func=getattr(module, run))
 
-    from ..training.finetune import add_finetune_arguments, finetune_main
 
-    finetune = commands.add_parser(
-        "finetune", help="adapt a model to your microscope from holograms and target phase images"
-    )
-    add_finetune_arguments(finetune)
-    finetune.set_defaults(func=finetune_main)
+def _selected_command(argv: Sequence[str] | None) -> str:
+    """The sub-command named on the command line ('' if none): the first word not a flag."""
+    words = sys.argv[1:] if argv is None else argv
+    return next((word for word in words if not word.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-qpi`` command."""
-    parser = build_parser()
+    parser = build_parser(_selected_command(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -6,8 +6,8 @@
   user arrays;
 - :mod:`.losses`, :mod:`.metrics`: offset-free phase loss; PSNR, SSIM, RMSE and
   :func:`evaluate` for any retrieval method;
-- :mod:`.search`: the SparseMask search of NAS-PRNet, retraining, baselines, model folders and
-  the ``napari-qpi search`` / ``napari-qpi train`` commands.
+- :mod:`.search`: the SparseMask search of NAS-PRNet, retraining, baselines and model folders
+  (the ``napari-qpi search`` / ``train`` commands are :mod:`napari_qpi.cli.training`).
 """
 
 from .data import (
@@ -29,15 +29,11 @@ from .search import (
     SearchSettings,
     TrainOutcome,
     TrainSettings,
-    add_search_arguments,
-    add_train_arguments,
     model_card,
     retrain,
     save_model_folder,
     search,
-    search_main,
     train,
-    train_main,
 )
 
 __all__ = [
@@ -52,8 +48,6 @@ __all__ = [
     "SyntheticHolograms",
     "TrainOutcome",
     "TrainSettings",
-    "add_search_arguments",
-    "add_train_arguments",
     "evaluate",
     "fit",
     "held_out_set",
@@ -67,10 +61,8 @@ __all__ = [
     "retrain",
     "save_model_folder",
     "search",
-    "search_main",
     "synthetic_batch",
     "synthetic_batches",
     "synthetic_field",
     "train",
-    "train_main",
 ]

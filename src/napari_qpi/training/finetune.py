@@ -35,15 +35,12 @@ checkpoint), so a run stopped early or one that over-fits still yields its best 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import math
 import os
 import queue
-import shlex
-import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -58,7 +55,6 @@ from torch import Tensor, nn
 from ..errors import InputError, ModelError, QPIError
 from ..models.card import ModelCard, normalise, validate_name
 from ..models.registry import (
-    export_model,
     get_card,
     load_model,
     save_user_model,
@@ -67,7 +63,7 @@ from ..models.registry import (
 )
 from ..nn import count_parameters, pad_to_multiple
 from .data import pairs_from_arrays
-from .loop import FitResult, ProgressBar, StopFlag, fit
+from .loop import FitResult, StopFlag, fit
 from .losses import Reduction, offset_free_difference, phase_loss
 
 #: Largest side (px) of a validation image scored at once; larger ones are centre-cropped.
@@ -1388,96 +1384,6 @@ def iter_finetune(
     return box["outcome"]
 
 
-# Command line ----------------------------------------------------------------------------------
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``napari-qpi finetune``."""
-    defaults = FinetuneSettings(name="x")
-    parser.add_argument("--base", required=True, help="registered model to start from")
-    parser.add_argument(
-        "--inputs", nargs="+", required=True, help="hologram files (or CDP stacks), stacks allowed"
-    )
-    parser.add_argument(
-        "--targets",
-        nargs="+",
-        help="target phase files (radians), one per input, same shapes; or the word 'classical' "
-        "to make them with the classical method (holograms)",
-    )
-    parser.add_argument(
-        "--classical-order",
-        type=int,
-        default=2,
-        help="background order of --targets classical (raise it for strong aberrations)",
-    )
-    parser.add_argument(
-        "--ignore", nargs="+", help="mask files, nonzero = ignore: one for all inputs or one each"
-    )
-    parser.add_argument("--out", required=True, help="name of the new user model")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--crop", type=int, default=defaults.crop, help="crop side, px")
-    parser.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.augment,
-        help="random flips and 90-degree rotations",
-    )
-    parser.add_argument(
-        "--val-fraction",
-        type=float,
-        default=defaults.val_fraction,
-        help="fraction of the images held out to pick the best weights",
-    )
-    parser.add_argument("--loss", choices=("l1", "mse"), default=defaults.loss)
-    parser.add_argument(
-        "--self-supervised",
-        action="store_true",
-        help="CDP models: learn from the measurements alone (no --targets)",
-    )
-    parser.add_argument("--minutes", type=float, help="wall-time budget (default: no limit)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
-    parser.add_argument(
-        "--work", help="checkpoint file for resuming (default: in the user data folder)"
-    )
-    parser.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="continue a stopped run of the same model name",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a user model of the same name"
-    )
-    parser.add_argument("--export", help="also export the new model to this .zip file")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _read_inputs(
-    paths: Sequence[str], masks: list[np.ndarray] | None = None
-) -> tuple[list[np.ndarray], list[Any]]:
-    """Arrays and acquisition records of image files or CDP stacks (their masks go to
-    ``masks``)."""
-    from ..io import is_cdp_stack, read_cdp_stack, read_image
-
-    arrays, acquisitions = [], []
-    for path in paths:
-        if is_cdp_stack(path):
-            stack = read_cdp_stack(path)
-            arrays.append(np.asarray(stack.patterns))
-            acquisitions.append(stack.acquisition)
-            if masks is not None:
-                masks.append(np.asarray(stack.masks))
-        else:
-            image = read_image(path)
-            arrays.append(np.asarray(image.data))
-            acquisitions.append(image.acquisition)
-    return arrays, acquisitions
-
-
 def classical_targets(
     measurements: Sequence[np.ndarray],
     acquisitions: Sequence[Any] | None = None,
@@ -1502,135 +1408,12 @@ def classical_targets(
     return targets
 
 
-def _command(args: argparse.Namespace) -> str:
-    words = ["napari-qpi", "finetune", "--base", args.base, "--inputs", *args.inputs]
-    if args.targets:
-        words += ["--targets", *args.targets]
-    if args.targets == ["classical"]:
-        words += ["--classical-order", str(args.classical_order)]
-    if args.ignore:
-        words += ["--ignore", *args.ignore]
-    words += ["--out", args.out]
-    for flag in ("epochs", "lr", "batch_size", "crop", "val_fraction", "loss", "minutes", "seed"):
-        value = getattr(args, flag)
-        if value is not None:
-            words += ["--" + flag.replace("_", "-"), str(value)]
-    words += ["--augment" if args.augment else "--no-augment"]
-    if args.self_supervised:
-        words.append("--self-supervised")
-    return shlex.join(words)
-
-
-def finetune_main(args: argparse.Namespace) -> int:
-    """``napari-qpi finetune``: fine-tune a model on files and register it as a user model."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = FinetuneSettings(
-        name=args.out,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        augment=args.augment,
-        val_fraction=args.val_fraction,
-        loss=args.loss,
-        self_supervised=args.self_supervised,
-        minutes=args.minutes,
-        seed=args.seed,
-    )
-    checkpoint = Path(args.work) if args.work else default_checkpoint(args.out)
-    replace = args.overwrite or check_new_name(
-        args.out, checkpoint_path=checkpoint, resume=args.resume
-    )
-    stack_masks: list[np.ndarray] = []
-    measurements, acquisitions = _read_inputs(args.inputs, stack_masks)
-    modalities = {a.modality for a in acquisitions if a.modality in ("hologram", "cdp")}
-    if len(modalities) > 1:
-        raise InputError("the inputs mix holograms and CDP stacks; fine-tune on one kind")
-    targets: list[np.ndarray] | None = None
-    if args.targets == ["classical"]:
-        targets = classical_targets(
-            measurements, acquisitions, background_order=args.classical_order
-        )
-    elif args.targets:
-        targets = [arrays[0] for arrays in (_read_inputs([p])[0] for p in args.targets)]
-    ignore: Any = None
-    if args.ignore:
-        masks = [_read_inputs([p])[0][0] for p in args.ignore]
-        ignore = masks[0] if len(masks) == 1 else masks
-    plan = plan_finetune(
-        args.base,
-        measurements,
-        targets,
-        ignore,
-        settings=settings,
-        modality=modalities.pop() if modalities else None,
-        names=[Path(p).name for p in args.inputs],
-        target_names=[Path(p).name for p in args.targets or []],
-        device=args.device,
-        command=_command(args),
-        masks=stack_masks[0] if stack_masks else None,
-    )
-    print(
-        f"fine-tuning {plan.base.name!r} on {plan.summary['train']} image(s), validating on "
-        f"{plan.summary['validation']} ({plan.summary['validation_split']}); "
-        f"{plan.total_steps} steps of {settings.batch_size} x {plan.crop}^2"
-    )
-    stop = StopFlag()
-
-    def interrupt(signum: int, frame: Any) -> None:
-        if stop.should_stop():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nnapari-qpi finetune: stopping after this step (Ctrl-C again to abort)")
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, interrupt) if main_thread else None
-    try:
-        model, card = run_finetune(
-            plan,
-            callbacks=[
-                ProgressBar(f"finetune {args.out}", disable=args.quiet),
-                _PrintNotices(),
-                stop,
-            ],
-            checkpoint_path=checkpoint,
-            resume=args.resume,
-        )
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
-    folder = save_finetuned(model, card, checkpoint_path=checkpoint, overwrite=replace)
-    scores = card.metrics.get("finetune_validation", {})
-    shown = ", ".join(
-        f"{k} {scores[k]:.4g}" for k in ("val_loss", "psnr_db") if isinstance(scores.get(k), float)
-    )
-    status = card.training["status"]
-    print(
-        f"napari-qpi finetune: {status} after {card.training['steps']} of "
-        f"{card.training['total_steps']} steps"
-        + (f"; best validation (step {card.training['best_step']}): {shown}" if shown else "")
-        + f"; model {card.name!r} in {folder}/"
-    )
-    if status == "stopped":
-        print(f"resume with the same command (checkpoint {checkpoint})")
-    if args.export:
-        print(f"exported to {export_model(card.name, args.export, overwrite=args.overwrite)}")
-    return 0
-
-
-class _PrintNotices:
-    def on_notice(self, message: str) -> None:
-        print(f"napari-qpi finetune: {message}")
-
-
 __all__ = [
     "FinetuneEvent",
     "FinetuneOutcome",
     "FinetunePlan",
     "FinetuneSettings",
     "Pair",
-    "add_finetune_arguments",
     "check_new_name",
     "classical_targets",
     "clear_work_files",
@@ -1638,7 +1421,6 @@ __all__ = [
     "consistency_loss",
     "default_checkpoint",
     "finetune",
-    "finetune_main",
     "iter_finetune",
     "plan_finetune",
     "resumable",

@@ -35,6 +35,7 @@ from .fourier import (
     half_spectrum,
     subbin_offset,
 )
+from .refocus import FieldRefocus
 from .unwrap import unwrap_phase
 
 _TWO_PI = np.float32(2 * np.pi)
@@ -66,6 +67,11 @@ class OffAxisSettings:
         the wrapped phase in ``[-pi, pi)``.
     unwrap_method
         ``"auto"``, ``"ls"`` or ``"quality"``, see :func:`~napari_qpi.retrieval.unwrap_phase`.
+    refocus_um
+        Propagate the complex field this far (um, positive downstream, see
+        :mod:`~napari_qpi.retrieval.propagation`) before unwrapping; needs wavelength and pixel
+        size. ``None``: no refocus. Autofocus:
+        :func:`~napari_qpi.retrieval.refocus.hologram_autofocus`.
     """
 
     carrier: tuple[float, float] | None = None
@@ -76,6 +82,7 @@ class OffAxisSettings:
     resolution: Literal["full", "native"] = "full"
     unwrap: bool = True
     unwrap_method: Literal["auto", "ls", "quality"] = "auto"
+    refocus_um: float | None = None
 
     def __post_init__(self) -> None:
         if self.filter not in FILTERS:
@@ -97,6 +104,8 @@ class OffAxisSettings:
             raise InputError(
                 f"Unknown unwrap_method {self.unwrap_method!r}; use 'auto', 'ls' or 'quality'."
             )
+        if self.refocus_um is not None and not np.isfinite(self.refocus_um):
+            raise InputError(f"refocus_um must be a finite number of um, got {self.refocus_um!r}.")
         if self.numerical_aperture is not None and not self.numerical_aperture > 0:
             raise InputError(
                 f"numerical_aperture must be positive, got {self.numerical_aperture!r}."
@@ -251,6 +260,19 @@ def retrieve_offaxis(
     ref_spectrum = half_spectrum(ref) if ref is not None else None
     obj_n = field_of(img, spectrum, "native")
     ref_n = field_of(ref, ref_spectrum, "native") if ref is not None else None
+    refocus = None
+    if settings.refocus_um is not None:  # O / R refocused before unwrapping; sign resolved
+        refocus = FieldRefocus(
+            settings.refocus_um,
+            acq,
+            sideband,
+            shape,
+            q,
+            settings.filter,
+            sign_known=carrier is not None,
+        )
+        obj_n, ref_n = refocus.native(obj_n, ref_n)
+        info.update(refocus.record())
     wrapped_n = np.angle(obj_n * np.conj(ref_n) if ref_n is not None else obj_n)
     t_native = time.perf_counter()
 
@@ -258,6 +280,9 @@ def retrieve_offaxis(
         info["sign_from"] = "none"
         if settings.resolution == "native":
             phase = wrapped_n.astype(np.float32)
+        elif refocus is not None:
+            obj = refocus.full(img, ref, spectrum, ref_spectrum, keep_subbin=False)
+            phase = np.angle(obj).astype(np.float32)
         else:
             obj = field_of(img, spectrum, "full")
             if ref is not None:
@@ -307,15 +332,18 @@ def retrieve_offaxis(
             )
             total_n = total_n - ramp_n
             smooth_n = smooth_n - ramp_n
-        full = demodulate(
-            img,
-            sideband,
-            filter=settings.filter,
-            resolution="full",
-            spectrum=spectrum,
-            factor=q,
-            remove_subbin=False,
-        )
+        if refocus is not None:
+            full = refocus.full(img, ref, spectrum, ref_spectrum, keep_subbin=True)
+        else:
+            full = demodulate(
+                img,
+                sideband,
+                filter=settings.filter,
+                resolution="full",
+                spectrum=spectrum,
+                factor=q,
+                remove_subbin=False,
+            )
         wrapped = np.angle(full)
         del full
         estimate = _upsample(total_n, q, shape)

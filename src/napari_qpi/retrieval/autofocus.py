@@ -1,0 +1,325 @@
+"""Autofocus of a complex field: focus metrics and a coarse-to-fine search over z.
+
+For a phase object (cells are nearly transparent) the amplitude of the field is flattest in the
+plane of focus: out of focus, the phase structure turns into intensity contrast (the transport of
+intensity), with bright and dark rings growing with the defocus. The metrics here all measure that
+amplitude contrast and are **smallest at focus** (for an amplitude object they would be largest):
+
+``"tamura"``
+    Tamura coefficient of the amplitude, ``sqrt(std(|U|) / mean(|U|))`` (Memmolo et al., Opt.
+    Express 19, 23215 (2011)); scale-free.
+``"variance"``
+    Minimum amplitude variance ``var(|U|) / mean(|U|)^2`` (Dubois et al., Appl. Opt. 45, 864
+    (2006); Langehanenberg et al., Appl. Opt. 47, D176 (2008)), normalised so the illumination
+    level does not matter.
+``"gradient"``
+    Gradient energy (Tenengrad) of the amplitude, ``mean(|grad |U||^2) / mean(|U|)^2``. The
+    total gradient energy ``|grad U|^2 = |grad |U||^2 + |U|^2 |grad phi|^2`` is the same in every
+    plane (Parseval: propagation only changes spectral phases), so its minimum is where the phase
+    is sharpest.
+
+The search evaluates the metric on a coarse grid over the range, then repeatedly on a finer grid
+around the best point, until the step is below the tolerance; each evaluation costs one multiply
+and one inverse FFT (:class:`~napari_qpi.retrieval.propagation.Propagator`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from .background import background_mask, fit_background
+from .propagation import Propagator
+from .unwrap import unwrap_phase
+
+#: Coarse grid size of the search (points over the whole range).
+COARSE_STEPS = 41
+#: Points per refinement level (odd, centred on the best point so far).
+FINE_STEPS = 9
+#: Largest |z| accepted, in field widths: farther planes are not a refocus of this image.
+MAX_RANGE_FIELD_WIDTHS = 100.0
+
+
+def _amplitude(field: np.ndarray) -> np.ndarray:
+    return np.abs(field).astype(np.float32, copy=False)
+
+
+def tamura(field: np.ndarray) -> float:
+    """Tamura coefficient ``sqrt(std / mean)`` of the amplitude (smallest at focus)."""
+    amp = _amplitude(field)
+    mean = float(amp.mean(dtype=np.float64))
+    return math.sqrt(float(amp.std(dtype=np.float64)) / mean) if mean > 0 else math.inf
+
+
+def amplitude_variance(field: np.ndarray) -> float:
+    """Normalised amplitude variance ``var / mean^2`` (smallest at focus)."""
+    amp = _amplitude(field)
+    mean = float(amp.mean(dtype=np.float64))
+    return float(amp.var(dtype=np.float64)) / mean**2 if mean > 0 else math.inf
+
+
+def gradient_energy(field: np.ndarray) -> float:
+    """Normalised mean squared gradient of the amplitude (smallest at focus)."""
+    amp = _amplitude(field)
+    mean = float(amp.mean(dtype=np.float64))
+    if mean <= 0:
+        return math.inf
+    gy = np.diff(amp, axis=0)
+    gx = np.diff(amp, axis=1)
+    energy = float(np.mean(gy * gy, dtype=np.float64) + np.mean(gx * gx, dtype=np.float64))
+    return energy / mean**2
+
+
+#: Focus metrics by name: ``f(field) -> float``, smallest in focus for phase objects.
+METRICS: dict[str, Callable[[np.ndarray], float]] = {
+    "tamura": tamura,
+    "variance": amplitude_variance,
+    "gradient": gradient_energy,
+}
+DEFAULT_METRIC = "tamura"
+
+
+@dataclass
+class FocusResult:
+    """Result of :func:`autofocus`.
+
+    Attributes
+    ----------
+    z_um
+        Best plane, um (in the sign convention of :mod:`.propagation`, for the field's sideband).
+    score
+        Metric value there.
+    zs, scores
+        Every plane evaluated and its metric, in the order evaluated.
+    metric
+        Name of the metric.
+    """
+
+    z_um: float
+    score: float
+    zs: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    metric: str = DEFAULT_METRIC
+
+    @property
+    def evaluations(self) -> int:
+        """Number of planes evaluated (propagations)."""
+        return len(self.zs)
+
+
+def default_range(shape: Sequence[int], pixel_size_um: float) -> tuple[float, float]:
+    """Default search range: plus or minus the field width (the larger side), um."""
+    width = max(int(shape[-1]), int(shape[-2])) * float(pixel_size_um)
+    return (-width, width)
+
+
+def check_range(
+    z_range: Sequence[float], shape: Sequence[int], pixel_size_um: float
+) -> tuple[float, float]:
+    """Validate a search range ``(min, max)`` in um.
+
+    Raises
+    ------
+    InputError
+        Not two finite numbers, empty (``min >= max``), or reaching beyond
+        :data:`MAX_RANGE_FIELD_WIDTHS` field widths (no image is that far out of focus).
+    """
+    try:
+        lo, hi = (float(v) for v in z_range)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"The refocus range must be two numbers MIN MAX in um, got {z_range!r}."
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"The refocus range must be finite, got {lo:g} to {hi:g} um.")
+    if lo >= hi:
+        raise InputError(
+            f"The refocus range {lo:g} to {hi:g} um is empty: give MIN < MAX, e.g. -50 50."
+        )
+    width = max(int(shape[-1]), int(shape[-2])) * float(pixel_size_um)
+    limit = MAX_RANGE_FIELD_WIDTHS * width
+    if max(abs(lo), abs(hi)) > limit:
+        raise InputError(
+            f"The refocus range {lo:g} to {hi:g} um reaches beyond {MAX_RANGE_FIELD_WIDTHS:g}x "
+            f"the field width ({width:.4g} um), up to {limit:.4g} um: no image is that far out "
+            "of focus. Check the units (um) and the pixel size."
+        )
+    return lo, hi
+
+
+def _region_view(
+    field: np.ndarray, region: tuple[slice, slice] | Sequence[int] | None
+) -> tuple[slice, slice]:
+    """``region`` as two slices: a pair of slices, or a box ``(y0, y1, x0, x1)`` in pixels."""
+    h, w = field.shape[-2:]
+    if region is None:
+        return slice(None), slice(None)
+    if len(region) == 2 and all(isinstance(r, slice) for r in region):
+        rows, cols = region
+    else:
+        try:
+            y0, y1, x0, x1 = (int(v) for v in region)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"A focus region is two slices or a box (y0, y1, x0, x1), got {region!r}."
+            ) from None
+        rows, cols = slice(y0, y1), slice(x0, x1)
+    ry, rx = range(h)[rows], range(w)[cols]
+    if len(ry) < 8 or len(rx) < 8:
+        raise InputError(
+            f"The focus region {region!r} holds {len(ry)} x {len(rx)} pixels of a {h} x {w} "
+            "field; it needs at least 8 x 8."
+        )
+    return rows, cols
+
+
+def autofocus(
+    field: np.ndarray | Propagator,
+    *,
+    wavelength_nm: float | None = None,
+    pixel_size_um: float | None = None,
+    medium_index: float = 1.0,
+    sign: int = 1,
+    z_range: Sequence[float] | None = None,
+    metric: str = DEFAULT_METRIC,
+    region: tuple[slice, slice] | Sequence[int] | None = None,
+    tolerance_um: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FocusResult:
+    """Plane of best focus of a complex field (or stack, scored together) by coarse-to-fine search.
+
+    Parameters
+    ----------
+    field
+        Complex field ``(H, W)`` or ``(N, H, W)`` (one z for all planes: the metric is summed),
+        or a :class:`Propagator` already holding one.
+    wavelength_nm, pixel_size_um, medium_index, sign
+        Optics and sideband sign as in :func:`~napari_qpi.retrieval.propagation.propagate`
+        (taken from the propagator when one is given).
+    z_range
+        ``(min, max)`` in um; default :func:`default_range`.
+    metric
+        A name in :data:`METRICS`.
+    region
+        Pixels scored: two slices or a box ``(y0, y1, x0, x1)``; the whole field is propagated.
+    tolerance_um
+        Stop refining below this step; default ``lambda / (4 n)`` (far below the depth of field).
+    progress
+        Called ``progress(done, total)`` after each plane; raising
+        :class:`~napari_qpi.errors.CancelledError` in it stops the search.
+    """
+    if metric not in METRICS:
+        raise InputError(f"Unknown focus metric {metric!r}; choose one of {', '.join(METRICS)}.")
+    if isinstance(field, Propagator):
+        prop = field
+    else:
+        prop = Propagator(
+            field,
+            wavelength_nm=wavelength_nm,
+            pixel_size_um=pixel_size_um,
+            medium_index=medium_index,
+            sign=sign,
+        )
+    shape = prop.field.shape
+    lo, hi = check_range(
+        default_range(shape, prop.pixel_size_um) if z_range is None else z_range,
+        shape,
+        prop.pixel_size_um,
+    )
+    rows, cols = _region_view(prop.field, region)
+    score_fn = METRICS[metric]
+    tol = tolerance_um or prop.wavelength_nm * 1e-3 / (4 * prop.medium_index)
+    levels = 1 + max(0, math.ceil(math.log((hi - lo) / (COARSE_STEPS - 1) / tol, 4)))
+    total = COARSE_STEPS + (FINE_STEPS - 1) * levels
+    result = FocusResult(z_um=0.0, score=math.inf, metric=metric)
+
+    def score(z: float) -> float:
+        planes = prop.at(z)[..., rows, cols]
+        value = sum(score_fn(p) for p in planes.reshape(-1, *planes.shape[-2:]))
+        result.zs.append(z)
+        result.scores.append(value)
+        if progress is not None:
+            progress(len(result.zs), total)
+        return value
+
+    grid = np.linspace(lo, hi, COARSE_STEPS)
+    values = [score(float(z)) for z in grid]
+    best = int(np.argmin(values))
+    z_best, s_best, step = float(grid[best]), values[best], float(grid[1] - grid[0])
+    while step > tol:
+        half = step
+        step = 2 * half / (FINE_STEPS - 1)
+        for z in np.linspace(z_best - half, z_best + half, FINE_STEPS):
+            z = float(np.clip(z, lo, hi))
+            if any(abs(z - done) < 1e-9 for done in result.zs):
+                continue
+            value = score(z)
+            if value < s_best:
+                z_best, s_best = z, value
+    result.z_um, result.score = z_best, s_best
+    return result
+
+
+def autofocus_stack(
+    fields: np.ndarray,
+    *,
+    per_plane: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs,
+) -> list[FocusResult]:
+    """Focus each plane of a stack ``(N, H, W)``, or one z for all (``per_plane=False``).
+
+    Returns one :class:`FocusResult` per plane (the same one repeated when a single z is held).
+    Other arguments as :func:`autofocus`.
+    """
+    stack = np.asarray(fields)
+    if stack.ndim != 3:
+        raise InputError(f"A stack of fields has shape (N, H, W), got {stack.shape}.")
+    if not per_plane:
+        return [autofocus(stack, progress=progress, **kwargs)] * len(stack)
+    results = []
+    for i, plane in enumerate(stack):
+        if progress is not None:
+            progress(i, len(stack))
+        results.append(autofocus(plane, **kwargs))
+    if progress is not None:
+        progress(len(stack), len(stack))
+    return results
+
+
+def phase_sign(field: np.ndarray, *, order: int = 2) -> int:
+    """+1 if the non-background pixels of the field's phase rise above the background on balance.
+
+    The phase is unwrapped, a polynomial background of ``order`` fitted over the automatically
+    found background pixels and removed; cells (denser than the medium) then have a positive
+    phase if ``field`` carries ``+phi``. Meant for a field in focus.
+    """
+    unwrapped = unwrap_phase(np.angle(field).astype(np.float32))
+    mask = background_mask(unwrapped, order=order)
+    corrected = unwrapped - fit_background(unwrapped, order=order, mask=mask)
+    cells = corrected[~mask]
+    if cells.size == 0:
+        return 1
+    return 1 if float(cells.sum(dtype=np.float64)) >= 0 else -1
+
+
+__all__ = [
+    "COARSE_STEPS",
+    "DEFAULT_METRIC",
+    "FINE_STEPS",
+    "MAX_RANGE_FIELD_WIDTHS",
+    "METRICS",
+    "FocusResult",
+    "amplitude_variance",
+    "autofocus",
+    "autofocus_stack",
+    "check_range",
+    "default_range",
+    "gradient_energy",
+    "phase_sign",
+    "tamura",
+]

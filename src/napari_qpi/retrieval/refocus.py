@@ -1,0 +1,367 @@
+"""Refocusing of off-axis holograms: the demodulated field, autofocus, the retrieval hook, z-stacks.
+
+The field that is refocused is the object field divided by the reference hologram's field when
+one is given (``O / R``: the fixed aberrations of the optics and the illumination pattern live
+in the camera plane and must go before the field is carried to another plane), else the object
+field as demodulated. Propagation (:mod:`.propagation`) uses the wavelength, the pixel size in
+the sample plane and the medium index of the acquisition (index 1.0 when it is not known; z then
+counts as in air).
+
+Sign: the sideband from the settings or the metadata carries ``+phi`` (CONTRACTS.md), so z means
+what :mod:`.propagation` says. A sideband found by search may be the conjugate one; its sign is
+then read from the data *in focus*: for a requested z the field is taken to ``+z`` and ``-z``,
+the sharper of the two (focus metric) is the in-focus one, and the sign of its phase in the cells
+says which sideband it was. Autofocus finds the plane first and reads the sign there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..acquisition import Acquisition
+from ..errors import InputError
+from .autofocus import DEFAULT_METRIC, METRICS, FocusResult, autofocus, phase_sign
+from .fourier import Sideband, as_image, crop_factor, demodulate, find_sideband, subbin_offset
+from .propagation import Propagator, check_optics, propagate
+
+if TYPE_CHECKING:
+    from .offaxis import OffAxisSettings
+
+#: Smallest |R| relative to its median that the reference division uses (avoids 0 / 0).
+REFERENCE_FLOOR = 1e-3
+
+
+def divide_reference(obj: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``obj / ref`` of complex fields (complex64); ``|ref|`` floored at 1e-3 of its median."""
+    power = (ref.real * ref.real + ref.imag * ref.imag).astype(np.float32)
+    floor = np.float32((REFERENCE_FLOOR * float(np.median(np.sqrt(power)))) ** 2 + 1e-30)
+    out = obj * np.conj(ref)
+    out /= np.maximum(power, floor)
+    return out.astype(np.complex64, copy=False)
+
+
+def optics(acquisition: Acquisition | None) -> tuple[float, float, float]:
+    """``(wavelength_nm, pixel_size_um, medium_index)`` of an acquisition, checked."""
+    acq = acquisition or Acquisition()
+    return check_optics(acq.wavelength_nm, acq.pixel_size_um, acq.medium_index or 1.0)
+
+
+@dataclass
+class HologramField:
+    """The complex field of a hologram, ready to refocus.
+
+    Attributes
+    ----------
+    field
+        Complex64 field ``(h, w)`` (``O / R`` with a reference), sub-bin carrier ramp removed.
+    pixel_size_um
+        Its pixel size in the sample plane (``crop_factor`` times the camera's at native).
+    sign
+        +1: the sideband carries ``+phi``; 0: found by search, sign not known yet.
+    sideband, crop_factor
+        The sideband demodulated and the native downsampling ``q``.
+    """
+
+    field: np.ndarray
+    pixel_size_um: float
+    sign: int
+    sideband: Sideband
+    crop_factor: int
+    wavelength_nm: float
+    medium_index: float
+
+    def propagator(self, sign: int = 1) -> Propagator:
+        """A :class:`Propagator` of this field with the given sideband sign."""
+        return Propagator(
+            self.field,
+            wavelength_nm=self.wavelength_nm,
+            pixel_size_um=self.pixel_size_um,
+            medium_index=self.medium_index,
+            sign=sign,
+        )
+
+
+def hologram_field(
+    hologram: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    acquisition: Acquisition | None = None,
+    settings: OffAxisSettings | None = None,
+    resolution: str = "native",
+) -> HologramField:
+    """Demodulate a hologram (and divide by its reference) for refocusing or autofocus.
+
+    The sideband and filter follow ``settings`` and the acquisition as :func:`retrieve_offaxis`
+    does. ``"native"`` (default) gives the field on every ``q``-th pixel: the same information in
+    ``q^2`` times fewer pixels, which makes autofocus fast.
+
+    Raises
+    ------
+    MetadataError
+        No wavelength or pixel size in the acquisition.
+    """
+    from .offaxis import OffAxisSettings
+
+    settings = settings or OffAxisSettings()
+    acq = acquisition or Acquisition()
+    wavelength, pixel, index = optics(acq)
+    img = as_image(hologram)
+    carrier = settings.carrier if settings.carrier is not None else acq.carrier_cycles_per_px
+    sideband = find_sideband(
+        img,
+        carrier=carrier,
+        radius_fraction=settings.radius_fraction,
+        numerical_aperture=settings.numerical_aperture or acq.numerical_aperture,
+        wavelength_nm=acq.wavelength_nm,
+        pixel_size_um=acq.pixel_size_um,
+    )
+    q = crop_factor(img.shape, sideband, settings.filter)
+    field = demodulate(img, sideband, filter=settings.filter, resolution=resolution, factor=q)
+    if reference is not None:
+        ref = as_image(reference, "reference hologram")
+        if ref.shape != img.shape:
+            raise InputError(
+                f"The reference hologram has shape {ref.shape} but the hologram has {img.shape}."
+            )
+        ref_field = demodulate(
+            ref, sideband, filter=settings.filter, resolution=resolution, factor=q
+        )
+        field = divide_reference(field, ref_field)
+    factor = q if resolution == "native" else 1
+    return HologramField(
+        field, pixel * factor, 1 if carrier is not None else 0, sideband, q, wavelength, index
+    )
+
+
+def native_region(region: Any, q: int) -> tuple[slice, slice] | None:
+    """A region in hologram pixels (two slices or a box ``(y0, y1, x0, x1)``) on the native grid."""
+    if region is None:
+        return None
+    if len(region) == 2 and all(isinstance(r, slice) for r in region):
+        region = (region[0].start or 0, region[0].stop, region[1].start or 0, region[1].stop)
+    y0, y1, x0, x1 = region
+    scale = [None if v is None else int(v) // q for v in (y0, y1, x0, x1)]
+    return slice(scale[0], scale[1]), slice(scale[2], scale[3])
+
+
+def hologram_autofocus(
+    hologram: np.ndarray,
+    *,
+    reference: np.ndarray | None = None,
+    acquisition: Acquisition | None = None,
+    settings: OffAxisSettings | None = None,
+    z_range: Sequence[float] | None = None,
+    metric: str = DEFAULT_METRIC,
+    region: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[float, FocusResult]:
+    """Best refocus distance (um, sample convention) of one hologram or a stack held at one z.
+
+    ``hologram`` is ``(H, W)`` or ``(N, H, W)``; a stack is scored plane by plane at each z and
+    the sum minimised (one z for the stack; for a z per plane call this per plane). ``region`` is
+    in hologram pixels. Returns the z to pass as ``OffAxisSettings(refocus_um=...)`` and the
+    search record (whose z is in the demodulated field's own convention).
+    """
+    planes = np.asarray(hologram)
+    planes = planes[None] if planes.ndim == 2 else planes
+    if reference is not None and np.ndim(reference) == planes.ndim and planes.ndim == 3:
+        refs = list(np.asarray(reference))
+    else:
+        refs = [reference] * len(planes)
+    fields = [
+        hologram_field(p, reference=r, acquisition=acquisition, settings=settings)
+        for p, r in zip(planes, refs, strict=True)
+    ]
+    first = fields[0]
+    stack = np.stack([f.field for f in fields]) if len(fields) > 1 else first.field
+    prop = Propagator(
+        stack,
+        wavelength_nm=first.wavelength_nm,
+        pixel_size_um=first.pixel_size_um,
+        medium_index=first.medium_index,
+    )
+    result = autofocus(
+        prop,
+        z_range=z_range,
+        metric=metric,
+        region=native_region(region, first.crop_factor),
+        progress=progress,
+    )
+    sign = first.sign or phase_sign(propagate_like(first, result.z_um))
+    return sign * result.z_um, result
+
+
+def propagate_like(hfield: HologramField, z_um: float, sign: int = 1) -> np.ndarray:
+    """``hfield.field`` propagated by ``z_um`` with its optics."""
+    return propagate(
+        hfield.field,
+        z_um,
+        wavelength_nm=hfield.wavelength_nm,
+        pixel_size_um=hfield.pixel_size_um,
+        medium_index=hfield.medium_index,
+        sign=sign,
+    )
+
+
+class FieldRefocus:
+    """The refocus step of :func:`~napari_qpi.retrieval.offaxis.retrieve_offaxis`.
+
+    Built from the settings once the sideband is known; :meth:`native` refocuses the native
+    field (dividing the reference in first) and resolves the sideband sign, :meth:`full` gives the
+    refocused full-resolution field; :meth:`record` is what goes into the result's info.
+    """
+
+    def __init__(
+        self,
+        z_um: float,
+        acquisition: Acquisition | None,
+        sideband: Sideband,
+        shape: tuple[int, int],
+        q: int,
+        filter: str,
+        *,
+        sign_known: bool,
+    ) -> None:
+        self.z_um = float(z_um)
+        self.wavelength_nm, self.pixel_size_um, self.medium_index = optics(acquisition)
+        self.sideband, self.shape, self.q, self.filter = sideband, shape, q, filter
+        self.sign = 1 if sign_known else 0
+        self.sign_from = "metadata" if sign_known else "data"
+
+    def _propagate(self, field: np.ndarray, pixel_um: float, sign: int) -> np.ndarray:
+        return propagate(
+            field,
+            self.z_um,
+            wavelength_nm=self.wavelength_nm,
+            pixel_size_um=pixel_um,
+            medium_index=self.medium_index,
+            sign=sign,
+        )
+
+    def native(self, obj_n: np.ndarray, ref_n: np.ndarray | None) -> tuple[np.ndarray, None]:
+        """``(refocused O / R at native resolution, None)``: the reference is divided in."""
+        field = divide_reference(obj_n, ref_n) if ref_n is not None else obj_n
+        pixel = self.pixel_size_um * self.q
+        if self.sign:
+            return self._propagate(field, pixel, self.sign), None
+        plus, minus = self._propagate(field, pixel, 1), self._propagate(field, pixel, -1)
+        metric = METRICS[DEFAULT_METRIC]
+        sharp = plus if metric(plus) <= metric(minus) else minus
+        # the sharper plane is the focus: its phase is positive in cells iff the field is O
+        self.sign = phase_sign(sharp)
+        return (plus if self.sign > 0 else minus), None
+
+    def full(
+        self,
+        hologram: np.ndarray,
+        reference: np.ndarray | None,
+        spectrum: np.ndarray,
+        ref_spectrum: np.ndarray | None,
+        *,
+        keep_subbin: bool,
+    ) -> np.ndarray:
+        """Refocused ``O / R`` at every input pixel; with ``keep_subbin`` the sub-bin carrier ramp
+        stays on it as on ``demodulate(..., remove_subbin=False)``."""
+
+        def field(image: np.ndarray, spec: np.ndarray) -> np.ndarray:
+            return demodulate(
+                image,
+                self.sideband,
+                filter=self.filter,
+                resolution="full",
+                spectrum=spec,
+                factor=self.q,
+            )
+
+        obj = field(hologram, spectrum)
+        if reference is not None:
+            obj = divide_reference(obj, field(reference, ref_spectrum))
+        out = self._propagate(obj, self.pixel_size_um, self.sign or 1)
+        sub_y, sub_x = subbin_offset(self.sideband, self.shape)
+        if keep_subbin and (sub_y or sub_x):
+            out *= np.exp(-2j * np.pi * sub_y * np.arange(out.shape[0])).astype(np.complex64)[
+                :, None
+            ]
+            out *= np.exp(-2j * np.pi * sub_x * np.arange(out.shape[1])).astype(np.complex64)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """What the result's info says about the refocus."""
+        return {
+            "refocus_um": self.z_um,
+            "medium_index": self.medium_index,
+            "sign": self.sign,
+            "sign_from": self.sign_from,
+        }
+
+
+def zstack(
+    hologram: np.ndarray,
+    zs: Sequence[float],
+    *,
+    reference: np.ndarray | None = None,
+    acquisition: Acquisition | None = None,
+    settings: OffAxisSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Phase (unwrapped, rad) and amplitude (relative) of a hologram refocused to each z (um).
+
+    Returns two float32 stacks ``(Z, H, W)`` at the resolution of ``settings``. The sideband sign
+    is resolved once (at the sharpest plane) so every plane uses the same convention.
+    """
+    from dataclasses import replace
+
+    from .offaxis import OffAxisSettings, retrieve_offaxis
+
+    zs = [float(z) for z in zs]
+    if not zs or not all(math.isfinite(z) for z in zs):
+        raise InputError("A z-stack needs at least one finite z (um).")
+    settings = settings or OffAxisSettings()
+    full = settings.resolution == "full"
+    hfield = hologram_field(
+        hologram,
+        reference=reference,
+        acquisition=acquisition,
+        settings=settings,
+        resolution="full" if full else "native",
+    )
+    sign = hfield.sign
+    if not sign:
+        scores = [METRICS[DEFAULT_METRIC](propagate_like(hfield, z)) for z in zs]
+        best = zs[int(np.argmin(scores))]
+        sign = phase_sign(propagate_like(hfield, best))
+    sideband = hfield.sideband if sign > 0 else hfield.sideband.conjugate()
+    fixed = replace(settings, carrier=sideband.center_cycles_per_px)
+    if sign < 0:
+        hfield.field = np.conj(hfield.field)
+    phases, amplitudes = [], []
+    for i, z in enumerate(zs):
+        result = retrieve_offaxis(
+            hologram,
+            reference=reference,
+            acquisition=acquisition,
+            settings=replace(fixed, refocus_um=z),
+        )
+        phases.append(result.phase)
+        amp = np.abs(propagate_like(hfield, z))
+        amplitudes.append(amp / np.float32(np.median(amp) or 1.0))
+        if progress is not None:
+            progress(i + 1, len(zs))
+    return np.stack(phases).astype(np.float32), np.stack(amplitudes).astype(np.float32)
+
+
+__all__ = [
+    "FieldRefocus",
+    "HologramField",
+    "divide_reference",
+    "hologram_autofocus",
+    "hologram_field",
+    "optics",
+    "propagate_like",
+    "zstack",
+]

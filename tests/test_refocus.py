@@ -1,0 +1,187 @@
+"""Numerical refocusing and autofocus on simulated cells recorded out of focus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_qpi.acquisition import Acquisition
+from napari_qpi.errors import InputError, MetadataError, QPIError
+from napari_qpi.physics import OffAxisSystem, random_cells, simulate_background
+from napari_qpi.physics.defocus import defocused_field, simulate_defocused_hologram
+from napari_qpi.retrieval import OffAxisSettings, retrieve_offaxis
+from napari_qpi.retrieval.autofocus import METRICS, autofocus, autofocus_stack, check_range
+from napari_qpi.retrieval.propagation import Propagator, fft_workers, propagate
+from napari_qpi.retrieval.refocus import hologram_autofocus, hologram_field, zstack
+
+SHAPE = (256, 256)
+PIXEL_UM = 0.2
+OPTICS = {"wavelength_nm": 532.0, "pixel_size_um": PIXEL_UM, "medium_index": 1.335}
+#: The reference beam stronger than the object beam (visibility 0.5): at 0.9 the object's own
+#: intensity term, which defocus spreads, reaches into the sideband (measured: 0.37 rad in cells).
+SYSTEM = OffAxisSystem(
+    pixel_size_um=PIXEL_UM,
+    carrier_period_px=4.0,
+    carrier_angle_deg=30.0,
+    fringe_visibility=0.5,
+    aberrations_rad={"tilt_x": 3.0, "defocus": 2.0},
+)
+
+
+def _cells(seed: int):
+    return random_cells(
+        SHAPE,
+        pixel_size_um=PIXEL_UM,
+        n_cells=(3, 5),
+        kinds=("round",),
+        peak_phase_rad=(2.0, 8.0),
+        seed=seed,
+    )
+
+
+def _rmse_in_cells(phase: np.ndarray, phantom) -> float:
+    cells = phantom.labels > 0
+    error = phase - phantom.phase
+    error -= np.median(error[~cells])
+    return float(np.sqrt(np.mean(error[cells] ** 2)))
+
+
+@pytest.fixture(scope="module")
+def background():
+    return simulate_background(SHAPE, SYSTEM, seed=99)
+
+
+def test_propagation_round_trip_recovers_a_band_limited_field():
+    phantom = _cells(0)
+    field = defocused_field(phantom, 0.0)  # exp(i phi): full band
+    # within the band that a 30 um propagation keeps (Matsushima's limit drops the rest)
+    smooth = propagate(propagate(field, 30.0, **OPTICS), -30.0, **OPTICS)
+    there = propagate(smooth, 30.0, **OPTICS)
+    assert np.abs(there - smooth).mean() > 0.05  # it did move
+    back = propagate(there, -30.0, **OPTICS)
+    assert np.abs(back - smooth).max() < 1e-3
+    # the conjugate field propagated with sign -1 is the conjugate of the true one
+    conj = propagate(np.conj(smooth), 30.0, sign=-1, **OPTICS)
+    np.testing.assert_allclose(conj, np.conj(there), atol=1e-4)
+    # a propagator gives the same field as a single propagation
+    np.testing.assert_allclose(Propagator(smooth, **OPTICS).at(30.0), there, atol=1e-4)
+
+
+def test_fft_workers_respects_the_environment(monkeypatch):
+    monkeypatch.setenv("NAPARI_QPI_FFT_WORKERS", "3")
+    assert fft_workers() == 3
+    monkeypatch.delenv("NAPARI_QPI_FFT_WORKERS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert fft_workers() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= fft_workers() <= 2
+
+
+@pytest.mark.parametrize(("seed", "defocus_um"), [(1, 12.0), (4, 25.0), (6, 40.0), (7, -20.0)])
+@pytest.mark.parametrize("carrier_known", [True, False])
+def test_autofocus_finds_the_plane_and_refocus_restores_the_phase(
+    seed, defocus_um, carrier_known, background
+):
+    phantom = _cells(seed)
+    hologram = simulate_defocused_hologram(phantom, defocus_um, SYSTEM, seed=seed)
+    acquisition = SYSTEM.acquisition()
+    if not carrier_known:  # the sideband found by search may be the conjugate one
+        acquisition = acquisition.replace(carrier_cycles_per_px=None)
+    mask = phantom.labels == 0  # the same background for every reconstruction
+    z, search = hologram_autofocus(
+        hologram, reference=background, acquisition=acquisition, z_range=(-60, 60)
+    )
+    assert abs(z - defocus_um) <= max(1.0, 0.03 * abs(defocus_um)), (z, search.evaluations)
+    refocused = retrieve_offaxis(
+        hologram,
+        reference=background,
+        acquisition=acquisition,
+        settings=OffAxisSettings(refocus_um=z),
+        background_mask=mask,
+    )
+    assert refocused.info["refocus_um"] == pytest.approx(z)
+    in_focus = retrieve_offaxis(
+        simulate_defocused_hologram(phantom, 0.0, SYSTEM, seed=seed),
+        reference=background,
+        acquisition=acquisition,
+        background_mask=mask,
+    )
+    blurred = retrieve_offaxis(
+        hologram, reference=background, acquisition=acquisition, background_mask=mask
+    )
+    rmse_focus = _rmse_in_cells(in_focus.phase, phantom)
+    rmse_refocused = _rmse_in_cells(refocused.phase, phantom)
+    assert rmse_refocused <= 1.5 * rmse_focus, (rmse_refocused, rmse_focus)
+    assert _rmse_in_cells(blurred.phase, phantom) > 3 * rmse_refocused
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_every_metric_finds_the_plane_of_a_field(metric):
+    phantom = _cells(4)
+    field = defocused_field(phantom, 20.0, medium_index=1.335)
+    result = autofocus(field, metric=metric, z_range=(-50, 50), **OPTICS)
+    assert abs(result.z_um - 20.0) <= 1.0
+    assert result.evaluations == len(result.scores) > 41
+    # a region around one cell finds it too
+    y, x = (int(c) for c in phantom.cells[0].centre_px)
+    boxed = autofocus(
+        field, metric=metric, z_range=(-50, 50), region=(y - 40, y + 40, x - 40, x + 40), **OPTICS
+    )
+    assert abs(boxed.z_um - 20.0) <= 1.0
+
+
+def test_stack_focus_per_plane_or_held():
+    fields = np.stack([defocused_field(_cells(4), z, medium_index=1.335) for z in (10.0, 20.0)])
+    per_plane = autofocus_stack(fields, z_range=(-40, 40), **OPTICS)
+    assert [round(r.z_um) for r in per_plane] == [10, 20]
+    held = autofocus_stack(fields, per_plane=False, z_range=(-40, 40), **OPTICS)
+    assert held[0] is held[1] and 10.0 <= held[0].z_um <= 20.0
+
+
+def test_zstack_has_the_cells_sharpest_at_their_plane(background):
+    phantom = _cells(4)
+    hologram = simulate_defocused_hologram(phantom, 15.0, SYSTEM, seed=4)
+    zs = [0.0, 15.0, 30.0]
+    phase, amplitude = zstack(
+        hologram,
+        zs,
+        reference=background,
+        acquisition=SYSTEM.acquisition(),
+        settings=OffAxisSettings(resolution="full"),
+    )
+    assert phase.shape == amplitude.shape == (3, *SHAPE)
+    errors = [_rmse_in_cells(p, phantom) for p in phase]
+    assert int(np.argmin(errors)) == 1
+    assert int(np.argmin([a.std() for a in amplitude])) == 1
+
+
+def test_refocus_without_wavelength_or_pixel_size_says_what_is_missing(background):
+    hologram = simulate_defocused_hologram(_cells(1), 10.0, SYSTEM, seed=1)
+    settings = OffAxisSettings(refocus_um=10.0)
+    with pytest.raises(MetadataError, match=r"wavelength.*--wavelength"):
+        retrieve_offaxis(hologram, acquisition=Acquisition(pixel_size_um=0.2), settings=settings)
+    with pytest.raises(MetadataError, match=r"pixel size.*--pixel-size"):
+        hologram_field(hologram, acquisition=Acquisition(wavelength_nm=532.0))
+    with pytest.raises(MetadataError, match=r"wavelength.*and the pixel size"):
+        hologram_autofocus(hologram)
+
+
+@pytest.mark.parametrize(
+    ("z_range", "message"),
+    [((10, 10), "empty"), ((20, -20), "empty"), ((-1e5, 10), "100x the field width")],
+)
+def test_bad_ranges_are_refused(z_range, message):
+    with pytest.raises(InputError, match=message):
+        check_range(z_range, SHAPE, PIXEL_UM)
+    field = np.ones(SHAPE, np.complex64)
+    with pytest.raises(QPIError, match=message):
+        autofocus(field, z_range=z_range, **OPTICS)
+
+
+def test_bad_refocus_values_are_refused():
+    with pytest.raises(InputError, match="finite"):
+        OffAxisSettings(refocus_um=float("nan"))
+    with pytest.raises(InputError, match="metric"):
+        autofocus(np.ones(SHAPE, np.complex64), metric="sharpest", **OPTICS)
+    with pytest.raises(InputError, match="region"):
+        autofocus(np.ones(SHAPE, np.complex64), region=(0, 4, 0, 4), **OPTICS)

@@ -490,3 +490,16 @@ def test_validate_hologram_names_the_plane() -> None:
     stack[1] = 0
     with pytest.raises(InputError, match=r"plane 1\) is all zero"):
         validate_hologram(da.from_array(stack, chunks=(1, 16, 16)))
+
+
+@pytest.mark.parametrize("value", [np.float32(0.25), np.float64(0.25), np.int64(2), 0.25, 2])
+def test_acquisition_takes_numpy_numbers(value):
+    acquisition = Acquisition(pixel_size_um=value, wavelength_nm=value)
+    assert acquisition.pixel_size_um == pytest.approx(float(value))
+    assert type(acquisition.pixel_size_um) is float and type(acquisition.wavelength_nm) is float
+
+
+@pytest.mark.parametrize("value", [True, np.True_, "0.25", [0.25]])
+def test_acquisition_refuses_booleans_and_text(value):
+    with pytest.raises(MetadataError, match=r"wavelength_nm.*must be a number"):
+        Acquisition(wavelength_nm=value)

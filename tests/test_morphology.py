@@ -307,3 +307,19 @@ def test_bad_settings_raise_input_error():
         SegmentationSettings(threshold="median")
     with pytest.raises(InputError, match="max_area_um2"):
         SegmentationSettings(min_area_um2=50, max_area_um2=10)
+
+
+@pytest.mark.parametrize("name", ["wavelength_nm", "pixel_size_um"])
+def test_measure_refuses_a_boolean_and_takes_a_float32_for_units(name):
+    from napari_qpi.morphology import measure_cells
+
+    labels = np.zeros((32, 32), int)
+    labels[10:20, 10:20] = 1
+    phase = np.where(labels > 0, 1.0, 0.0)
+    units = {"pixel_size_um": 0.25, "wavelength_nm": 532.0}
+    with pytest.raises(InputError, match=name):
+        measure_cells(phase, labels, **{**units, name: True})
+    as_float32 = measure_cells(phase, labels, **{**units, name: np.float32(units[name])})
+    reference = measure_cells(phase, labels, **units)
+    assert as_float32["dry_mass_pg"] == pytest.approx(reference["dry_mass_pg"], rel=1e-6)
+    assert reference["dry_mass_pg"][0] > 0

@@ -8,13 +8,22 @@ wavelength and pixel size and a dry mass can always be computed with the right u
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+import numpy as np
 
 from .errors import MetadataError
 
 #: Key of the acquisition record in ``layer.metadata`` and in file metadata.
 METADATA_KEY = "qpi"
+
+
+def is_real_number(value: Any) -> bool:
+    """True for a real number of any kind (Python or NumPy: ``np.float32(0.25)`` too); False for
+    booleans (``True`` is an ``int`` to Python, never a wavelength) and everything else."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ class Acquisition:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_real_number(value):
                 raise MetadataError(
                     f"Acquisition metadata '{name}' must be a number, got {value!r} "
                     f"({type(value).__name__}). Fix the value in the file's metadata or sidecar."

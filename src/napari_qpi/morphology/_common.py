@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..acquisition import is_real_number
 from ..errors import InputError
 
 #: Default refractive increment of cell dry mass, um^3/pg (= mL/g).
@@ -34,11 +35,7 @@ def _versions() -> dict[str, str]:
 def _check_pixel_size(pixel_size_um: float | None) -> float | None:
     if pixel_size_um is None:
         return None
-    if isinstance(pixel_size_um, bool) or not (
-        isinstance(pixel_size_um, (int, float, np.floating, np.integer))
-        and math.isfinite(pixel_size_um)
-        and pixel_size_um > 0
-    ):
+    if not (is_real_number(pixel_size_um) and math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise InputError(f"pixel_size_um must be a positive number in um, got {pixel_size_um!r}.")
     return float(pixel_size_um)
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..acquisition import is_real_number
 from ..errors import InputError
 from ._common import (
     DEFAULT_ALPHA_UM3_PER_PG,
@@ -126,9 +127,7 @@ def measure_cells(
     lab = _check_labels(labels, image.shape)
     px = _check_pixel_size(pixel_size_um)
     if wavelength_nm is not None and not (
-        isinstance(wavelength_nm, (int, float, np.floating))
-        and math.isfinite(wavelength_nm)
-        and wavelength_nm > 0
+        is_real_number(wavelength_nm) and math.isfinite(wavelength_nm) and wavelength_nm > 0
     ):
         raise InputError(f"wavelength_nm must be a positive number in nm, got {wavelength_nm!r}.")
     if not (math.isfinite(alpha_um3_per_pg) and alpha_um3_per_pg > 0):

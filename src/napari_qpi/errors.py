@@ -34,3 +34,11 @@ class ModelError(QPIError, ValueError):
 
 class CancelledError(QPIError):
     """Work stopped because the user asked for it."""
+
+
+class QPIWarning(UserWarning):
+    """Base class of the warnings napari-qpi gives on purpose: one line, for people.
+
+    The command line prints them as ``warning: <message>`` (no source path), the widgets as napari
+    notifications.
+    """

@@ -15,15 +15,16 @@ element-wise passes run at full size.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from ..acquisition import Acquisition
-from ..errors import InputError
+from ..errors import InputError, QPIWarning
 from .background import background_mask as auto_background_mask
-from .background import fit_background
+from .background import fit_background, noise_sigma
 from .fourier import (
     DEFAULT_RADIUS_FRACTION,
     FILTERS,
@@ -36,7 +37,7 @@ from .fourier import (
     subbin_offset,
 )
 from .refocus import FieldRefocus
-from .unwrap import unwrap_phase
+from .unwrap import UnwrapReport, unwrap_phase
 
 _TWO_PI = np.float32(2 * np.pi)
 
@@ -155,12 +156,64 @@ def _upsample(native: np.ndarray, q: int, shape: tuple[int, int]) -> np.ndarray:
     return out.reshape(m * q, n * q)[: shape[0], : shape[1]]
 
 
-def _data_sign(corrected: np.ndarray, mask: np.ndarray) -> int:
-    """+1 if the non-background pixels rise above the background on balance, else -1."""
-    cells = corrected[~mask]
-    if cells.size == 0:
-        return 1
-    return 1 if float(cells.sum(dtype=np.float64)) >= 0 else -1
+def cells_sign_evidence(corrected: np.ndarray, mask: np.ndarray) -> float:
+    """Signed evidence for the sign of the cells in a background-corrected phase (radians * px).
+
+    Cells are denser than the medium, so with the right sign they rise above the background; noise
+    is symmetric. The evidence is the mass above ``+3 sigma`` minus the mass below ``-3 sigma``
+    (sigma: the background noise, :func:`~napari_qpi.retrieval.background.noise_sigma`), so it
+    does not depend on which pixels the background mask let through. Positive: the phase is right;
+    negative: flip it; near 0: nothing stands out (an empty field). Stacks add the evidence of
+    their planes and decide once.
+    """
+    sigma = noise_sigma(corrected[mask]) if np.count_nonzero(mask) >= 16 else noise_sigma(corrected)
+    limit = np.float32(3 * sigma)
+    up = corrected - limit
+    down = -corrected - limit
+    return float(up[up > 0].sum(dtype=np.float64) - down[down > 0].sum(dtype=np.float64))
+
+
+#: Below this fraction of the field, the automatic background is too small to trust.
+MIN_BACKGROUND_FRACTION = 0.10
+#: Above this fraction, nothing stood out of the noise: no cells, or cells the fit absorbed.
+MAX_BACKGROUND_FRACTION = 0.995
+#: More pixels than this fraction next to a 2 pi jump after unwrapping gets a warning.
+MAX_JUMP_FRACTION = 1e-3
+
+
+class RetrievalWarning(QPIWarning):
+    """A phase image was made, but part of it may be wrong: the message says what and why."""
+
+
+def _check_background(fraction: float, given: bool) -> str | None:
+    if given:
+        return None
+    if fraction < MIN_BACKGROUND_FRACTION:
+        return (
+            f"Only {100 * fraction:.0f}% of the field looks like background: the background fit "
+            "may absorb part of the cells. Give a background hologram (--reference), a lower "
+            "background order or a background mask."
+        )
+    if fraction > MAX_BACKGROUND_FRACTION:
+        return (
+            f"{100 * fraction:.1f}% of the field looks like background: no cells stand out of the "
+            "noise. If there are cells, check the hologram's focus or give a background hologram "
+            "(--reference)."
+        )
+    return None
+
+
+def _unwrap_quality(report: UnwrapReport, shape: tuple[int, int]) -> dict[str, Any]:
+    """The unwrapping figures recorded with every phase: residues and 2 pi jumps."""
+    pixels = shape[0] * shape[1]
+    fraction = min(1.0, 2 * report.jumps / pixels)
+    return {
+        "method": report.method,
+        "residues": report.residues,
+        "jumps": report.jumps,
+        "jump_fraction": fraction,
+        "ok": fraction <= MAX_JUMP_FRACTION,
+    }
 
 
 def retrieve_offaxis(
@@ -294,7 +347,7 @@ def retrieve_offaxis(
         )
 
     unwrapped_n, report = unwrap_phase(wrapped_n, method=settings.unwrap_method, return_report=True)
-    info["unwrap"] = {"method": report.method, "residues": report.residues, "jumps": report.jumps}
+    info["unwrap"] = _unwrap_quality(report, unwrapped_n.shape)
     order = int(settings.background_order)
     if mask_full is not None:
         mask_n = mask_full[::q, ::q]
@@ -302,16 +355,37 @@ def retrieve_offaxis(
         mask_n = auto_background_mask(unwrapped_n, order=order)
     background_n = fit_background(unwrapped_n, order=order, mask=mask_n)
     corrected_n = unwrapped_n - background_n
+    evidence = cells_sign_evidence(corrected_n, mask_n)
     if carrier is not None:
-        sign, info["sign_from"] = 1, "metadata"
+        sign, info["sign_from"] = 1, info["carrier_from"]
     else:
-        sign, info["sign_from"] = _data_sign(corrected_n, mask_n), "data"
+        sign, info["sign_from"] = (1 if evidence >= 0 else -1), "data"
     info["sign"] = sign
+    info["sign_evidence"] = evidence
+    # The sideband that carries +phi: the one demodulated, or its mirror when the sign was flipped.
+    plus = sideband if sign > 0 else sideband.conjugate()
+    info["carrier_cycles_per_px"] = [float(c) for c in plus.center_cycles_per_px]
+    fraction = float(np.count_nonzero(mask_n) / mask_n.size)
     info["background"] = {
+        "model": f"polynomial order {order}",
         "order": order,
         "mask": "given" if mask_full is not None else "auto",
-        "fraction": float(np.count_nonzero(mask_n) / mask_n.size),
+        "fraction": fraction,
+        "noise_rad": noise_sigma(corrected_n[mask_n]) if mask_n.any() else None,
     }
+    warnings_out: list[str] = []
+    problem = _check_background(fraction, given=mask_full is not None)
+    if problem:
+        warnings_out.append(problem)
+    if not info["unwrap"]["ok"]:
+        warnings_out.append(
+            f"Phase unwrapping left {100 * info['unwrap']['jump_fraction']:.2f}% of the pixels "
+            f"next to a 2 pi jump ({report.residues} residues): part of the phase may be off by "
+            "2 pi. Is the hologram in focus? Check the unwrapping-quality mask."
+        )
+    info["warnings"] = warnings_out
+    for message in warnings_out:
+        warnings.warn(message, RetrievalWarning, stacklevel=2)
     t_unwrap = time.perf_counter()
 
     if settings.resolution == "native":
@@ -365,4 +439,10 @@ def retrieve_offaxis(
     return PhaseResult(phase.astype(np.float32, copy=False), factor, sideband, info)
 
 
-__all__ = ["OffAxisSettings", "PhaseResult", "retrieve_offaxis"]
+__all__ = [
+    "OffAxisSettings",
+    "PhaseResult",
+    "RetrievalWarning",
+    "cells_sign_evidence",
+    "retrieve_offaxis",
+]

@@ -342,3 +342,83 @@ def test_background_fit_and_mask(rng):
     assert np.abs(fit_background(small, order=0) - small.mean()).max() < 1e-4
     with pytest.raises(InputError):
         fit_background(phase, order=2, mask=np.zeros_like(mask))
+
+
+def _cells_error(phase: np.ndarray, truth) -> tuple[float, float]:
+    """RMSE in the cells and mean cell phase, after aligning the background at the median."""
+    cells = truth.labels > 0
+    err = phase - truth.phase
+    err = err - np.median(err[~cells])
+    return float(np.sqrt(np.mean(err[cells] ** 2))), float(phase[cells].mean())
+
+
+def _big_cell(seed: int):
+    from napari_qpi.physics.phantoms import CellSpec, render_cells
+
+    spec = CellSpec(
+        kind="round", centre_px=(128 + 5 * seed, 128), radius_px=102, peak_phase_rad=4.0 + seed
+    )
+    return render_cells([spec], (256, 256))
+
+
+@pytest.mark.parametrize("angle", [30.0, 210.0])
+@pytest.mark.parametrize(
+    "scene",
+    ["one cell on half the field", "crowded field", "curved background"],
+)
+def test_background_and_sign_hold_for_large_cells_crowds_and_curved_backgrounds(scene, angle):
+    aberrations = ABERRATIONS
+    if scene == "one cell on half the field":
+        truth = _big_cell(seed=1)
+    elif scene == "crowded field":
+        truth = random_cells((256, 256), n_cells=40, peak_phase_rad=(2.0, 6.0), margin_px=0, seed=1)
+    else:
+        truth = random_cells((256, 256), n_cells=4, seed=1)
+        aberrations = {"defocus": 15.0, "astig_0": 6.0, "tilt_x": 5.0}
+    covered = float(np.mean(truth.labels > 0))
+    assert covered > (0.45 if scene != "curved background" else 0.1)
+    holo = simulate_hologram(
+        truth.phase,
+        truth.amplitude,
+        OffAxisSystem(carrier_period_px=4.0, carrier_angle_deg=angle, aberrations_rad=aberrations),
+        seed=1,
+    )
+    result = retrieve_offaxis(holo)
+    rmse, mean_cell = _cells_error(result.phase, truth)
+    assert rmse < 0.1, f"{scene}: {rmse:.3f} rad in the cells ({covered:.0%} covered)"
+    assert mean_cell > 0
+    assert 0.1 < result.info["background"]["fraction"] < 0.9
+    assert result.info["warnings"] == []
+
+
+def test_the_record_names_the_plus_phi_carrier_so_a_second_plane_keeps_the_sign():
+    truth = _big_cell(seed=0)
+    holo = simulate_hologram(
+        truth.phase, truth.amplitude, OffAxisSystem(carrier_angle_deg=210.0), seed=2
+    )
+    first = retrieve_offaxis(holo)
+    assert first.info["sign_from"] == "data" and first.info["sign_evidence"] > 0
+    carrier = tuple(first.info["carrier_cycles_per_px"])
+    # An empty plane cannot tell its sign; with the first plane's carrier it needs not.
+    empty = simulate_hologram(
+        np.zeros_like(truth.phase), np.ones_like(truth.amplitude), OffAxisSystem(), seed=3
+    )
+    second = retrieve_offaxis(holo, settings=OffAxisSettings(carrier=carrier))
+    assert second.info["sign_from"] == "settings"
+    assert _cells_error(second.phase, truth)[0] < 0.1
+    with pytest.warns(UserWarning, match="No cells stand out"):
+        retrieve_offaxis(empty)
+
+
+def test_an_implausible_background_mask_is_named_in_one_line():
+    truth = random_cells((256, 256), n_cells=3, seed=2)
+    holo = simulate_hologram(truth.phase, truth.amplitude, system(), seed=2)
+    everything_but_a_corner = np.zeros(holo.shape, bool)
+    everything_but_a_corner[:20, :20] = True
+    result = retrieve_offaxis(holo, background_mask=everything_but_a_corner)
+    assert result.info["background"]["mask"] == "given" and result.info["warnings"] == []
+    from napari_qpi.retrieval.offaxis import _check_background
+
+    message = _check_background(0.04, standout=0.3, given=False)
+    assert message is not None and "\n" not in message and "4%" in message
+    assert _check_background(0.5, standout=0.3, given=False) is None

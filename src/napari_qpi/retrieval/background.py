@@ -155,7 +155,7 @@ def robust_fit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Polynomial background over ``mask`` that ignores the cells among those pixels.
 
-    Iteratively reweighted least squares with Tukey's biweight: pixels more than
+    Least squares refitted with a hard cut-off (at Tukey's biweight limit): pixels more than
     ``BIWEIGHT_C`` noise sigmas (:func:`noise_sigma`) from the current fit get no weight, so a cell
     that covers part of ``mask`` (a border frame crossed by cells, a crowded field) does not pull
     the fit. Returns the background (float32, on the full grid) and the pixels that kept weight.

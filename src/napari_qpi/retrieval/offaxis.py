@@ -175,8 +175,8 @@ def cells_sign_evidence(corrected: np.ndarray, mask: np.ndarray) -> float:
 
 #: Below this fraction of the field, the automatic background is too small to trust.
 MIN_BACKGROUND_FRACTION = 0.10
-#: Above this fraction, nothing stood out of the noise: no cells, or cells the fit absorbed.
-MAX_BACKGROUND_FRACTION = 0.995
+#: Fewer pixels than this fraction more than 5 noise sigmas off the background: no cells stand out.
+MIN_STANDOUT_FRACTION = 5e-4
 #: More pixels than this fraction next to a 2 pi jump after unwrapping gets a warning.
 MAX_JUMP_FRACTION = 1e-3
 
@@ -185,7 +185,13 @@ class RetrievalWarning(QPIWarning):
     """A phase image was made, but part of it may be wrong: the message says what and why."""
 
 
-def _check_background(fraction: float, given: bool) -> str | None:
+def _check_background(fraction: float, standout: float, given: bool) -> str | None:
+    """A one-line warning when the background found is implausible, else ``None``.
+
+    ``fraction``: the background's share of the field; ``standout``: the share of pixels, away from
+    the image border, more than 5 noise sigmas from the fitted background (Gaussian noise alone
+    gives about 6e-7).
+    """
     if given:
         return None
     if fraction < MIN_BACKGROUND_FRACTION:
@@ -194,11 +200,11 @@ def _check_background(fraction: float, given: bool) -> str | None:
             "may absorb part of the cells. Give a background hologram (--reference), a lower "
             "background order or a background mask."
         )
-    if fraction > MAX_BACKGROUND_FRACTION:
+    if standout < MIN_STANDOUT_FRACTION:
         return (
-            f"{100 * fraction:.1f}% of the field looks like background: no cells stand out of the "
-            "noise. If there are cells, check the hologram's focus or give a background hologram "
-            "(--reference)."
+            f"No cells stand out of the noise ({100 * fraction:.0f}% of the field looks like "
+            "background): the phase sign cannot be told from this field. If there are cells, "
+            "check the focus; give the sign with a microscope profile (--profile) or a carrier."
         )
     return None
 
@@ -374,7 +380,11 @@ def retrieve_offaxis(
         "noise_rad": noise_sigma(corrected_n[mask_n]) if mask_n.any() else None,
     }
     warnings_out: list[str] = []
-    problem = _check_background(fraction, given=mask_full is not None)
+    sigma = info["background"]["noise_rad"] or noise_sigma(corrected_n)
+    inner = tuple(slice(round(0.05 * n), n - round(0.05 * n)) for n in corrected_n.shape)
+    standout = float(np.mean(np.abs(corrected_n[inner]) > 5 * sigma))  # no edge ringing
+    info["background"]["standout_fraction"] = standout
+    problem = _check_background(fraction, standout, given=mask_full is not None)
     if problem:
         warnings_out.append(problem)
     if not info["unwrap"]["ok"]:

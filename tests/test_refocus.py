@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import tifffile
 
 from napari_qpi.acquisition import Acquisition
+from napari_qpi.cli import main
 from napari_qpi.errors import InputError, MetadataError, QPIError
+from napari_qpi.io import read_image
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_background
 from napari_qpi.physics.defocus import defocused_field, simulate_defocused_hologram
 from napari_qpi.retrieval import OffAxisSettings, retrieve_offaxis
@@ -185,3 +190,85 @@ def test_bad_refocus_values_are_refused():
         autofocus(np.ones(SHAPE, np.complex64), metric="sharpest", **OPTICS)
     with pytest.raises(InputError, match="region"):
         autofocus(np.ones(SHAPE, np.complex64), region=(0, 4, 0, 4), **OPTICS)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def holograms(tmp_path, background):
+    """A hologram recorded 20 um out of focus with its optics in a sidecar, one without, and a
+    background hologram."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    hologram = simulate_defocused_hologram(_cells(4), 20.0, SYSTEM, seed=4)
+    tifffile.imwrite(folder / "cells.tif", hologram)
+    sidecar = {"qpi": {"pixel_size_um": PIXEL_UM, "wavelength_nm": 532.0, "medium_index": 1.335}}
+    (folder / "cells.tif.json").write_text(json.dumps(sidecar))
+    tifffile.imwrite(folder / "bare.tif", hologram)
+    tifffile.imwrite(tmp_path / "background.tif", background)
+    return folder
+
+
+def _run(argv, capsys):
+    status = main(["reconstruct", *[str(a) for a in argv], "--quiet", "--workers", "0"])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_autofocus_writes_the_z_it_found(holograms, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [holograms / "cells.tif", "--reference", tmp_path / "background.tif", "--out", out]
+    status, stdout, _ = _run([*argv, "--refocus", "auto", "--refocus-range", "-40", "40"], capsys)
+    assert status == 0
+    written = read_image(out / "cells_phase.ome.tif")
+    z = written.extra["method"]["refocus_um"]
+    assert abs(z - 20.0) <= 1.0
+    assert written.extra["method"]["settings"]["refocus_um"] == z
+    assert f"refocus_um = {z:+.2f} (autofocus" in stdout
+    status, stdout, _ = _run([*argv, "--refocus", "12.5", "--overwrite"], capsys)
+    assert status == 0 and "refocus_um = +12.50 (given)" in stdout
+    assert read_image(out / "cells_phase.ome.tif").extra["method"]["refocus_um"] == 12.5
+
+
+def test_cli_zstack_writes_phase_and_amplitude_stacks(holograms, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [holograms / "cells.tif", "--reference", tmp_path / "background.tif", "--out", out]
+    status, stdout, _ = _run([*argv, "--zstack", "0", "40", "20"], capsys)
+    assert status == 0, stdout
+    phase = read_image(out / "cells_zstack_phase.ome.tif")
+    amplitude = read_image(out / "cells_zstack_amplitude.ome.tif")
+    assert phase.axes == amplitude.axes == "ZYX"
+    assert np.asarray(phase.data).shape == np.asarray(amplitude.data).shape == (3, *SHAPE)
+    assert phase.extra["method"]["zstack_um"] == [0.0, 20.0, 40.0]
+    assert int(np.argmin(np.asarray(amplitude.data).std(axis=(1, 2)))) == 1  # 20 um: in focus
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{bare}", "--refocus", "auto"], "needs the wavelength"),
+        (["{bare}", "--refocus", "auto", "--refocus-range", "10", "10"], "needs the wavelength"),
+        (["{cells}", "--refocus", "auto", "--refocus-range", "10", "10"], "is empty"),
+        (["{cells}", "--refocus", "1e7"], "100x the field width"),
+        (["{cells}", "--refocus", "far"], "'auto' or a distance"),
+        (["{cells}", "--refocus-range", "-5", "5"], "add it"),
+        (["{cells}", "--zstack", "10", "0", "1"], "is empty"),
+        (["{cells}", "--refocus", "auto", "--method", "unet"], "network 'unet'"),
+        (["{cdp}", "--refocus", "auto"], "coded diffraction pattern stack"),
+    ],
+)
+def test_cli_bad_refocus_requests_get_one_line(argv, message, holograms, tmp_path, capsys):
+    from napari_qpi.io import CDPStack, write_cdp_stack
+
+    rng = np.random.default_rng(0)
+    masks = rng.uniform(0, 2 * np.pi, (2, 8, 8)).astype(np.float32)
+    cdp = write_cdp_stack(
+        tmp_path / "cdp.npz", CDPStack(rng.uniform(0, 1, (2, 16, 16)).astype(np.float32), masks)
+    )
+    paths = {"bare": holograms / "bare.tif", "cells": holograms / "cells.tif", "cdp": cdp}
+    argv = [a.format(**paths) for a in argv]
+    status, _, stderr = _run([*argv, "--out", tmp_path / "out"], capsys)
+    assert status == 2
+    assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "Traceback" not in stderr

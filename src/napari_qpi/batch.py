@@ -1017,6 +1017,8 @@ def _job_for(
             "source": source.name,
             "reference": recipe.reference is not None,
         }
+        if recipe.settings is not None and recipe.settings.refocus_um is not None:
+            method_record["refocus_um"] = recipe.settings.refocus_um  # the z the user looks for
     return _FileJob(
         source=source,
         stem=stem,

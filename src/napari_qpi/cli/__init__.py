@@ -41,6 +41,12 @@ from ..io.tables import read_table_csv
 from ..morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable, SegmentationSettings
 from ..reconstruct import available_methods
 from ..retrieval import OffAxisSettings
+from .refocus import (
+    add_refocus_arguments,
+    check_refocus_request,
+    cmd_reconstruct_refocus,
+    refocus_requested,
+)
 
 __all__ = [
     "LABELS_SUFFIX",
@@ -114,6 +120,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from ..io import is_cdp_stack
 
     stacks = [path for path in inputs if is_cdp_stack(path)]
+    if refocus_requested(args):
+        check_refocus_request(args, stacks)
     if stacks:
         status = cmd_reconstruct_cdp(args, stacks)
         inputs = [path for path in inputs if path not in stacks]
@@ -126,6 +134,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if refocus_requested(args):
+        return cmd_reconstruct_refocus(
+            args, inputs, _settings_from_args(args), lambda s, p: _reconstruct(args, p, s)
+        )
+    return _reconstruct(args, inputs, _settings_from_args(args))
+
+
+def _reconstruct(
+    args: argparse.Namespace, inputs: Sequence[Path], settings: OffAxisSettings
+) -> int:
     return _run_batch(
         "reconstruct",
         args,
@@ -133,7 +151,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             inputs,
             args.out,
             method=args.method,
-            settings=_settings_from_args(args),
+            settings=settings,
             reference=args.reference,
             measure=_measure_options(args) if args.measure else None,
             overwrite=args.overwrite,
@@ -359,6 +377,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="also segment cells and write labels + a per-cell CSV table",
     )
+    add_refocus_arguments(rec)
     _add_measure_options(rec)
     _add_cluster_options(rec)
     rec.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -140,15 +140,30 @@ def check_range(
         raise InputError(
             f"The refocus range {lo:g} to {hi:g} um is empty: give MIN < MAX, e.g. -50 50."
         )
+    check_distance(max(abs(lo), abs(hi)), shape, pixel_size_um, what=f"range {lo:g} to {hi:g} um")
+    return lo, hi
+
+
+def check_distance(
+    z_um: float, shape: Sequence[int], pixel_size_um: float, *, what: str | None = None
+) -> float:
+    """Refuse a refocus distance beyond :data:`MAX_RANGE_FIELD_WIDTHS` field widths (um).
+
+    Raises
+    ------
+    InputError
+        ``|z_um|`` larger than that: no image is that far out of focus (wrong units?).
+    """
+    z = float(z_um)
     width = max(int(shape[-1]), int(shape[-2])) * float(pixel_size_um)
     limit = MAX_RANGE_FIELD_WIDTHS * width
-    if max(abs(lo), abs(hi)) > limit:
+    if not abs(z) <= limit:
         raise InputError(
-            f"The refocus range {lo:g} to {hi:g} um reaches beyond {MAX_RANGE_FIELD_WIDTHS:g}x "
-            f"the field width ({width:.4g} um), up to {limit:.4g} um: no image is that far out "
-            "of focus. Check the units (um) and the pixel size."
+            f"The refocus {what or f'distance {z:g} um'} reaches beyond "
+            f"{MAX_RANGE_FIELD_WIDTHS:g}x the field width ({width:.4g} um), up to {limit:.4g} um: "
+            "no image is that far out of focus. Check the units (um) and the pixel size."
         )
-    return lo, hi
+    return z
 
 
 def _region_view(
@@ -317,6 +332,7 @@ __all__ = [
     "amplitude_variance",
     "autofocus",
     "autofocus_stack",
+    "check_distance",
     "check_range",
     "default_range",
     "gradient_energy",

@@ -1,0 +1,79 @@
+"""The sideband consistency check: a phase explaining its hologram scores low, wrong ones high."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_qpi.errors import InputError, SidebandError
+from napari_qpi.retrieval.consistency import (
+    RELATIVE_WARN,
+    RESIDUAL_WARN,
+    consistency,
+    consistency_loss,
+    sideband_target,
+)
+from napari_qpi.training.data import held_out_set
+
+
+@pytest.fixture(scope="module")
+def field() -> tuple[np.ndarray, np.ndarray]:
+    data = held_out_set("standard", n=1, size=128)
+    return np.asarray(data.holograms[0]), np.asarray(data.phases[0])
+
+
+def test_true_phase_is_consistent_and_wrong_phases_are_not(field) -> None:
+    hologram, truth = field
+    target = sideband_target(hologram)
+    good = consistency(target, truth, residual_map=True)
+    assert good.trusted and good.residual < RESIDUAL_WARN and good.relative < 0.2
+    assert good.correlation > 0.99
+    assert good.residual_map is not None and good.residual_map.shape == truth.shape
+    assert np.median(np.abs(good.residual_map)) < 0.1
+    # a hologram cannot tell its sign: the negated phase is just as consistent
+    assert consistency(target, -truth).residual == pytest.approx(good.residual, rel=0.05)
+    flat = consistency(target, np.zeros_like(truth))
+    assert flat.relative == pytest.approx(1.0) and not flat.trusted
+    shifted = consistency(target, np.roll(truth, 20, axis=1))
+    assert not shifted.trusted and shifted.relative > RELATIVE_WARN
+    assert shifted.correlation < good.correlation
+    record = good.to_dict()
+    assert record["trusted"] is True and set(record["thresholds"]) == {"residual", "relative"}
+
+
+def test_a_hologram_without_fringes_or_a_wrong_shape_is_refused(field) -> None:
+    hologram, truth = field
+    noise = np.random.default_rng(0).normal(100, 10, hologram.shape)
+    with pytest.raises(SidebandError, match="No off-axis fringes"):
+        consistency(noise, truth)
+    with pytest.raises(InputError, match="hologram's shape"):
+        consistency(hologram, truth[:64])
+
+
+def test_consistency_loss_has_finite_gradients_and_prefers_the_truth(field) -> None:
+    hologram, truth = field
+    targets = [sideband_target(hologram)] * 2
+    true = torch.from_numpy(np.stack([truth, truth]))[:, None].clone().requires_grad_(True)
+    loss_true = consistency_loss(true, targets)
+    loss_true.backward()
+    assert torch.isfinite(true.grad).all() and true.grad.abs().sum() > 0
+    wrong = torch.from_numpy(np.stack([0.5 * truth, np.roll(truth, 20, axis=1)]))[:, None]
+    loss_wrong = consistency_loss(wrong.requires_grad_(True), targets)
+    assert float(loss_true) < 0.2 * float(loss_wrong)
+    # the numpy check and the torch loss measure the same residual
+    assert float(loss_true) == pytest.approx(consistency(targets[0], truth).residual, rel=1e-3)
+
+
+def test_gradient_steps_on_the_loss_make_a_wrong_phase_more_consistent(field) -> None:
+    hologram, truth = field
+    target = sideband_target(hologram)
+    guess = torch.from_numpy(0.5 * truth)[None, None].clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([guess], lr=0.05)
+    start = float(consistency_loss(guess, [target]))
+    for _ in range(20):
+        optimiser.zero_grad()
+        loss = consistency_loss(guess, [target])
+        loss.backward()
+        optimiser.step()
+    assert float(loss) < 0.7 * start

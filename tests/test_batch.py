@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -357,3 +358,32 @@ def test_a_scheduler_file_finds_the_cluster(client, data, tmp_path, capsys):
     assert main([*args, "--scheduler", str(scheduler_file)]) == 0
     assert "on the cluster at" in capsys.readouterr().out
     assert (out / "cell_0_phase.ome.tif").is_file()
+
+
+def _fft_threads_of_a_task() -> int:
+    """In a worker: the FFT threads a batch task runs with, whatever the worker's environment."""
+    from napari_qpi.batch import _limit_worker_threads
+    from napari_qpi.threads import fft_workers, set_fft_workers
+
+    omp = os.environ.pop("OMP_NUM_THREADS", None)  # Dask's nanny sets it to 1; users may not
+    set_fft_workers(None)
+    try:
+        _limit_worker_threads(network=False)
+        return fft_workers()
+    finally:
+        if omp is not None:
+            os.environ["OMP_NUM_THREADS"] = omp
+
+
+def test_batch_workers_run_one_fft_thread_each(client, data, tmp_path):
+    from napari_qpi.threads import fft_workers
+
+    here = fft_workers()
+    report = reconstruct_batch(collect_inputs([data]), tmp_path / "out", client=client)
+    assert report.planes == 8 and not report.failed
+    # each worker process shares the cores with the others: 1 FFT thread each, not one per core
+    assert set(client.run(fft_workers).values()) == {1}
+    addresses = list(client.scheduler_info()["workers"])
+    tasks = [client.submit(_fft_threads_of_a_task, workers=[a], pure=False) for a in addresses]
+    assert client.gather(tasks) == [1] * len(addresses)
+    assert fft_workers() == here  # this process keeps its own setting

@@ -68,6 +68,7 @@ from .morphology import (
 )
 from .reconstruct import CLASSICAL_METHODS, available_methods, output_acquisition, settings_record
 from .retrieval import OffAxisSettings
+from .threads import WORKERS_ENV, set_fft_workers
 
 __all__ = [
     "COMBINED_TABLE",
@@ -384,20 +385,27 @@ def _read_plane(path: Path, index: tuple[int, ...]) -> tuple[np.ndarray, ImageDa
         return np.asarray(image.data[index]), image
 
 
-def _limit_torch_threads() -> None:
-    """One torch thread per task inside a Dask worker (its threads already share the cores)."""
-    if _TORCH_LIMITED["done"] or "distributed" not in sys.modules:  # no worker without it
+def _limit_worker_threads(network: bool) -> None:
+    """Inside a Dask worker: one FFT thread (and, for a network, one torch thread) per task.
+
+    The worker processes already share the cores; FFTs (and torch) on every core in each of them
+    would run cores^2 threads. ``NAPARI_QPI_FFT_WORKERS`` / ``NAPARI_QPI_TORCH_THREADS`` override.
+    """
+    if "distributed" not in sys.modules:  # no worker without it
         return
-    _TORCH_LIMITED["done"] = True
     try:
         from distributed import get_worker
 
         get_worker()
     except (ImportError, ValueError):
         return
-    import torch
+    if WORKERS_ENV not in os.environ:
+        set_fft_workers(1)
+    if network and not _TORCH_LIMITED["done"]:
+        _TORCH_LIMITED["done"] = True
+        import torch
 
-    torch.set_num_threads(int(os.environ.get("NAPARI_QPI_TORCH_THREADS", "1")))
+        torch.set_num_threads(int(os.environ.get("NAPARI_QPI_TORCH_THREADS", "1")))
 
 
 def _peak_memory_mb() -> float | None:
@@ -475,8 +483,7 @@ def _run_plane(
     phase: np.ndarray | None = None
     acquisition: Acquisition | None = None
     if job.compute_phase and recipe.method and _needs(targets["phase"], recipe.overwrite):
-        if recipe.method not in CLASSICAL_METHODS:
-            _limit_torch_threads()
+        _limit_worker_threads(network=recipe.method not in CLASSICAL_METHODS)
         hologram, image = _read_plane(job.source, index)
         reference = None
         if recipe.reference is not None:

@@ -15,7 +15,6 @@ half are read from their conjugate-symmetric partners.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -25,6 +24,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from ..errors import InputError, MetadataError, SidebandError
+from ..threads import fft_workers
 
 FilterName = Literal["disk", "smooth_disk", "gaussian"]
 FILTERS: tuple[str, ...] = ("disk", "smooth_disk", "gaussian")
@@ -62,8 +62,6 @@ KNOWN_CARRIER_PEAK_RATIO = 6.0
 MIN_CARRIER_CYCLES_PER_PX = 0.03
 #: Side of the central crop used by the quick spectrum in :func:`looks_like_hologram`.
 QUICK_SIZE = 256
-
-_WORKERS = os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ def as_image(image: np.ndarray, name: str = "hologram") -> np.ndarray:
 def half_spectrum(image: np.ndarray) -> np.ndarray:
     """Real-input 2-D spectrum ``rfft2(image - mean)`` (complex64, shape ``(H, W//2 + 1)``)."""
     img = np.asarray(image, dtype=np.float32)
-    return sfft.rfft2(img - img.mean(dtype=np.float64), workers=_WORKERS)
+    return sfft.rfft2(img - img.mean(dtype=np.float64), workers=fft_workers())
 
 
 def _whitened_peak(
@@ -222,7 +220,7 @@ def _quick_spectrum(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     crop = np.asarray(image[y0 : y0 + ch, x0 : x0 + cw], dtype=np.float32)
     crop = crop - crop.mean(dtype=np.float64)
     win = np.outer(np.hanning(ch), np.hanning(cw)).astype(np.float32)
-    return np.abs(sfft.rfft2(crop * win, workers=_WORKERS)), (ch, cw)
+    return np.abs(sfft.rfft2(crop * win, workers=fft_workers())), (ch, cw)
 
 
 def _bin_to_freq(ky: float, kx: float, shape: tuple[int, int]) -> tuple[float, float]:
@@ -548,7 +546,7 @@ def demodulate(
     sub_y, sub_x = subbin_offset(sideband, (h, w))
     crop *= _crop_window((my, mx), (sub_y, sub_x), (h, w), sideband.radius_cycles_per_px, filter)
     if resolution == "native":
-        field = sfft.ifft2(crop, workers=_WORKERS, overwrite_x=True)
+        field = sfft.ifft2(crop, workers=fft_workers(), overwrite_x=True)
         field *= np.float32(1.0 / (q * q))
         sub_y, sub_x = q * sub_y, q * sub_x
     else:
@@ -573,9 +571,9 @@ def _ifft2_padded(crop: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     hy = (my + 1) // 2
     tall[:hy] = crop[:hy]
     tall[h - (my - hy) :] = crop[hy:]
-    tall = sfft.ifft(tall, axis=0, workers=_WORKERS, overwrite_x=True)
+    tall = sfft.ifft(tall, axis=0, workers=fft_workers(), overwrite_x=True)
     full = np.zeros((h, w), dtype=np.complex64)
     hx = (mx + 1) // 2
     full[:, :hx] = tall[:, :hx]
     full[:, w - (mx - hx) :] = tall[:, hx:]
-    return sfft.ifft(full, axis=1, workers=_WORKERS, overwrite_x=True)
+    return sfft.ifft(full, axis=1, workers=fft_workers(), overwrite_x=True)

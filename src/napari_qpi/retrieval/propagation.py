@@ -32,34 +32,13 @@ Speed: one forward and one inverse complex FFT (scipy.fft, complex64) and one mu
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 
 import numpy as np
 import scipy.fft as sfft
 
 from ..errors import InputError, MetadataError
-
-#: Environment variable that sets the number of FFT threads (else OMP_NUM_THREADS, else <= 2).
-WORKERS_ENV = "NAPARI_QPI_FFT_WORKERS"
-
-
-def fft_workers() -> int:
-    """Threads for the propagation FFTs.
-
-    ``NAPARI_QPI_FFT_WORKERS`` if set, else ``OMP_NUM_THREADS`` if set, else at most 2: the CPUs
-    this process may use (its affinity, not the machine's count) capped at 2, so that several
-    workers of a batch, or a GUI and its worker thread, do not oversubscribe the machine.
-    """
-    for name in (WORKERS_ENV, "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        available = os.cpu_count() or 1
-    return max(1, min(2, available))
+from ..threads import WORKERS_ENV, fft_workers
 
 
 def check_optics(

@@ -12,7 +12,6 @@ if needed) and the result with fewer jumps kept.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal, overload
 
@@ -21,10 +20,10 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from ..errors import InputError
+from ..threads import fft_workers
 
 UnwrapMethod = Literal["auto", "ls", "quality"]
 _TWO_PI = np.float32(2 * np.pi)
-_WORKERS = os.cpu_count() or 1
 #: ``"auto"`` tries the quality-guided unwrapper when the least-squares result has more 2 pi jumps
 #: than this many per residue. Short branch cuts between residue pairs need fewer; more means
 #: least squares probably left 2 pi islands (seen on thick cells at 2048^2: 94 jumps for 46
@@ -101,14 +100,16 @@ def _least_squares(w: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     rho[:, 1:] -= dx
     rho[:-1, :] += dy
     rho[1:, :] -= dy
-    spec = sfft.dctn(rho, type=2, norm="ortho", workers=_WORKERS)
+    spec = sfft.dctn(rho, type=2, norm="ortho", workers=fft_workers())
     ky = np.cos(np.pi * np.arange(m, dtype=np.float32) / m)[:, None]
     kx = np.cos(np.pi * np.arange(n, dtype=np.float32) / n)[None, :]
     denom = 2 * ky + 2 * kx - 4
     denom[0, 0] = 1.0
     spec /= denom
     spec[0, 0] = 0.0
-    phi = sfft.idctn(spec, type=2, norm="ortho", workers=_WORKERS).astype(np.float32, copy=False)
+    phi = sfft.idctn(spec, type=2, norm="ortho", workers=fft_workers()).astype(
+        np.float32, copy=False
+    )
     phi += np.float32(np.mean(wrap(w - phi)))
     return phi
 

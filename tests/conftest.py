@@ -12,6 +12,13 @@ import pytest
 os.environ["NAPARI_QPI_USER_DIR"] = tempfile.mkdtemp(prefix="napari-qpi-tests-")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_gui_settings(tmp_path_factory, monkeypatch) -> None:
+    """Each test starts with the widgets' defaults (what one test remembers, others never see)."""
+    path = tmp_path_factory.mktemp("gui-settings") / "gui_settings.json"
+    monkeypatch.setenv("NAPARI_QPI_GUI_SETTINGS", str(path))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

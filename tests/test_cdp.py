@@ -605,7 +605,7 @@ def test_widget_exports_the_masks_and_runs_the_model(
     worker = widget.controls.start()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
-    phase = np.asarray(viewer.layers["single phase"].data)
+    phase = np.asarray(viewer.layers["single phase (tiny-cdp-1)"].data)
     assert phase.shape == (16, 16) and np.isfinite(phase).all()
 
 

@@ -53,7 +53,7 @@ def test_widget_offers_a_user_model_and_runs_it(make_napari_viewer, qtbot, tiny_
     worker = widget.controls.start()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
-    phase = viewer.layers["holo phase"]
+    phase = viewer.layers[f"holo phase ({tiny_model})"]
     assert phase.data.shape == (96, 128) and phase.data.dtype == np.float32
     assert phase.metadata["qpi_method"]["name"] == tiny_model
 

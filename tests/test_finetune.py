@@ -471,7 +471,7 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
     worker = retrieval.controls.start()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
-    phase = viewer.layers["holo0 phase"]
+    phase = viewer.layers["holo0 phase (tiny-ft-gui)"]
     assert phase.data.shape == (64, 64) and phase.metadata["qpi_method"]["name"] == "tiny-ft-gui"
 
 

@@ -41,10 +41,11 @@ def hologram_file(tmp_path) -> Path:
 def test_reader_claims_a_hologram_without_metadata(hologram_file):
     reader = get_reader(str(hologram_file))
     assert reader is not None
-    [(data, kwargs, layer_type)] = reader(str(hologram_file))
+    [(data, kwargs, layer_type), (phase, phase_kwargs, _)] = reader(str(hologram_file))
     assert layer_type == "image"
     assert np.asarray(data).shape == (256, 256)
     assert kwargs["metadata"]["qpi"]["modality"] == "hologram"
+    assert np.asarray(phase).shape == (256, 256) and phase_kwargs["name"].endswith("(classical)")
 
 
 def test_reader_declines_ordinary_images(tmp_path):
@@ -71,7 +72,8 @@ def test_npe2_reads_sample_hologram_with_physical_scale():
 
     path = files(SAMPLE_PACKAGE) / HOLOGRAM_FILE
     layers = npe2.read([str(path)], stack=False, plugin_name="napari-qpi")
-    [(_, kwargs, _)] = layers
+    (_, kwargs, _), (_, phase_kwargs, _) = layers
+    assert phase_kwargs["metadata"]["qpi"]["modality"] == "phase"
     acquisition = kwargs["metadata"]["qpi"]
     assert kwargs["scale"][-1] == pytest.approx(acquisition["pixel_size_um"])
     assert kwargs["units"][-1] == "um"
@@ -127,7 +129,7 @@ def test_widget_adds_phase_layer_matching_truth(make_napari_viewer, qtbot):
     widget.hologram.value = viewer.layers["hologram"]
     widget.reference.value = viewer.layers["background hologram"]
     _run_widget(widget, qtbot)
-    phase_layer = viewer.layers["hologram phase"]
+    phase_layer = viewer.layers["hologram phase (classical)"]
     phase = np.asarray(phase_layer.data)
     truth = np.asarray(viewer.layers["true phase"].data)
     assert phase.dtype == np.float32 and phase.shape == truth.shape
@@ -147,7 +149,7 @@ def test_widget_native_resolution_scales_layer(make_napari_viewer, qtbot):
     widget.hologram.value = viewer.layers["hologram"]
     widget.resolution.value = "native"
     _run_widget(widget, qtbot)
-    source, phase_layer = viewer.layers["hologram"], viewer.layers["hologram phase"]
+    source, phase_layer = viewer.layers["hologram"], viewer.layers["hologram phase (classical)"]
     ratio = source.data.shape[-1] / phase_layer.data.shape[-1]
     assert ratio > 1.5
     assert phase_layer.scale[-1] == pytest.approx(source.scale[-1] * ratio, rel=0.02)
@@ -168,7 +170,7 @@ def test_widget_processes_a_stack_plane_by_plane(make_napari_viewer, qtbot):
     widget = PhaseRetrievalWidget(viewer)
     widget.hologram.value = viewer.layers["timelapse"]
     _run_widget(widget, qtbot)
-    assert viewer.layers["timelapse phase"].data.shape == (3, 128, 128)
+    assert viewer.layers["timelapse phase (classical)"].data.shape == (3, 128, 128)
 
 
 def test_widget_reports_bad_input_without_traceback(make_napari_viewer, qtbot):
@@ -185,7 +187,7 @@ def test_widget_reports_bad_input_without_traceback(make_napari_viewer, qtbot):
     assert status and status != "done" and "traceback" not in status
 
 
-def test_widget_cancel_stops_a_long_stack(make_napari_viewer, qtbot):
+def test_widget_cancel_on_a_long_stack_keeps_the_planes_done(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     system = OffAxisSystem()
     plane = simulate_hologram(
@@ -199,11 +201,20 @@ def test_widget_cancel_stops_a_long_stack(make_napari_viewer, qtbot):
     widget = PhaseRetrievalWidget(viewer)
     widget.hologram.value = viewer.layers["long"]
     worker = widget.controls.start()
-    qtbot.waitUntil(lambda: widget.controls.progress.value >= 1, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.controls.progress.value >= 2, timeout=10_000)
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         widget.controls.cancel_button.native.click()
-    assert "long phase" not in [layer.name for layer in viewer.layers]
-    assert widget.controls.status.value == "cancelled"
+    [kept] = [layer for layer in viewer.layers if layer.name.startswith("long phase")]
+    done = kept.metadata["qpi_method"]["planes_done"][0]
+    assert 2 <= done < 400 and kept.metadata["qpi_method"]["planes_done"][1] == 400
+    assert kept.name == f"long phase (classical, {done} of 400 planes)"
+    phase = np.asarray(kept.data)
+    assert phase.shape == (400, 256, 256)
+    assert np.isfinite(phase[:done]).all() and np.isnan(phase[done:]).all()
+    expected = next(iter_reconstruct(plane, acquisition=system.acquisition())).phase
+    np.testing.assert_allclose(phase[done - 1], expected, atol=1e-5)
+    status = widget.controls.status.value
+    assert status.startswith("cancelled; kept the") and f"{done} of 400 planes" in status
 
 
 def test_widget_solves_the_sample_cdp_stack(make_napari_viewer, qtbot):
@@ -217,7 +228,7 @@ def test_widget_solves_the_sample_cdp_stack(make_napari_viewer, qtbot):
     assert "classical" not in widget.method.choices
     widget.method.value = "gerchberg-saxton"
     _run_widget(widget, qtbot, timeout=60_000)
-    phase = np.asarray(viewer.layers["cells_cdp phase"].data)
+    phase = np.asarray(viewer.layers["cells_cdp phase (gerchberg-saxton)"].data)
     assert phase.shape == patterns.metadata["qpi_cdp"]["masks"].shape[-2:]
     assert phase.dtype == np.float32 and np.isfinite(phase).all()
 
@@ -238,7 +249,7 @@ def test_widget_viewed_planes_only_gives_a_lazy_phase_layer(make_napari_viewer, 
     assert widget.planes.native.isVisibleTo(widget.native)
     widget.planes.value = "viewed planes only"
     _run_widget(widget, qtbot)
-    phase = viewer.layers["lazy phase"]
+    phase = viewer.layers["lazy phase (classical)"]
     assert isinstance(phase.data, da.Array) and phase.data.shape == (4, 128, 128)
     expected = next(iter_reconstruct(planes[2], acquisition=system.acquisition())).phase
     np.testing.assert_allclose(np.asarray(phase.data[2]), expected, atol=1e-5)

@@ -50,7 +50,7 @@ from ..training.finetune import (
 )
 from ..training.loop import StopFlag
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
-from .task import Job, TaskControls
+from .task import Job, TaskControls, wrapping_label
 
 #: Weight of the newest step in the smoothed training curve.
 SMOOTHING = 0.1
@@ -325,7 +325,7 @@ class FinetuneWidget(Container):
             label="ignore",
             options={"nullable": True, "tooltip": "labels layer: painted pixels are ignored"},
         )
-        self.pairs = Label(value="")
+        self.pairs = wrapping_label(Label(value=""))
         self.base = ComboBox(label="base model", choices=self._base_choices)
         self.self_supervised = CheckBox(
             text="self-supervised (no targets)",

@@ -18,6 +18,7 @@ from ..morphology import (
     iter_measure_frames,
 )
 from .layers import MORPHOLOGY_KEY, acquisition_of
+from .pickers import layer_picker, phase_rank
 from .task import Job, TaskControls
 
 #: Columns shown in the dock table (all columns stay in ``layer.features`` and in the CSV).
@@ -39,7 +40,13 @@ class CellMorphologyWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         defaults = SegmentationSettings()
-        self.phase = create_widget(annotation=napari.layers.Image, label="phase")
+        self.phase = layer_picker(
+            viewer,
+            phase_rank,
+            label="phase",
+            tooltip="phase image in radians (retrieved phase first)",
+            follow=1,
+        )
         self.user_labels = create_widget(
             annotation=napari.layers.Labels | None,
             label="labels (optional)",
@@ -116,7 +123,8 @@ class CellMorphologyWidget(Container):
             raise InputError("Choose a phase layer: run Phase retrieval first, or open one.")
         labels_layer = self.user_labels.value
         phase = layer.data
-        labels = None if labels_layer is None else labels_layer.data
+        # a copy: the user may paint on the layer while the worker measures
+        labels = None if labels_layer is None else np.array(labels_layer.data, copy=True)
         if labels is not None and tuple(labels.shape) != tuple(phase.shape):
             raise InputError(
                 f"Labels layer '{labels_layer.name}' has shape {tuple(labels.shape)} but phase "
@@ -140,13 +148,17 @@ class CellMorphologyWidget(Container):
         def run() -> Job:
             out_labels = np.zeros(shape, dtype=np.int32)
             tables: list[MorphologyTable] = []
+            offsets: list[int] = []
+            top = 0
             for done, (position, plane_labels, table) in enumerate(
                 iter_measure_frames(phase, labels, **options), start=1
             ):
-                out_labels[position] = plane_labels
+                offsets.append(top)
+                top = unique_frame_labels(out_labels, position, plane_labels, top)
                 tables.append(table)
                 yield done, total
-            return {"layer": layer, "labels": out_labels, "table": combine_frames(tables, shape)}
+            table = with_index(combine_frames(tables, shape), offsets)
+            return {"layer": layer, "labels": out_labels, "table": table}
 
         return run()
 
@@ -158,7 +170,7 @@ class CellMorphologyWidget(Container):
             MORPHOLOGY_KEY: {"units": table.units, "metadata": table.metadata},
         }
         name = f"{source.name} cells"
-        features = table.to_dataframe()
+        features = table.to_dataframe()  # its "index" column maps label value -> row
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         self.viewer.add_labels(
@@ -180,3 +192,26 @@ class CellMorphologyWidget(Container):
             )
         if len(table) == 0:
             show_warning(f"No cells found in '{source.name}'. Lower the threshold or min area.")
+
+
+def unique_frame_labels(
+    out: np.ndarray, position: Any, plane_labels: np.ndarray, offset: int
+) -> int:
+    """Write one frame's labels into ``out``, shifted by ``offset``; the next frame's offset.
+
+    napari looks a hovered label up by value alone (``features["index"]``), so every cell of a
+    stack gets a value of its own: frame k's labels are shifted past the largest value of
+    frames 0..k-1. The table keeps each frame's own ``label`` and gets the shown value as ``index``.
+    """
+    out[position] = np.where(plane_labels > 0, plane_labels + offset, 0)
+    return offset + int(plane_labels.max(initial=0))
+
+
+def with_index(table: MorphologyTable, offsets: list[int]) -> MorphologyTable:
+    """``table`` with an ``index`` column: the value of each cell in the labels layer."""
+    labels = np.asarray(table.columns["label"], dtype=np.int64)
+    frames = np.asarray(table.columns.get("frame", np.zeros(len(labels), int)), dtype=np.int64)
+    shift = np.asarray(offsets, dtype=np.int64)[frames] if len(labels) else labels
+    columns = {"index": labels + shift, **table.columns}
+    units = {"index": "", **table.units}
+    return MorphologyTable(columns=columns, units=units, metadata=table.metadata)

@@ -1,8 +1,15 @@
-"""napari reader: off-axis holograms, our phase images and CDP stacks.
+"""napari reader: off-axis holograms (with their phase), our phase images, labels and CDP stacks.
 
 The reader claims a file only when it really is one of ours: a CDP stack in our format, an image
-whose metadata says it is a hologram or a napari-qpi phase image, or an image with a clear off-axis
-sideband in its (downsampled) spectrum. Everything else is left to other readers (``None``).
+whose metadata says it is a hologram or a napari-qpi phase image, labels written by our writer
+(opened with their cell table), or an image with a clear off-axis sideband in its (downsampled)
+spectrum. Everything else is left to other readers (``None``).
+
+Dropping a hologram gives two layers: the hologram and its phase, retrieved with the method of the
+reader settings (classical by default; ``gui_settings.json`` section ``reader``, ``"reconstruct":
+false`` turns it off) and the acquisition from the file's metadata. The phase is lazy: only the
+first plane is retrieved on opening, every other plane when napari shows it, so a long stack opens
+at once.
 
 Files larger than :func:`lazy_threshold_bytes` (512 MiB, or ``NAPARI_QPI_LAZY_THRESHOLD_MB``) open
 as dask arrays with one plane per chunk: napari reads only the planes shown. Their contrast limits
@@ -21,7 +28,16 @@ from ..errors import QPIError
 from ..io import DEFAULT_LAZY_THRESHOLD, is_cdp_stack, read_cdp_stack, read_image
 from ..io.images import SUPPORTED_EXTENSIONS, ImageData
 from ..retrieval import looks_like_hologram
-from .layers import CDP_KEY, LayerDataTuple, image_layer, phase_contrast_limits
+from .gui_settings import reader_settings
+from .layers import (
+    CDP_KEY,
+    METHOD_KEY,
+    MORPHOLOGY_KEY,
+    LayerDataTuple,
+    image_layer,
+    phase_contrast_limits,
+    spatial_kwargs,
+)
 
 ReaderFunction = Callable[[str | list[str]], list[LayerDataTuple]]
 
@@ -43,6 +59,8 @@ def _first_plane(data) -> np.ndarray:
 
 
 def _kind_of(image: ImageData, first: np.ndarray) -> str | None:
+    if image.extra.get("content") == "labels" and first.dtype.kind in "iu":
+        return "labels"
     modality = image.acquisition.modality
     if modality in ("hologram", "phase"):
         return modality
@@ -88,15 +106,85 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
         return None
 
     def read(_path: str | list[str]) -> list[LayerDataTuple]:
-        return [_image_layer(image, kind, file, first)]
+        if kind == "labels":
+            return [_labels_layer(image, file)]
+        layers = [_image_layer(image, kind, file, first)]
+        if kind == "hologram":
+            layers += _phase_of(image, file)
+        return layers
 
     return read
+
+
+def _phase_of(image: ImageData, path: Path) -> list[LayerDataTuple]:
+    """The phase layer of a dropped hologram (lazy for stacks), or nothing if turned off/failed."""
+    options = reader_settings()
+    if not options.get("reconstruct", True):
+        return []
+    from napari.utils.notifications import show_warning
+
+    from ..lazy import lazy_reconstruct
+    from ..reconstruct import settings_record
+    from ..retrieval import OffAxisSettings
+
+    method = str(options.get("method") or "classical")
+    settings = OffAxisSettings()
+    try:
+        lazy = lazy_reconstruct(
+            image.data, method=method, acquisition=image.acquisition, settings=settings
+        )
+    except QPIError as error:
+        show_warning(f"Opened {path.name} without its phase: {error}")
+        return []
+    record = {
+        "name": method,
+        "settings": settings_record(settings),
+        "source": str(path),
+        "planes": "retrieved when shown" if image.data.ndim > 2 else "all",
+    }
+    data, kwargs, layer_type = image_layer(
+        lazy.data,
+        name=f"{_display_name(path)} phase ({method})",
+        acquisition=lazy.acquisition,
+        axes=image.axes,
+        extra_metadata={METHOD_KEY: record, "source_path": str(path)},
+        colormap="viridis",
+        contrast_limits=phase_contrast_limits(lazy.first.phase),
+    )
+    factor = lazy.pixel_size_factor
+    if "scale" not in kwargs and factor != 1.0:  # no pixel size known: keep the geometry
+        kwargs["scale"] = (1.0,) * (np.ndim(data) - 2) + (factor, factor)
+    return [(data, kwargs, layer_type)]
+
+
+def _labels_layer(image: ImageData, path: Path) -> LayerDataTuple:
+    """Labels written by our writer, with the cell table saved beside them as ``features``."""
+    from ..io.tables import read_table_csv
+    from .writer import _csv_path
+
+    acquisition = image.acquisition
+    kwargs: dict[str, object] = {"name": _display_name(path)}
+    metadata: dict[str, object] = {"source_path": str(path)}
+    csv = _csv_path(path)
+    if csv.is_file():
+        table = read_table_csv(csv)
+        kwargs["features"] = table.to_dataframe()
+        metadata[MORPHOLOGY_KEY] = {"units": table.units, "metadata": table.metadata}
+        wavelength = table.metadata.get("wavelength_nm")
+        if acquisition.wavelength_nm is None and wavelength:
+            acquisition = acquisition.replace(wavelength_nm=float(wavelength))
+    metadata["qpi"] = acquisition.to_dict()
+    kwargs["metadata"] = metadata
+    kwargs.update(spatial_kwargs(image.data.ndim, acquisition, image.axes))
+    return (np.asarray(image.data), kwargs, "labels")
 
 
 def _image_layer(image: ImageData, kind: str, path: Path, plane: np.ndarray) -> LayerDataTuple:
     acquisition = image.acquisition.replace(modality=kind)
     extra = {"source_path": str(path), "qpi_extra": image.extra}
     if kind == "phase":
+        if isinstance(image.extra.get("method"), dict):
+            extra[METHOD_KEY] = image.extra["method"]
         return image_layer(
             image.data,
             name=_display_name(path),
@@ -140,7 +228,7 @@ def read_cdp_layers(path: str | list[str]) -> list[LayerDataTuple]:
         name=f"{name} masks",
         acquisition=acquisition.replace(modality="phase"),
         axes="KYX",
-        extra_metadata={"source_path": str(file)},
+        extra_metadata={"source_path": str(file), "qpi_role": "masks"},
         colormap="twilight",
         contrast_limits=(-np.pi, np.pi),
         visible=False,

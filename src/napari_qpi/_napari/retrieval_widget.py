@@ -1,7 +1,14 @@
-"""The *Phase retrieval* widget: hologram layer in, phase layer (radians, same scale) out."""
+"""The *Phase retrieval* widget: hologram layer in, phase layer (radians, same scale) out.
+
+The pickers offer holograms first and follow a newly opened one (:mod:`.pickers`); only methods
+that can run on the chosen layer are offered; every field has a tooltip and is remembered between
+sessions (:mod:`.gui_settings`); the acquisition fields start from the layer's metadata; Cancel on
+a stack keeps the planes already retrieved. Results are named after their method.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +21,10 @@ from magicgui.widgets import (
     FloatSpinBox,
     PushButton,
     SpinBox,
-    create_widget,
 )
 from napari.utils.notifications import show_error, show_info
 
+from ..acquisition import Acquisition
 from ..errors import InputError, QPIError
 from ..lazy import lazy_reconstruct
 from ..reconstruct import (
@@ -32,7 +39,10 @@ from ..reconstruct import (
     settings_record,
 )
 from ..retrieval import OffAxisSettings
+from .actions import ActionsBar
+from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .pickers import background_rank, hologram_rank, layer_picker
 from .task import Job, TaskControls
 
 WHOLE_STACK = "whole stack"
@@ -45,17 +55,34 @@ class PhaseRetrievalWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         defaults = OffAxisSettings()
-        self.hologram = create_widget(annotation=napari.layers.Image, label="hologram")
-        self.reference = create_widget(
-            annotation=napari.layers.Image | None, label="background", options={"nullable": True}
+        self.hologram = layer_picker(
+            viewer,
+            hologram_rank,
+            label="hologram",
+            tooltip="the off-axis hologram (or CDP stack) to retrieve the phase of; holograms "
+            "are listed first and a newly opened one is picked",
+        )
+        self.reference = layer_picker(
+            viewer,
+            background_rank,
+            label="background",
+            nullable=True,
+            tooltip="optional hologram of the same field without cells (same camera region): "
+            "its phase is subtracted, which removes the optics' own phase",
         )
         self.method = ComboBox(
             label="method",
             choices=self._method_choices,
-            tooltip="classical method or solver, or a trained network",
+            tooltip="classical: Fourier filtering, no model; or a trained network (holograms), "
+            "or a solver or distilled network (CDP stacks); only methods that can run on this "
+            "layer are listed",
         )
         self.filter = ComboBox(
-            label="filter", choices=["smooth_disk", "disk", "gaussian"], value=defaults.filter
+            label="filter",
+            choices=["smooth_disk", "disk", "gaussian"],
+            value=defaults.filter,
+            tooltip="shape of the window cutting the +1 sideband out of the spectrum; the smooth "
+            "disk rings least",
         )
         self.radius_fraction = FloatSpinBox(
             label="filter radius",
@@ -63,17 +90,57 @@ class PhaseRetrievalWidget(Container):
             min=0.05,
             max=1.0,
             step=0.05,
-            tooltip="fraction of the carrier distance",
+            tooltip="radius of the sideband window as a fraction of the carrier distance: larger "
+            "keeps finer detail and more noise and twin-image leakage",
         )
         self.background_order = SpinBox(
-            label="background order", value=defaults.background_order, min=0, max=3
+            label="background order",
+            value=defaults.background_order,
+            min=0,
+            max=3,
+            tooltip="order of the polynomial fitted to the background phase and subtracted "
+            "(0: constant, 1: tilt, 2: curvature); raise it for curved backgrounds",
         )
-        self.resolution = ComboBox(label="resolution", choices=["full", "native"], value="full")
+        self.resolution = ComboBox(
+            label="resolution",
+            choices=["full", "native"],
+            value="full",
+            tooltip="full: the phase on the camera grid; native: on the coarser grid the "
+            "sideband really resolves (faster, larger pixels; the layer scale says so)",
+        )
         self.planes = ComboBox(
             label="stack",
             choices=[WHOLE_STACK, VIEWED_PLANES],
             value=WHOLE_STACK,
-            tooltip="viewed planes only: a lazy phase layer whose planes are retrieved when shown",
+            tooltip="whole stack: every plane now, with progress and Cancel; viewed planes only: "
+            "a lazy phase layer whose planes are retrieved when shown",
+        )
+        self.wavelength = FloatSpinBox(
+            label="wavelength (nm)",
+            value=0.0,
+            min=0.0,
+            max=2000.0,
+            step=1.0,
+            tooltip="vacuum wavelength of the illumination; filled from the layer's metadata; "
+            "0: unknown",
+        )
+        self.pixel_size = FloatSpinBox(
+            label="pixel size (µm)",
+            value=0.0,
+            min=0.0,
+            max=100.0,
+            step=0.01,
+            tooltip="pixel pitch in the sample plane (camera pixel / magnification); filled from "
+            "the layer's metadata; 0: unknown (the phase layer is then in pixels)",
+        )
+        self.medium_index = FloatSpinBox(
+            label="medium index",
+            value=0.0,
+            min=0.0,
+            max=3.0,
+            step=0.001,
+            tooltip="refractive index of the medium around the cells (e.g. 1.335); filled from "
+            "the layer's metadata; 0: unknown",
         )
         self.mask_file = FileEdit(
             label="masks TIFF",
@@ -86,7 +153,9 @@ class PhaseRetrievalWidget(Container):
             tooltip="the masks a plate or SLM must realise for this network, as a TIFF",
         )
         self.export_masks.changed.connect(self._export_masks)
-        self.controls = TaskControls(self._make_job, self._add_result)
+        self.controls = TaskControls(self._make_job, self._add_result, on_cancel=self._keep_partial)
+        self.actions = ActionsBar(viewer)
+        self._partial: dict[str, Any] | None = None
         super().__init__(
             widgets=[
                 self.hologram,
@@ -97,20 +166,37 @@ class PhaseRetrievalWidget(Container):
                 self.background_order,
                 self.resolution,
                 self.planes,
+                self.wavelength,
+                self.pixel_size,
+                self.medium_index,
                 self.mask_file,
                 self.export_masks,
                 self.controls,
+                self.actions,
             ]
         )
         self.method.changed.connect(self._show_method_options)
         self.hologram.changed.connect(self.method.reset_choices)
         self.hologram.changed.connect(self._show_stack_options)
         self.hologram.changed.connect(self._show_method_options)
+        self.hologram.changed.connect(self._fill_acquisition)
         self.reset_choices()
-        self._show_stack_options()
-        self._show_method_options()
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
+        remember(
+            "retrieval",
+            {
+                "method": self.method,
+                "filter": self.filter,
+                "radius_fraction": self.radius_fraction,
+                "background_order": self.background_order,
+                "resolution": self.resolution,
+                "planes": self.planes,
+            },
+        )
+        self._show_stack_options()
+        self._show_method_options()
+        self._fill_acquisition()
 
     def _cdp_record(self) -> dict[str, Any] | None:
         layer = self.hologram.value
@@ -119,18 +205,52 @@ class PhaseRetrievalWidget(Container):
     def _method_choices(self, _widget: Any = None) -> list[str]:
         record = self._cdp_record()
         if record is not None:
-            return available_cdp_methods(len(record["masks"]))
+            masks = np.asarray(record["masks"])
+            return [
+                name
+                for name in available_cdp_methods(len(masks))
+                if name in CDP_SOLVERS or _cdp_model_fits(name, masks)
+            ]
         return available_methods("hologram")
+
+    def _fill_acquisition(self, *_: Any) -> None:
+        """Show the chosen layer's wavelength, pixel size and medium index (0: not known)."""
+        layer = self.hologram.value
+        if layer is None:
+            return
+        try:
+            acquisition = acquisition_of(layer.metadata)
+        except QPIError:
+            acquisition = Acquisition()
+        pixel = acquisition.pixel_size_um
+        if pixel is None and float(layer.scale[-1]) != 1.0:
+            pixel = float(layer.scale[-1])
+        self.wavelength.value = acquisition.wavelength_nm or 0.0
+        self.pixel_size.value = pixel or 0.0
+        self.medium_index.value = acquisition.medium_index or 0.0
+
+    def acquisition(self, layer: napari.layers.Image) -> Acquisition:
+        """The layer's acquisition record with the fields the user set (0 leaves it unknown)."""
+        base = acquisition_of(layer.metadata)
+        fields = {
+            "wavelength_nm": float(self.wavelength.value),
+            "pixel_size_um": float(self.pixel_size.value),
+            "medium_index": float(self.medium_index.value),
+        }
+        return base.replace(**{k: (v if v > 0 else None) for k, v in fields.items()})
 
     def _show_stack_options(self, *_: Any) -> None:
         layer = self.hologram.value
         self.planes.visible = layer is not None and layer.ndim > 2 and self._cdp_record() is None
 
     def _show_method_options(self, *_: Any) -> None:
+        """Show only the fields the chosen method uses."""
         classical = self.method.value in CLASSICAL_METHODS
+        cdp = self._cdp_record() is not None
         for widget in (self.reference, self.filter, self.radius_fraction, self.resolution):
-            widget.visible = classical
-        cdp_model = self._cdp_record() is not None and self.method.value not in CDP_SOLVERS
+            widget.visible = classical and not cdp
+        self.background_order.visible = not cdp  # classical and hologram networks fit it
+        cdp_model = cdp and self.method.value not in CDP_SOLVERS
         self.mask_file.visible = self.export_masks.visible = cdp_model
 
     def _export_masks(self, *_: Any) -> Path | None:
@@ -173,22 +293,23 @@ class PhaseRetrievalWidget(Container):
         reference = None if reference_layer is None else np.asarray(reference_layer.data)
         data = layer.data
         plane_indices(tuple(data.shape))
-        acquisition = acquisition_of(layer.metadata)
+        acquisition = self.acquisition(layer)
         settings = self.settings()
         job = {
             "layer": layer,
             "settings": settings,
             "method": method,
             "reference": reference_layer.name if reference_layer else None,
+            "acquisition": output_acquisition(acquisition, 1.0),
+            "factor": 1.0,
         }
-
         if data.ndim > 2 and self.planes.value == VIEWED_PLANES:
             return self._lazy_job(layer, data, method, reference, acquisition, settings, job)
+        total = len(plane_indices(tuple(data.shape)))
+        planes: list[np.ndarray] = []
+        self._partial = {"job": job, "planes": planes, "total": total, "shape": data.shape}
 
         def run() -> Job:
-            planes = []
-            total = len(plane_indices(tuple(data.shape)))
-            factor = 1.0
             for done, result in enumerate(
                 iter_reconstruct(
                     data,
@@ -200,21 +321,26 @@ class PhaseRetrievalWidget(Container):
                 start=1,
             ):
                 planes.append(result.phase)
-                factor = result.pixel_size_factor
+                job["factor"] = result.pixel_size_factor
+                job["acquisition"] = output_acquisition(acquisition, result.pixel_size_factor)
                 yield done, total
-            phase = (
-                planes[0]
-                if len(planes) == 1
-                else np.stack(planes).reshape(*data.shape[:-2], *planes[0].shape)
-            )
-            return {
-                **job,
-                "phase": phase,
-                "factor": factor,
-                "acquisition": output_acquisition(acquisition, factor),
-            }
+            return {**job, "phase": _stack(planes, data.shape)}
 
         return run()
+
+    def _keep_partial(self) -> str | None:
+        """On Cancel: add the planes already retrieved (the rest NaN); say how many."""
+        partial, self._partial = self._partial, None
+        if partial is None or not partial["planes"]:
+            return None
+        planes, total = list(partial["planes"]), partial["total"]
+        missing = np.full_like(planes[0], np.nan)
+        phase = _stack(planes + [missing] * (total - len(planes)), partial["shape"])
+        job = partial["job"]
+        name = self._add_result(
+            {**job, "phase": phase, "sample": planes[0], "done": (len(planes), total)}
+        )
+        return f"kept the {len(planes)} of {total} planes done in '{name}' (the others are NaN)"
 
     def _lazy_job(self, layer, data, method, reference, acquisition, settings, job) -> Job:
         def run() -> Job:
@@ -235,15 +361,17 @@ class PhaseRetrievalWidget(Container):
                 "sample": lazy.first.phase,
             }
 
+        self._partial = None
         return run()
 
     def _cdp_job(self, layer: napari.layers.Image) -> Job:
         record = self._cdp_record()
-        patterns = np.asarray(layer.data)
+        patterns = np.array(layer.data, dtype=np.float32)
         masks = np.asarray(record["masks"])
         oversampling = int(record.get("oversampling", 2))
         method = self.method.value
         acquisition = acquisition_of(layer.metadata)
+        self._partial = None
 
         def run() -> Job:
             yield 0, 1
@@ -259,37 +387,41 @@ class PhaseRetrievalWidget(Container):
 
         return run()
 
-    def _add_cdp_result(self, result: dict[str, Any]) -> None:
+    def _add_cdp_result(self, result: dict[str, Any]) -> str:
         source = result["layer"]
         method = {"name": result["method"], "source": source.name, **result["info"]}
         data, kwargs, _ = image_layer(
             result["phase"],
-            name=f"{source.name} phase",
+            name=f"{source.name} phase ({result['method']})",
             acquisition=result["acquisition"],
             extra_metadata={METHOD_KEY: method},
             colormap="viridis",
             contrast_limits=phase_contrast_limits(result["phase"]),
         )
-        self.viewer.add_image(data, **kwargs)
+        return self._add_layer(data, kwargs)
 
-    def _add_result(self, result: dict[str, Any]) -> None:
-        if "factor" not in result:
-            self._add_cdp_result(result)
-            return
+    def _add_result(self, result: dict[str, Any]) -> str:
+        """Add the phase layer (named after the method, on the hologram's grid); its name."""
+        self._partial = None
+        if "settings" not in result:
+            return self._add_cdp_result(result)
         source = result["layer"]
         phase = result["phase"]
-        factor = result["factor"]
         scale = np.array(source.scale, dtype=float)
-        scale[-2:] *= factor
+        scale[-2:] *= result["factor"]
         method = {
             "name": result["method"],
             "settings": settings_record(result["settings"]),
             "source": source.name,
             "reference": result["reference"],
         }
+        label = result["method"]
+        if "done" in result:
+            method["planes_done"] = list(result["done"])
+            label += ", {} of {} planes".format(*result["done"])
         data, kwargs, _ = image_layer(
             phase,
-            name=f"{source.name} phase",
+            name=f"{source.name} phase ({label})",
             acquisition=result["acquisition"],
             extra_metadata={METHOD_KEY: method},
             colormap="viridis",
@@ -297,6 +429,37 @@ class PhaseRetrievalWidget(Container):
         )
         kwargs["scale"] = tuple(scale)
         kwargs["translate"] = tuple(source.translate)
-        if source.units is not None:
-            kwargs["units"] = tuple(str(u) for u in source.units)
-        self.viewer.add_image(data, **kwargs)
+        kwargs["units"] = tuple(str(u) for u in source.units)
+        return self._add_layer(data, kwargs)
+
+    def _add_layer(self, data: Any, kwargs: dict[str, Any]) -> str:
+        name = kwargs["name"]
+        if name in self.viewer.layers:  # a rerun replaces its own result
+            self.viewer.layers.remove(name)
+        return self.viewer.add_image(data, **kwargs).name
+
+
+def _stack(planes: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Planes of a stack of ``shape`` (leading axes, then Y, X) as one array."""
+    if len(planes) == 1 and len(shape) == 2:
+        return planes[0]
+    return np.stack(planes).reshape(*shape[:-2], *planes[0].shape)
+
+
+_FITS: dict[tuple[str, str, str], bool] = {}
+
+
+def _cdp_model_fits(name: str, masks: np.ndarray) -> bool:
+    """Whether CDP model ``name`` was trained with exactly these masks (else it cannot run)."""
+    from ..models import get_card, load_model
+
+    try:
+        key = (name, get_card(name).sha256, hashlib.sha1(masks.tobytes()).hexdigest())
+        if key not in _FITS:
+            model_masks = load_model(name)[0].masks.export()
+            _FITS[key] = model_masks.shape == masks.shape and bool(
+                np.allclose(np.angle(np.exp(1j * (model_masks - masks))), 0, atol=1e-2)
+            )
+    except QPIError:
+        return False
+    return _FITS[key]

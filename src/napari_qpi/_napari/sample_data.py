@@ -10,6 +10,7 @@ from importlib.resources import as_file, files
 
 from ..io import read_image
 from .layers import LayerDataTuple, image_layer, phase_contrast_limits
+from .pickers import ROLE_KEY
 from .reader import read_cdp_layers
 
 SAMPLE_PACKAGE = "napari_qpi.sample_data"
@@ -43,6 +44,7 @@ def hologram_sample() -> list[LayerDataTuple]:
             background.data,
             name="background hologram",
             acquisition=background.acquisition,
+            extra_metadata={ROLE_KEY: "background"},
             colormap="gray",
             visible=False,
         ),

@@ -16,10 +16,31 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import QPIError
 
 Job = Generator[tuple[int, int], None, Any]
+
+#: Messages longer than this also go to a napari notification (the dock line wraps them).
+LONG_MESSAGE = 60
+
+
+def wrapping_label(label: Label) -> Label:
+    """Make a magicgui label wrap its text and never ask the dock for width.
+
+    A QLabel normally asks for the width of its whole text, so one long message (a path, an
+    error) widened the dock until the canvas had 0 px left. With word wrap, an *ignored*
+    horizontal size hint and no minimum width, the label takes the width the dock has and grows
+    down instead; the full text is also its tooltip.
+    """
+    native = label.native
+    native.setWordWrap(True)
+    native.setMinimumWidth(1)
+    policy = native.sizePolicy()
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+    native.setSizePolicy(policy)
+    return label
 
 
 @dataclass
@@ -44,11 +65,12 @@ class TaskControls(Container):
         on_result: Callable[[Any], None],
         *,
         run_text: str = "Run",
+        on_cancel: Callable[[], str | None] | None = None,
     ) -> None:
         self.run_button = PushButton(text=run_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
-        self.status = Label(value="")
+        self.status = wrapping_label(Label(value=""))
         super().__init__(
             widgets=[
                 Container(
@@ -61,6 +83,7 @@ class TaskControls(Container):
         )
         self._make_job = make_job
         self._on_result = on_result
+        self._on_cancel = on_cancel
         self.worker: GeneratorWorker | None = None
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
@@ -116,16 +139,34 @@ class TaskControls(Container):
         self.status.value = "done"
 
     def _on_aborted(self) -> None:
-        self.status.value = "cancelled"
-        show_info("Cancelled; nothing was added.")
+        """Cancelled: keep what the job finished (``on_cancel`` says what), or say nothing was."""
+        kept = None
+        if self._on_cancel is not None:
+            try:
+                kept = self._on_cancel()
+            except Exception as error:  # never let a partial result reach the event loop
+                self._report(error)
+                return
+        self.status.value = f"cancelled; {kept}" if kept else "cancelled"
+        show_info(f"Cancelled; {kept}." if kept else "Cancelled; nothing was added.")
 
     def _report(self, error: BaseException) -> None:
         if isinstance(error, QPIError):
-            self.status.value = str(error)
+            self._set_status(str(error))
             show_warning(str(error))
         else:
-            self.status.value = f"failed: {error}"
+            self._set_status(f"failed: {error}")
             show_error(f"Unexpected error ({type(error).__name__}): {error}")
+
+    def _set_status(self, message: str) -> None:
+        self.status.value = message
+        self.status.native.setToolTip(message)  # the whole text, however the line wraps
+
+    def say(self, message: str) -> None:
+        """Show ``message`` on the status line (wrapped); a long one also as a notification."""
+        self._set_status(message)
+        if len(message) > LONG_MESSAGE:
+            show_info(message)
 
     def _on_finished(self) -> None:
         self.worker = None

@@ -1,7 +1,9 @@
 """napari writers: phase images, labels with their per-cell table, and whole analyses.
 
 napari asks before replacing a file, so these writers are called only for paths the user chose;
-every file is still written atomically (a crash never leaves half a file).
+every file is still written atomically (a crash never leaves half a file). What they write, our
+reader opens again as it was: a phase image with its acquisition and method records, a hologram
+with its dtype and modality, labels with their cell table (``layer.features``, units, parameters).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io import write_phase
+from ..io import write_image, write_phase
 from ..io.tables import write_labels_tiff, write_table_csv
 from ..morphology import MorphologyTable
 from .layers import METHOD_KEY, MORPHOLOGY_KEY, acquisition_of
@@ -26,19 +28,37 @@ def _pixel_size(attributes: dict[str, Any]) -> float | None:
     return acquisition.pixel_size_um
 
 
-def write_phase_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
-    """Write one image layer as a phase OME-TIFF (float32 radians, physical pixel size)."""
+def _axes(attributes: dict[str, Any], ndim: int) -> str | None:
+    labels = attributes.get("axis_labels") or ()
+    axes = "".join(str(label).upper() for label in labels)
+    if len(axes) == ndim and axes.endswith("YX") and (ndim == 2 or axes[0] in "TZC"):
+        return axes
+    return None
+
+
+def write_phase_layer(
+    path: str, data: Any, attributes: dict[str, Any], *, overwrite: bool = True
+) -> list[str]:
+    """Write one image layer as OME-TIFF with its acquisition record and physical pixel size.
+
+    A phase layer (or any image of unknown content) is written as float32 radians with its
+    method record; a layer whose metadata says it is a hologram or CDP measurement keeps its
+    dtype and modality, so it opens again as a hologram.
+    """
     metadata = attributes.get("metadata") or {}
-    acquisition = acquisition_of(metadata).replace(
-        modality="phase", pixel_size_um=_pixel_size(attributes)
-    )
+    acquisition = acquisition_of(metadata).replace(pixel_size_um=_pixel_size(attributes))
+    axes = _axes(attributes, np.ndim(data))
+    if acquisition.modality in ("hologram", "cdp"):
+        written = write_image(path, data, acquisition=acquisition, overwrite=overwrite, axes=axes)
+        return [str(written)]
     method = metadata.get(METHOD_KEY) or {"name": "unknown", "layer": attributes.get("name")}
     written = write_phase(
         path,
-        np.asarray(data, dtype=np.float32),
-        acquisition=acquisition,
+        data if hasattr(data, "ndim") else np.asarray(data, dtype=np.float32),
+        acquisition=acquisition.replace(modality="phase"),
         method=method,
-        overwrite=True,
+        overwrite=overwrite,
+        axes=axes,
     )
     return [str(written)]
 
@@ -61,31 +81,73 @@ def _csv_path(labels_path: Path) -> Path:
     return labels_path.with_suffix(".csv")
 
 
-def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
-    """Labels as OME-TIFF and, when the layer carries a cell table, that table as CSV beside it."""
+def write_labels_layer(
+    path: str, data: Any, attributes: dict[str, Any], *, overwrite: bool = True
+) -> list[str]:
+    """Labels as OME-TIFF and, when the layer carries a cell table, that table as CSV beside it.
+
+    The CSV (``<name>.csv`` with its ``.csv.json`` sidecar of units and parameters) is what our
+    reader attaches to the labels again as ``layer.features``.
+    """
     target = Path(path)
+    table = _table_of(attributes)
+    csv = _csv_path(target)
+    if table is not None and not overwrite:
+        from ..io._atomic import check_writable
+        from ..io.tables import table_sidecar_path
+
+        check_writable(csv, False)
+        check_writable(table_sidecar_path(csv), False)
     written = [
         write_labels_tiff(
-            target, np.asarray(data), pixel_size_um=_pixel_size(attributes), overwrite=True
+            target, np.asarray(data), pixel_size_um=_pixel_size(attributes), overwrite=overwrite
         )
     ]
-    table = _table_of(attributes)
     if table is not None:
-        written.append(write_table_csv(_csv_path(target), table, overwrite=True))
+        written.append(write_table_csv(csv, table, overwrite=overwrite))
     return [str(p) for p in written]
 
 
-def write_analysis_folder(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str]:
-    """Phase images, labels and cell tables together in one folder (created if needed)."""
+def _stem(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "layer"
+
+
+def analysis_targets(path: str | Path, layer_data: list[tuple[Any, dict, str]]) -> list[Path]:
+    """The files :func:`write_analysis_folder` would write for ``layer_data`` into ``path``."""
+    folder = Path(path)
+    targets: list[Path] = []
+    for _, attributes, layer_type in layer_data:
+        image = folder / f"{_stem(attributes['name'])}.ome.tif"
+        if layer_type == "image":
+            targets.append(image)
+        elif layer_type == "labels":
+            csv = _csv_path(image)
+            targets += [image, csv, csv.with_name(csv.name + ".json")]
+    return targets
+
+
+def write_analysis_folder(
+    path: str, layer_data: list[tuple[Any, dict, str]], *, overwrite: bool = True
+) -> list[str]:
+    """Phase images, labels and cell tables together in one folder (created if needed).
+
+    napari's own save dialog has asked about replacing, so ``overwrite`` defaults to true there;
+    the *Save analysis* button passes false unless the user agreed to replace files.
+    """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder} is a file; choose a folder name to save the analysis in.")
     folder.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        from ..io._atomic import check_writable
+
+        for target in analysis_targets(folder, layer_data):
+            check_writable(target, False)
     written: list[str] = []
     for data, attributes, layer_type in layer_data:
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in attributes["name"])
+        target = str(folder / f"{_stem(attributes['name'])}.ome.tif")
         if layer_type == "image":
-            written += write_phase_layer(str(folder / f"{stem}.ome.tif"), data, attributes)
+            written += write_phase_layer(target, data, attributes, overwrite=overwrite)
         elif layer_type == "labels":
-            written += write_labels_layer(str(folder / f"{stem}.ome.tif"), data, attributes)
+            written += write_labels_layer(target, data, attributes, overwrite=overwrite)
     return written

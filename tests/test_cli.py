@@ -156,3 +156,31 @@ def test_a_training_command_loads_its_flags_only_when_it_runs(capsys):
         with pytest.raises(SystemExit):
             full.parse_args([name, "--help"])
         assert "--out" in capsys.readouterr().out
+
+
+def test_measure_options_and_the_missing_wavelength_line(tmp_path, capsys):
+    from cell_fields import make_field
+    from napari_qpi.acquisition import Acquisition
+    from napari_qpi.io import write_phase
+    from napari_qpi.io.tables import read_table_csv
+
+    field = make_field("round", n_cells=10, touching_pairs=3, seed=3)
+    path = tmp_path / "field_phase.ome.tif"
+    write_phase(path, field.phase, acquisition=Acquisition(pixel_size_um=0.3), method={})
+
+    def measure(out: str, *options: str) -> tuple[int, str]:
+        code = main(["measure", str(path), "--out", str(tmp_path / out), "--quiet", *options])
+        return code, capsys.readouterr().out
+
+    code, out = measure("auto")
+    assert code == 0 and "10 cell(s)" in out
+    assert "No dry mass: it needs the wavelength" in out, "one line says why and how"
+    table = read_table_csv(tmp_path / "auto" / "field_cells.csv")
+    assert len(table) == 10 and np.isnan(table["dry_mass_pg"]).all(), "column there, empty"
+    code, out = measure("merged", "--no-split")
+    assert code == 0 and "7 cell(s)" in out, "three touching pairs left as one object each"
+    code, out = measure("level", "--threshold", "0.5", "--min-area", "20")
+    assert code == 0 and "10 cell(s)" in out
+    with pytest.raises(SystemExit):
+        main(["measure", str(path), "--threshold", "lots"])
+    assert "neither auto" in capsys.readouterr().err

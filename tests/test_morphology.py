@@ -246,16 +246,24 @@ def test_one_cell_covering_the_field_is_reported_not_segmented():
     assert not labels.any()
 
 
-def test_nan_pixels_raise_input_error():
+def test_nan_regions_are_set_aside_with_a_message_and_the_other_cells_kept():
     phase, labels = small_field()
+    kept = segment_quietly(phase, pixel_size_um=0.25)
     bad = phase.copy()
-    bad[5, 5] = np.nan
-    with pytest.raises(InputError, match="1 NaN or infinite pixels"):
-        segment_cells(bad, pixel_size_um=0.25)
-    measure_cells(bad, labels, pixel_size_um=0.25)
-    bad[40, 40] = np.nan
-    with pytest.raises(InputError, match="inside 1 labelled cell"):
-        measure_cells(bad, labels, pixel_size_um=0.25)
+    bad[5, 5] = np.nan  # one pixel in the background: nothing changes
+    np.testing.assert_array_equal(segment_quietly(bad, pixel_size_um=0.25), kept)
+    cell = labels[40, 40]
+    bad[25:45, 25:45] = np.nan  # a NaN region over part of one cell: it is left out, others kept
+    with pytest.warns(MorphologyWarning, match="touching NaN or infinite phase were left out"):
+        found = segment_cells(bad, pixel_size_um=0.25)
+    assert found.max() == kept.max() - 1
+    with pytest.warns(MorphologyWarning, match="inside 1 labelled cell"):
+        table = measure_cells(bad, labels, pixel_size_um=0.25, wavelength_nm=WAVELENGTH_NM)
+    rows = table["label"] == cell
+    assert np.isnan(table["dry_mass_pg"][rows]).all()
+    assert np.isfinite(table["dry_mass_pg"][~rows]).all() and (~rows).sum() == labels.max() - 1
+    with pytest.raises(InputError, match="no finite pixel"):
+        segment_cells(np.full((16, 16), np.nan))
 
 
 def test_labels_of_another_shape_raise_input_error():
@@ -274,19 +282,33 @@ def test_missing_pixel_size_measures_in_px_and_flags_it():
     assert {"area_px2", "perimeter_px", "centroid_x_px", "integrated_phase_rad_px2"} <= set(
         table.names
     )
-    assert not any(name.endswith(("_um", "_um2", "_pg")) for name in table.names)
+    lengths = [n for n in table.names if n.endswith(("_um", "_um2")) and "dry_mass" not in n]
+    assert not lengths
+    assert np.isnan(table["dry_mass_pg"]).all(), "no pixel size: the column is there, empty"
+    assert any("pixel_size_um" in note for note in table.metadata["notes"])
     physical = measure_cells(phase, labels, pixel_size_um=0.25)
     np.testing.assert_allclose(table["area_px2"] * 0.25**2, physical["area_um2"])
-    assert "dry_mass_pg" not in physical.names, "no wavelength: no dry mass (pg)"
-    assert any("wavelength" in note for note in physical.metadata["notes"])
+    assert np.isnan(physical["dry_mass_pg"]).all(), "no wavelength: dry mass (pg) empty"
+    assert len(physical["dry_mass_pg"]) == labels.max()
+    assert any("wavelength_nm" in note for note in physical.metadata["notes"])
+    # the learnt defaults need no pixel size: the same cells with and without one
+    np.testing.assert_array_equal(
+        segment_quietly(phase), segment_quietly(phase, pixel_size_um=0.25)
+    )
     with pytest.warns(MorphologyWarning, match="read in pixels"):
-        segment_cells(phase)
+        segment_cells(phase, settings=SegmentationSettings(min_area_um2=10))
 
 
-def test_offset_background_warns_that_dry_mass_is_biased():
+def test_background_offset_is_removed_by_the_local_background_and_reported():
     phase, labels = small_field()
+    args = {"pixel_size_um": 0.25, "wavelength_nm": WAVELENGTH_NM}
+    clean = measure_cells(phase, labels, **args)
+    offset = measure_cells(phase + 0.5, labels, **args)
+    np.testing.assert_allclose(offset["dry_mass_pg"], clean["dry_mass_pg"], rtol=0.01)
+    np.testing.assert_allclose(offset["background_phase_rad"], 0.5, atol=0.02)
+    assert offset.metadata["background_phase_rad"] == pytest.approx(0.5, abs=0.02)
     with pytest.warns(MorphologyWarning, match="background phase is 0.5 rad"):
-        measure_cells(phase + 0.5, labels, pixel_size_um=0.25, wavelength_nm=WAVELENGTH_NM)
+        measure_cells(phase + 0.5, labels, local_background=False, **args)
 
 
 def test_measure_stack_segments_each_frame_and_adds_frame_column():

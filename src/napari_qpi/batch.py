@@ -134,10 +134,15 @@ class MeasureOptions:
     """How cells are segmented and measured on each phase plane."""
 
     alpha_um3_per_pg: float = DEFAULT_ALPHA_UM3_PER_PG
-    min_area_um2: float = SegmentationSettings.min_area_um2
+    min_area_um2: float | None = None
+    threshold: str | float = "auto"
+    split: bool = True
 
     def segmentation(self) -> SegmentationSettings:
-        return SegmentationSettings(min_area_um2=self.min_area_um2)
+        """Settings for :func:`~napari_qpi.morphology.segment_cells` (``None``: learnt)."""
+        return SegmentationSettings(
+            min_area_um2=self.min_area_um2, threshold=self.threshold, split_touching=self.split
+        )
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,7 @@ class BatchReport:
     planes: int = 0
     cells: int = 0
     dry_mass_pg: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     phase_min: float = np.inf
     phase_max: float = -np.inf
     resumed: int = 0
@@ -203,6 +209,7 @@ class PlaneOutcome:
     phase_max: float = -np.inf
     cells: int = 0
     dry_mass_pg: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
     disk_full: bool = False
     seconds: float = 0.0
@@ -533,7 +540,8 @@ def _run_plane(
     outcome.measured = True
     outcome.cells = len(table)
     if "dry_mass_pg" in table.columns:
-        outcome.dry_mass_pg = [float(m) for m in table["dry_mass_pg"]]
+        outcome.dry_mass_pg = [float(m) for m in table["dry_mass_pg"] if np.isfinite(m)]
+    outcome.notes = [n for n in table.metadata.get("notes", []) if n.startswith("No ")]
 
 
 class _PlaneFiles:
@@ -1126,6 +1134,7 @@ def _account(report: BatchReport, outcome: PlaneOutcome) -> None:
         report.phase_max = max(report.phase_max, outcome.phase_max)
     report.cells += outcome.cells
     report.dry_mass_pg.extend(outcome.dry_mass_pg)
+    report.notes.extend(n for n in outcome.notes if n not in report.notes)
     if outcome.peak_memory_mb is not None:
         previous = report.peak_memory_mb.get(outcome.worker, 0.0)
         report.peak_memory_mb[outcome.worker] = max(previous, outcome.peak_memory_mb)

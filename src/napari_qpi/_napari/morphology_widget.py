@@ -6,7 +6,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Table, create_widget
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, Table, create_widget
 from napari.utils.notifications import show_warning
 
 from ..errors import InputError
@@ -52,14 +52,22 @@ class CellMorphologyWidget(Container):
             label="labels (optional)",
             options={"nullable": True},
         )
-        self.threshold = ComboBox(
-            label="threshold", choices=["triangle", "otsu", "li"], value=defaults.threshold
+        self.threshold = LineEdit(
+            label="threshold",
+            value=str(defaults.threshold),
+            tooltip="auto (8 noise sigmas), triangle, otsu, li, or a level in rad above the "
+            "background",
         )
         self.smoothing = FloatSpinBox(
             label="smoothing (px)", value=defaults.smoothing_sigma_px, min=0.0, max=10.0, step=0.5
         )
         self.min_area = FloatSpinBox(
-            label="min area (um²)", value=defaults.min_area_um2, min=0.0, max=1e5, step=5.0
+            label="min area (um²)",
+            value=0.0,
+            min=0.0,
+            max=1e5,
+            step=5.0,
+            tooltip="0: learnt from the image (px² without a pixel size)",
         )
         self.split = CheckBox(label="split touching cells", value=defaults.split_touching)
         self.exclude_border = CheckBox(label="exclude border cells", value=defaults.exclude_border)
@@ -109,10 +117,15 @@ class CellMorphologyWidget(Container):
             self.wavelength.value = wavelength or 0.0
 
     def settings(self) -> SegmentationSettings:
+        text = self.threshold.value.strip() or "auto"
+        try:
+            threshold: str | float = float(text)
+        except ValueError:
+            threshold = text
         return SegmentationSettings(
-            threshold=self.threshold.value,
+            threshold=threshold,
             smoothing_sigma_px=float(self.smoothing.value),
-            min_area_um2=float(self.min_area.value),
+            min_area_um2=float(self.min_area.value) or None,
             split_touching=bool(self.split.value),
             exclude_border=bool(self.exclude_border.value),
         )
@@ -187,11 +200,19 @@ class CellMorphologyWidget(Container):
         self.table.visible = True
         if table.metadata.get("pixel_size_missing"):
             show_warning(
-                f"'{source.name}' has no pixel size: areas are in pixels and dry mass is not "
-                "computed. Set the pixel size in the file's metadata or sidecar."
+                f"'{source.name}' has no pixel size: areas are in pixels and dry mass is empty. "
+                "Set the pixel size in the file's metadata or sidecar."
+            )
+        elif table.metadata.get("wavelength_nm") is None:
+            show_warning(
+                f"'{source.name}': no dry mass without the wavelength; enter it in the "
+                "wavelength field (nm) and measure again."
             )
         if len(table) == 0:
-            show_warning(f"No cells found in '{source.name}'. Lower the threshold or min area.")
+            show_warning(
+                f"No cells found in '{source.name}': set a lower threshold (a level in rad) or a "
+                "smaller min area."
+            )
 
 
 def unique_frame_labels(

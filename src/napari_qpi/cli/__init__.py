@@ -38,7 +38,7 @@ from ..batch import (
 )
 from ..errors import QPIError
 from ..io.tables import read_table_csv
-from ..morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable, SegmentationSettings
+from ..morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable
 from ..reconstruct import available_methods
 from ..retrieval import OffAxisSettings
 from .refocus import (
@@ -71,7 +71,24 @@ def _settings_from_args(args: argparse.Namespace) -> OffAxisSettings:
 
 
 def _measure_options(args: argparse.Namespace) -> MeasureOptions:
-    return MeasureOptions(alpha_um3_per_pg=args.alpha, min_area_um2=args.min_area)
+    return MeasureOptions(
+        alpha_um3_per_pg=args.alpha,
+        min_area_um2=args.min_area,
+        threshold=args.threshold,
+        split=args.split,
+    )
+
+
+def _threshold(text: str) -> str | float:
+    """``--threshold``: a method name or a phase level in rad above the background."""
+    if text in ("auto", "triangle", "otsu", "li"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither auto, triangle, otsu, li nor a phase level in rad"
+        ) from None
 
 
 def _cluster_options(args: argparse.Namespace) -> ClusterOptions:
@@ -245,6 +262,8 @@ def _print_report(report: BatchReport, args: argparse.Namespace, elapsed: float)
         for path in report.tables:
             print(format_table(read_table_csv(path), title=path.name[: -len(TABLE_SUFFIX)]))
     print(_summary(report, Path(args.out), elapsed))
+    for note in report.notes:  # why a column is empty (no wavelength, no pixel size)
+        print(f"napari-qpi: {note}")
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
 
@@ -259,8 +278,24 @@ def _add_measure_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-area",
         type=float,
-        default=SegmentationSettings.min_area_um2,
-        help="smallest cell area kept, um^2",
+        default=None,
+        metavar="UM2",
+        help="smallest cell area kept, um^2 (px^2 without a pixel size); default: learnt from "
+        "the image (0.3 of a disc of the typical cell radius)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_threshold,
+        default="auto",
+        metavar="auto|triangle|otsu|li|RAD",
+        help="detection level above the background: auto (8 noise sigmas, default), a "
+        "scikit-image method, or a phase in rad",
+    )
+    parser.add_argument(
+        "--split",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="split touching and overlapping cells (watershed; default: --split)",
     )
     parser.add_argument("--table", action="store_true", help="print the per-cell table(s)")
 

@@ -37,12 +37,24 @@ from ._common import (
     _check_pixel_size,
     _versions,
 )
+from ._regions import ring_backgrounds
 from .segment import SegmentationSettings, segment_cells
 from .table import MorphologyTable
 
 __all__ = ["combine_frames", "iter_measure_frames", "measure_cells", "measure_stack"]
 
 _BACKGROUND_BIAS_WARNING = 0.02
+
+#: The one line said when dry mass cannot be computed (the column is there, empty).
+NO_WAVELENGTH = (
+    "No dry mass: it needs the wavelength (dry mass = wavelength / (2 pi alpha) x integrated "
+    'phase); give it in the file\'s metadata (a FILE.json sidecar {"qpi": {"wavelength_nm": 633}}) '
+    "or in the widget's wavelength field."
+)
+NO_PIXEL_SIZE = (
+    "No pixel size: lengths and areas are in pixels and dry mass (which needs the pixel area) is "
+    'empty; give it in the file\'s metadata (a FILE.json sidecar {"qpi": {"pixel_size_um": 0.1}}).'
+)
 
 
 _PHYSICAL = {
@@ -83,43 +95,57 @@ def measure_cells(
     alpha_um3_per_pg: float = DEFAULT_ALPHA_UM3_PER_PG,
     frame: int | None = None,
     method: Mapping[str, Any] | str | None = None,
+    local_background: bool = True,
+    margin_px: int = 2,
 ) -> MorphologyTable:
     """Shape, phase, optical volume and dry mass of every labelled cell.
 
     Parameters
     ----------
     phase
-        2-D background-corrected phase image, radians.
+        2-D phase image, radians. With ``local_background`` a residual offset or smooth variation
+        of the background is removed cell by cell; without it the phase must be corrected.
     labels
         Integer labels of the same shape, 0 = background (from :func:`segment_cells` or painted).
     pixel_size_um
         Pixel pitch in the sample plane, um. Without it lengths and areas are in pixels (columns
-        ending in ``_px`` / ``_px2``), optical volume and dry mass are left out and
-        ``metadata["pixel_size_missing"]`` is True.
+        ending in ``_px`` / ``_px2``), optical volume and dry mass are empty (NaN, a note says how
+        to give it) and ``metadata["pixel_size_missing"]`` is True.
     wavelength_nm
-        Vacuum wavelength, nm. Without it optical volume and dry mass are left out (a note says so).
+        Vacuum wavelength, nm. Without it optical volume and dry mass are empty (NaN) and a note
+        says why and how to give it.
     alpha_um3_per_pg
         Refractive increment, um^3/pg (0.18 for typical cell content).
     frame
         When given, a ``frame`` column with this value is added (for stacks).
     method
         How the labels were made, recorded in ``metadata["method"]`` (default ``"user labels"``).
+    local_background
+        Integrate each cell against its local background: a plane fitted to a ring around it
+        (see :func:`~napari_qpi.morphology._regions.ring_backgrounds`); the field's median
+        background is recorded in ``metadata["background_phase_rad"]``.
+    margin_px
+        The integration region is the label grown by this many pixels (not into other cells):
+        the faint rim below the outline threshold carries mass.
 
     Returns
     -------
     MorphologyTable
         Columns ``label``, [``frame``], ``area_um2``, ``perimeter_um``, ``equivalent_diameter_um``,
         ``eccentricity``, ``solidity``, ``major_axis_um``, ``minor_axis_um``, ``centroid_y_um``,
-        ``centroid_x_um``, ``mean_phase_rad``, ``max_phase_rad``, ``integrated_phase_rad_um2``
-        (sum of phase x pixel area), ``optical_volume_um3`` (lambda/(2 pi) x integrated phase),
+        ``centroid_x_um``, ``mean_phase_rad``, ``max_phase_rad`` (above the local background),
+        ``background_phase_rad`` (the local background), ``integrated_phase_rad_um2``
+        (sum of background-corrected phase x pixel area over the grown region),
+        ``optical_volume_um3`` (lambda/(2 pi) x integrated phase),
         ``dry_mass_pg`` (optical volume / alpha), ``dry_mass_density_pg_per_um2`` (dry mass /
         area).
 
     Raises
     ------
     InputError
-        Shapes differ, labels are not non-negative integers, a parameter is out of range, or a
-        labelled cell contains NaN/inf phase (NaN outside the cells is ignored).
+        Shapes differ, labels are not non-negative integers, or a parameter is out of range.
+        A labelled cell with NaN/inf phase gets NaN phase and mass and a warning (NaN outside the
+        cells is ignored).
     """
     from skimage.measure import regionprops_table
 
@@ -136,26 +162,26 @@ def measure_cells(
             f"{alpha_um3_per_pg!r}."
         )
     bad_cells = np.unique(lab[~np.isfinite(image) & (lab > 0)])
+    notes: list[str] = []
     if bad_cells.size:
         shown = ", ".join(str(int(v)) for v in bad_cells[:10])
-        raise InputError(
+        message = (
             f"Phase is NaN or infinite inside {bad_cells.size} labelled cell(s) ({shown}"
-            f"{', ...' if bad_cells.size > 10 else ''}): their dry mass is undefined. Fix the "
-            "phase (e.g. unwrap or fill it) or remove those labels."
+            f"{', ...' if bad_cells.size > 10 else ''}): their phase and dry mass are left empty "
+            "(NaN); the other cells are measured. Fix the phase there (unwrap or fill it) to "
+            "measure them."
         )
+        notes.append(message)
+        warnings.warn(message, MorphologyWarning, stacklevel=2)
 
     physical = px is not None
     spacing = (px, px) if physical else (1.0, 1.0)
     pixel_area = spacing[0] * spacing[1]
     with_mass = physical and wavelength_nm is not None
-    notes: list[str] = []
-    if not physical:
-        notes.append(
-            "No pixel size: lengths and areas are in pixels; optical volume and dry mass need the "
-            "pixel area and are left out."
-        )
     if wavelength_nm is None:
-        notes.append("No wavelength: optical volume and dry mass are left out.")
+        notes.append(NO_WAVELENGTH)
+    if not physical:
+        notes.append(NO_PIXEL_SIZE)
 
     props = regionprops_table(
         lab,
@@ -173,41 +199,70 @@ def measure_cells(
         columns[name] = np.asarray(props[key], dtype=np.float64)
         units[name] = unit
 
-    safe = np.where(lab > 0, image, 0.0)
-    phase_sum = np.asarray(ndi.sum_labels(safe, lab, ids), dtype=np.float64).reshape(-1)
+    valid = np.isfinite(image)
+    if local_background and ids.size:
+        cell_bg, region, ring_px = ring_backgrounds(image, lab, ids, margin_px)
+    else:
+        cell_bg, region, ring_px = np.zeros(ids.size), lab, np.zeros(ids.size, dtype=np.int64)
+    lut = np.zeros(int(lab.max()) + 1 if lab.size else 1)
+    lut[ids] = cell_bg
+    corrected = np.where(valid, image - lut[region], 0.0)
+    phase_sum = np.asarray(ndi.sum_labels(corrected, region, ids), dtype=np.float64).reshape(-1)
+    inside = np.where(lab > 0, corrected, 0.0)
     phase_max = (
-        np.asarray(ndi.maximum(safe, lab, ids), dtype=np.float64).reshape(-1)
+        np.asarray(ndi.maximum(inside, lab, ids), dtype=np.float64).reshape(-1)
         if ids.size
         else np.zeros(0)
     )
-    counts = np.asarray(ndi.sum_labels(np.ones_like(safe), lab, ids), dtype=np.float64).reshape(-1)
-    columns["mean_phase_rad"] = phase_sum / np.maximum(counts, 1)
+    counts = np.bincount(lab.ravel())[ids].astype(np.float64) if ids.size else np.zeros(0)
+    label_sum = np.asarray(ndi.sum_labels(inside, lab, ids), dtype=np.float64).reshape(-1)
+    columns["mean_phase_rad"] = label_sum / np.maximum(counts, 1)
     columns["max_phase_rad"] = phase_max
-    units["mean_phase_rad"] = units["max_phase_rad"] = "rad"
+    columns["background_phase_rad"] = cell_bg.astype(np.float64)
+    units["mean_phase_rad"] = units["max_phase_rad"] = units["background_phase_rad"] = "rad"
     integrated_name = "integrated_phase_rad_um2" if physical else "integrated_phase_rad_px2"
     columns[integrated_name] = phase_sum * pixel_area
     units[integrated_name] = "rad um^2" if physical else "rad px^2"
     if with_mass:
         wavelength_um = float(wavelength_nm) / 1000.0
         optical_volume = wavelength_um / (2 * math.pi) * phase_sum * pixel_area
-        dry_mass = optical_volume / alpha_um3_per_pg
-        columns["optical_volume_um3"] = optical_volume
-        columns["dry_mass_pg"] = dry_mass
-        columns["dry_mass_density_pg_per_um2"] = dry_mass / np.maximum(counts * pixel_area, 1e-300)
-        units.update(
-            optical_volume_um3="um^3", dry_mass_pg="pg", dry_mass_density_pg_per_um2="pg/um^2"
-        )
+    else:
+        optical_volume = np.full(ids.shape, np.nan)
+    dry_mass = optical_volume / alpha_um3_per_pg
+    columns["optical_volume_um3"] = optical_volume
+    columns["dry_mass_pg"] = dry_mass
+    columns["dry_mass_density_pg_per_um2"] = dry_mass / np.maximum(counts * pixel_area, 1e-300)
+    units.update(optical_volume_um3="um^3", dry_mass_pg="pg", dry_mass_density_pg_per_um2="pg/um^2")
+    undefined = np.isin(ids, bad_cells)
+    for name in (
+        "mean_phase_rad",
+        "max_phase_rad",
+        integrated_name,
+        "optical_volume_um3",
+        "dry_mass_pg",
+        "dry_mass_density_pg_per_um2",
+    ):
+        columns[name][undefined] = np.nan
 
-    outside = image[(lab == 0) & np.isfinite(image)]
+    outside = image[(region == 0) & valid]
     background = float(np.median(outside)) if outside.size else None
-    if background is not None and ids.size:
+    if local_background and ids.size:
+        enclosed = int((ring_px < 12).sum())
+        notes.append(
+            f"Dry mass is integrated against each cell's local background (a plane fitted to a "
+            f"ring around it, {margin_px} px beyond the outline); the field's background sits at "
+            f"{background if background is not None else float('nan'):.3g} rad."
+            + (f" {enclosed} cell(s) inside clusters had too small a ring." if enclosed else "")
+        )
+    elif background is not None and ids.size:
         typical = float(np.median(columns["mean_phase_rad"]))
         bias = abs(background / typical) if typical else math.inf
         if bias > _BACKGROUND_BIAS_WARNING:
             message = (
                 f"The background phase is {background:.3g} rad, not 0: integrated phase, optical "
                 f"volume and dry mass include this offset over each cell's area (about "
-                f"{100 * bias:.0f}% of a typical cell's). Correct the background before measuring."
+                f"{100 * bias:.0f}% of a typical cell's). Correct the background before measuring, "
+                "or measure with local_background=True."
             )
             notes.append(message)
             warnings.warn(message, MorphologyWarning, stacklevel=2)

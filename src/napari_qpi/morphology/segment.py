@@ -1,49 +1,54 @@
-"""Cell segmentation on a background-corrected phase image.
+"""Cell segmentation on a phase image (rad), with sizes and levels learnt from the image.
 
-1. The phase is smoothed with a Gaussian (``smoothing_sigma_px``).
-2. Background level and noise: the background is the mode of the smoothed phase (background pixels
-   outnumber any single phase level inside cells); cells only add phase, so the noise sigma is a
-   robust spread (one-sided MAD) of the pixels *below* that mode. It therefore includes correlated
-   noise and background roughness and is not inflated by cells.
-3. Detection: a connected region is a cell when its smoothed phase rises above the *detection
-   level*: an automatic threshold (``"triangle"`` by default) or a level in radians. Automatic
-   levels are never below ``background + 8 noise sigma`` (of the smoothed phase), so a field of
-   noise yields no cells. Triangle rather than Otsu: a QPI histogram is a tall background peak with
-   a long tail of cell pixels, and Otsu, which splits the tail, missed dim cells (peak 1 rad next to
-   12 rad cells: 15-19 of 20 found against 20 of 20).
-4. Outline (hysteresis): each detected region is traced on the *unsmoothed* phase where it exceeds
-   ``background + edge_snr * noise sigma``. A threshold on the smoothed image spreads the steep edge
-   of a cell outwards (about a pixel of radius, 10% of the area of a 20 px cell) and the detection
-   level lies up the cell's flank and cuts its rim off; with the outline on the raw phase, areas of
-   spheres are within 0.5% at 0.02 rad noise.
-5. Holes smaller than ``min_area_um2`` are filled.
-6. Touching cells are split by a marker-controlled watershed. ``split_markers="distance"``
-   (default): markers at peaks of the Euclidean distance transform of the mask, flooding on it, so
-   the split follows the neck between two touching outlines whatever the phase profile.
-   ``"phase"``: markers at peaks of the smoothed phase, flooding down the phase; it follows nuclei
-   but splits a red blood cell (phase peaks on a ring) into several. Measured on phantoms with
-   touching cells (72 cells per kind): distance markers split all touching pairs of round cells and
-   red blood cells with no over-split; phase markers over-split 68 of 72 red blood cells. Peaks
-   closer than ``min_distance_um`` merge, and so do two distance-marker regions joined by a neck
-   nearly as wide as the smaller one (saddle of the distance transform >= 0.94 of its peak): a
-   bulge of an irregular adherent cell, not a second cell (over-splits 17 -> 3 of ~700 adherent
-   cells, 1 of 672 touching pairs wrongly merged).
-7. Objects outside ``[min_area_um2, max_area_um2]`` and, with ``exclude_border``, objects touching
-   the border of the field are removed; labels are renumbered 1..N.
+1. Non-finite pixels (NaN regions: outside an aperture, failed unwrapping) are set aside: they are
+   filled with the background level for the filters, and cells touching them are dropped (their
+   mass is incomplete) with a warning that counts them.
+2. Background and noise. The phase is smoothed with a Gaussian (``smoothing_sigma_px``). A first
+   background level is the mode of the smoothed phase (background pixels outnumber any single
+   phase level inside cells). With ``flatten_background`` a smooth surface is then fitted to the
+   pixels outside the cells (normalised Gaussian convolution over 1/8 of the field, twice, the cell
+   mask refined in between), so a residual offset, slope or bump left by the retrieval's background
+   fit does not decide which pixels are cells. The noise sigma is a one-sided robust spread (MAD)
+   of the pixels *below* that background: cells only add phase, so it includes correlated noise
+   and background roughness and is not inflated by cells. The offset (median of the background
+   surface) is reported.
+3. Detection: a connected region is a cell when its smoothed phase rises above the background by
+   the *detection level*: ``"auto"`` (default) is 8 noise sigmas of the smoothed phase, so a field
+   of noise yields no cells whatever its amplitude; ``"triangle"``, ``"otsu"``, ``"li"`` are the
+   scikit-image thresholds of the flattened smoothed phase (never below the auto level); a number
+   is a level in rad above the background.
+4. Outline (hysteresis): each detected region is traced on the *unsmoothed* flattened phase where
+   it exceeds ``edge_snr`` noise sigmas. A threshold on the smoothed image spreads the steep edge of
+   a cell outwards and the detection level cuts the rim off; the raw phase keeps areas right.
+5. The typical cell size is learnt from the mask: the inscribed radius ``r`` (peak of the distance
+   transform) of each connected object, median over objects. Holes smaller than ``pi (1.5 r)^2``
+   are filled (the dimple of a red blood cell, a ring-shaped cell: filled, not split).
+6. Touching cells are split by a marker-controlled watershed on the distance transform
+   (``split_markers="distance"``): markers at its peaks no closer than ``min_distance_um``, or, by
+   default, ``0.5 r``, so the spacing follows the cells in the image and not a constant in um read
+   as pixels when the pixel size is missing (the cause of "pie slices"). Two regions joined by a
+   neck nearly as wide as the smaller one (saddle of the distance transform >= 0.94 of its peak)
+   are one irregular cell and merged. Slivers smaller than the minimum area are merged into the
+   neighbour they share the longest border with. ``"phase"`` markers (peaks of the smoothed phase)
+   follow nuclei but split a red blood cell, whose phase peaks on a ring.
+7. Objects smaller than ``min_area_um2`` (default: ``0.3 pi r^2``, learnt) or larger than
+   ``max_area_um2``, and with ``exclude_border`` objects touching the border of the field, are
+   removed; labels are renumbered 1..N.
 
-Failures a user can cause: non-finite pixels raise :class:`InputError` (a threshold cannot be placed
-on undefined phase; replace them or crop). A field with no cells, a field that one object covers
-(no background to separate cells from) and fields whose objects are all filtered out return
-all-zero labels and emit a :class:`MorphologyWarning` saying why; napari shows warnings as
-notifications, and a stack goes on frame by frame. When the background is far from 0 rad (one cell
-filling the field, or a phase that is not background-corrected) the message says so.
+Without a pixel size only the user's own um-valued settings are read in pixels; the learnt
+defaults need none, so the same image gives the same cells with and without one.
+
+Failures: a field with no cells, a field that one object covers (no background to separate cells
+from) and fields whose objects are all filtered out return all-zero labels and emit a
+:class:`MorphologyWarning` that says why and which option to change (``--threshold``,
+``--min-area``); napari shows warnings as notifications, and a stack goes on frame by frame.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -51,58 +56,77 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ._common import MorphologyWarning, _as_phase_image, _check_pixel_size
+from ._regions import (
+    fill_small_holes,
+    half_sample_mode,
+    lower_sigma,
+    merge_small_regions,
+    merge_wide_necks,
+    smooth_background,
+    watershed_markers,
+)
 
-__all__ = ["SegmentationSettings", "segment_cells"]
+__all__ = ["Segmentation", "SegmentationSettings", "segment_cells", "segment_field"]
 
 _DETECTION_SNR = 8.0
+_MASK_SNR = 4.0
 _MAX_FOREGROUND_FRACTION = 0.9
 _OFFSET_HINT_RAD = 0.1
 _NECK_MERGE_RATIO = 0.94
-_AUTO_THRESHOLDS = ("otsu", "li", "triangle")
+_MIN_AREA_OF_TYPICAL = 0.3
+_MARKER_SPACING_OF_RADIUS = 0.5
+_AUTO_THRESHOLDS = ("auto", "otsu", "li", "triangle")
 
 
 @dataclass(frozen=True)
 class SegmentationSettings:
     """Parameters of :func:`segment_cells`. Lengths in um, areas in um^2, phase in rad.
 
-    Without a pixel size the um-valued settings are read in pixels (and px^2).
+    Without a pixel size the um-valued settings are read in pixels (and px^2); the defaults
+    (``None``) are learnt from the image and need no pixel size.
 
     Attributes
     ----------
     smoothing_sigma_px
         Gaussian smoothing before detection and watershed, in pixels (0 disables it).
     threshold
-        Detection level: ``"otsu"``, ``"li"`` or ``"triangle"`` (automatic, on the smoothed phase),
-        or a phase in radians.
+        Detection level above the background: ``"auto"`` (8 noise sigmas), ``"otsu"``, ``"li"``
+        or ``"triangle"`` (scikit-image, on the flattened smoothed phase, never below auto), or a
+        phase in radians above the background.
     edge_snr
         The outline is traced on the unsmoothed phase where it exceeds the background by this many
         noise standard deviations. ``None`` uses the detection level on the smoothed phase instead
         (plain thresholding: smaller, smoother outlines).
     min_area_um2, max_area_um2
-        Objects outside this area range are removed (``None``: no upper bound).
+        Objects outside this area range are removed. ``min_area_um2=None`` learns it: 0.3 pi r^2
+        with r the typical inscribed radius of the cells; ``max_area_um2=None``: no upper bound.
     split_touching
         Split touching cells with a marker-controlled watershed.
     split_markers
         ``"distance"``: markers at peaks of the distance transform of the mask; ``"phase"``: at
         peaks of the smoothed phase.
     min_distance_um
-        Minimum distance between two markers, about the radius of the smallest cell.
+        Minimum distance between two markers; ``None`` learns it (half the typical inscribed
+        radius of the cells).
     exclude_border
         Remove objects that touch the border of the field (their area and mass are incomplete).
     fill_holes
-        Fill holes smaller than ``min_area_um2`` inside objects.
+        Fill holes inside objects smaller than a disc of 1.5 typical cell radii.
+    flatten_background
+        Fit and remove a smooth background (residual offset, slope, bump) before detection.
     """
 
     smoothing_sigma_px: float = 1.0
-    threshold: str | float = "triangle"
+    threshold: str | float = "auto"
     edge_snr: float | None = 3.0
-    min_area_um2: float = 10.0
+    min_area_um2: float | None = None
     max_area_um2: float | None = None
     split_touching: bool = True
     split_markers: Literal["distance", "phase"] = "distance"
-    min_distance_um: float = 3.5
+    min_distance_um: float | None = None
     exclude_border: bool = True
     fill_holes: bool = True
+    flatten_background: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, str):
@@ -121,11 +145,13 @@ class SegmentationSettings:
             )
         for name in ("smoothing_sigma_px", "min_area_um2", "min_distance_um"):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
+            if value is None and name != "smoothing_sigma_px":
+                continue
+            if isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}.")
         if self.edge_snr is not None and not (math.isfinite(self.edge_snr) and self.edge_snr >= 0):
             raise InputError(f"edge_snr must be >= 0 or None, got {self.edge_snr!r}.")
-        if self.max_area_um2 is not None and not self.max_area_um2 > self.min_area_um2:
+        if self.max_area_um2 is not None and not self.max_area_um2 > (self.min_area_um2 or 0):
             raise InputError(
                 f"max_area_um2 ({self.max_area_um2}) must exceed min_area_um2 "
                 f"({self.min_area_um2})."
@@ -136,34 +162,54 @@ class SegmentationSettings:
         return asdict(self)
 
 
-def _half_sample_mode(values: np.ndarray) -> float:
-    """Mode of a sample by repeatedly keeping the densest half (Bickel's half-sample mode)."""
-    x = np.sort(values, axis=None)
-    while x.size > 3:
-        half = (x.size + 1) // 2
-        widths = x[half - 1 :] - x[: x.size - half + 1]
-        start = int(np.argmin(widths))
-        x = x[start : start + half]
-    if x.size == 3:
-        x = x[:2] if x[1] - x[0] < x[2] - x[1] else x[1:] if x[1] - x[0] > x[2] - x[1] else x[1:2]
-    return float(np.mean(x))
+@dataclass
+class Segmentation:
+    """Labels and what was learnt from the image to make them.
 
-
-def _background_statistics(image: np.ndarray, smoothed: np.ndarray) -> tuple[float, float, float]:
-    """Background level (rad), its noise sigma and the noise sigma after smoothing (rad).
-
-    The background is the mode of the smoothed phase (the densest value: background pixels
-    outnumber any single phase level inside cells). Cells only add phase, so the spread is
-    measured on the pixels below the mode alone (a robust one-sided MAD), which keeps cells out
-    and includes spatially correlated noise and residual background roughness.
+    Attributes
+    ----------
+    labels
+        int32 labels, 0 = background, cells 1..N.
+    background_rad
+        The background surface that was removed before detection (rad, same shape).
+    offset_rad
+        Median of that surface: the residual global phase offset of the image (rad).
+    noise_rad, noise_smoothed_rad
+        Noise sigma of the phase and of the smoothed phase (rad).
+    level_rad
+        Detection level above the background (rad, on the smoothed phase).
+    cell_radius_px
+        Typical inscribed radius of the cells (px; NaN when none was found).
+    min_area_px, min_distance_px
+        The minimum object area and marker spacing used (px^2, px).
+    removed
+        Objects removed by each filter: ``small``, ``large``, ``border``, ``nan``.
     """
-    background = _half_sample_mode(smoothed)
 
-    def lower_sigma(values: np.ndarray) -> float:
-        below = background - values[values < background]
-        return float(1.4826 * np.median(below)) if below.size else 0.0
+    labels: np.ndarray
+    background_rad: np.ndarray
+    offset_rad: float
+    noise_rad: float
+    noise_smoothed_rad: float
+    level_rad: float
+    cell_radius_px: float
+    min_area_px: float
+    min_distance_px: float
+    removed: dict[str, int] = field(default_factory=dict)
 
-    return background, lower_sigma(image), lower_sigma(smoothed)
+    def record(self, pixel_size_um: float | None) -> dict[str, Any]:
+        """What the segmentation learnt, as plain numbers for a table's metadata."""
+        px = pixel_size_um or 1.0
+        unit = "um" if pixel_size_um else "px"
+        return {
+            "background_offset_rad": self.offset_rad,
+            "noise_rad": self.noise_rad,
+            "detection_level_rad": self.level_rad,
+            f"cell_radius_{unit}": self.cell_radius_px * px,
+            f"min_area_{unit}2": self.min_area_px * px**2,
+            f"min_distance_{unit}": self.min_distance_px * px,
+            "removed_objects": dict(self.removed),
+        }
 
 
 def _auto_threshold(image: np.ndarray, method: str) -> float:
@@ -177,90 +223,227 @@ def _auto_threshold(image: np.ndarray, method: str) -> float:
     return float(funcs[method](image))
 
 
-def _fill_small_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
-    holes, n = ndi.label(~mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(holes.ravel())
-    on_border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
-    fill = sizes <= max_hole_px
-    fill[0] = False
-    fill[on_border] = False
-    return mask | fill[holes]
+def _background(
+    image: np.ndarray, smoothed: np.ndarray, valid: np.ndarray, flatten: bool
+) -> np.ndarray:
+    """Background surface (rad): the mode of the phase, or a smooth fit outside the cells."""
+    level = half_sample_mode(smoothed[valid])
+    background = np.full(image.shape, level)
+    if not flatten:
+        return background
+    sigma_px = max(min(image.shape) / 8.0, 4.0)
+    for _ in range(2):
+        flat = smoothed - background
+        noise = lower_sigma(flat[valid])
+        cells = ndi.binary_dilation(flat > _MASK_SNR * noise, iterations=3)
+        outside = valid & ~cells
+        if outside.mean() < 0.05:
+            break
+        background = smooth_background(image, outside, sigma_px, level)
+    return background
 
 
-def _markers(
-    mask: np.ndarray, smoothed: np.ndarray, kind: str, min_distance_px: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Watershed markers (int32) and the surface they are the peaks of."""
-    from skimage.feature import peak_local_max
+def _outline(
+    flat: np.ndarray, seeds: np.ndarray, valid: np.ndarray, edge_rad: float | None
+) -> np.ndarray:
+    """The connected regions of ``flat > edge_rad`` that hold a seed (hysteresis)."""
+    if edge_rad is None:
+        return seeds
+    region = (flat > edge_rad) & valid
+    region_labels, _ = ndi.label(region, structure=np.ones((3, 3)))
+    keep = np.zeros(int(region_labels.max()) + 1, dtype=bool)
+    keep[np.unique(region_labels[seeds & region])] = True
+    keep[0] = False
+    return keep[region_labels]
 
+
+def _typical_radius(mask: np.ndarray) -> float:
+    """Median inscribed radius (px) of the objects of ``mask`` (objects under 2 px ignored)."""
     components, n = ndi.label(mask)
-    surface = ndi.distance_transform_edt(mask) if kind == "distance" else smoothed
-    if kind == "distance":
-        surface = ndi.gaussian_filter(surface, 0.5)
-    peaks = peak_local_max(
-        surface,
-        min_distance=max(1, min_distance_px),
-        labels=components,
-        exclude_border=False,
+    if n == 0:
+        return math.nan
+    dist = ndi.distance_transform_edt(mask)
+    peaks = np.asarray(ndi.maximum(dist, components, np.arange(1, n + 1)), dtype=np.float64)
+    big = peaks[peaks >= 2.0]
+    return float(np.median(big)) if big.size else float(peaks.max())
+
+
+def _split(
+    mask: np.ndarray, smoothed: np.ndarray, settings: SegmentationSettings, spacing_px: float
+) -> np.ndarray:
+    from skimage.segmentation import watershed
+
+    if not settings.split_touching:
+        return ndi.label(mask)[0].astype(np.int32)
+    markers, surface = watershed_markers(
+        mask, smoothed, settings.split_markers, max(1, round(spacing_px))
     )
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    without = np.setdiff1d(np.arange(1, n + 1), np.unique(components[markers > 0]))
-    if without.size:
-        positions = ndi.maximum_position(surface, components, without)
-        for k, pos in enumerate(positions, start=len(peaks) + 1):
-            markers[pos] = k
-    return markers, surface
+    labels = watershed(-surface, markers, mask=mask)
+    if settings.split_markers == "distance":
+        labels = merge_wide_necks(labels, surface, _NECK_MERGE_RATIO)
+    return labels.astype(np.int32)
 
 
-def _merge_wide_necks(labels: np.ndarray, surface: np.ndarray, ratio: float) -> np.ndarray:
-    """Merge watershed regions joined by a neck nearly as wide as the smaller region.
-
-    ``surface`` is the distance transform of the mask (px). Two touching cells meet at a narrow
-    neck: the distance transform at the saddle between them is well below the smaller cell's peak
-    (about 0.5-0.9 of it for cells overlapping by up to 15%). A bulge of one irregular cell is
-    joined to the rest by a broad neck (0.91-1.0 on adherent-cell phantoms). Regions whose saddle
-    is at least ``ratio`` times the smaller peak are merged; labels are renumbered 1..N.
-    """
+def _filter(
+    labels: np.ndarray,
+    valid: np.ndarray,
+    min_px: float,
+    max_px: float | None,
+    exclude_border: bool,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Remove objects that are too small or large, touch the border or an undefined region."""
     n = int(labels.max())
-    if n < 2:
-        return labels
-    keys, saddles = [], []
-    for a, b, da, db in (
-        (labels[:, :-1], labels[:, 1:], surface[:, :-1], surface[:, 1:]),
-        (labels[:-1], labels[1:], surface[:-1], surface[1:]),
-    ):
-        touch = (a != b) & (a > 0) & (b > 0)
-        lo, hi = np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch])
-        keys.append(lo.astype(np.int64) * (n + 1) + hi)
-        saddles.append(np.minimum(da[touch], db[touch]))
-    key, saddle = np.concatenate(keys), np.concatenate(saddles)
-    if key.size == 0:
-        return labels
-    unique, inverse = np.unique(key, return_inverse=True)
-    best = np.zeros(unique.size)
-    np.maximum.at(best, inverse, saddle)
-    peak = np.zeros(n + 1)
-    peak[1:] = ndi.maximum(surface, labels, np.arange(1, n + 1))
-    first, second = unique // (n + 1), unique % (n + 1)
-    parent = np.arange(n + 1)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    reasons = {
+        "small": sizes < min_px,
+        "large": sizes > max_px if max_px is not None else np.zeros(n + 1, bool),
+        "border": np.zeros(n + 1, bool),
+        "nan": np.zeros(n + 1, bool),
+    }
+    if exclude_border:
+        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        reasons["border"][np.unique(edge)] = True
+    if not valid.all():
+        reasons["nan"][np.unique(labels[ndi.binary_dilation(~valid)])] = True
+    drop = np.zeros(n + 1, bool)
+    removed = {}
+    for name, flags in reasons.items():
+        flags[0] = False
+        removed[name] = int((flags & ~drop).sum())
+        drop |= flags
+    lut = np.zeros(n + 1, dtype=np.int32)
+    kept = np.flatnonzero(~drop[1:]) + 1
+    lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    return lut[labels], removed
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for k in np.argsort(-best / np.minimum(peak[first], peak[second])):
-        ra, rb = root(int(first[k])), root(int(second[k]))
-        if ra != rb and best[k] >= ratio * min(peak[ra], peak[rb]):
-            parent[rb] = ra
-            peak[ra] = max(peak[ra], peak[rb])
-    roots = np.array([root(i) for i in range(n + 1)])
-    _, lut = np.unique(roots, return_inverse=True)
-    return lut.astype(np.int32)[labels]
+def _valid_pixels(image: np.ndarray) -> np.ndarray:
+    valid = np.isfinite(image)
+    if not valid.any():
+        raise InputError(
+            "The phase image has no finite pixel (all NaN or infinite): there is nothing to "
+            "segment. Check the retrieval that made it."
+        )
+    return valid
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, MorphologyWarning, stacklevel=3)
+
+
+def segment_field(
+    phase: Any,
+    *,
+    pixel_size_um: float | None = None,
+    settings: SegmentationSettings | None = None,
+) -> Segmentation:
+    """Segment cells in a phase image (rad) and say what was learnt; see the module docstring.
+
+    Parameters are those of :func:`segment_cells`; returns a :class:`Segmentation`.
+    """
+    settings = settings or SegmentationSettings()
+    image = _as_phase_image(phase)
+    valid = _valid_pixels(image)
+    px = _check_pixel_size(pixel_size_um)
+    user_um = [
+        name
+        for name in ("min_area_um2", "max_area_um2", "min_distance_um")
+        if getattr(settings, name) is not None
+    ]
+    if px is None and user_um:
+        _warn(
+            f"No pixel size given: {', '.join(user_um)} are read in pixels (px, px^2). Give the "
+            "pixel size (--pixel-size UM) or leave them unset to learn them from the image."
+        )
+    px = px or 1.0
+    fill = float(np.median(image[valid]))
+    image = np.where(valid, image, fill)
+    sigma = settings.smoothing_sigma_px
+    smoothed = ndi.gaussian_filter(image, sigma, mode="nearest") if sigma > 0 else image
+    background = _background(image, smoothed, valid, settings.flatten_background)
+    flat, flat_s = image - background, smoothed - background
+    noise, noise_s = lower_sigma(flat[valid]), lower_sigma(flat_s[valid])
+    offset = float(np.median(background[valid]))
+    result = Segmentation(
+        labels=np.zeros(image.shape, dtype=np.int32),
+        background_rad=background,
+        offset_rad=offset,
+        noise_rad=noise,
+        noise_smoothed_rad=noise_s,
+        level_rad=math.nan,
+        cell_radius_px=math.nan,
+        min_area_px=math.nan,
+        min_distance_px=math.nan,
+    )
+    peak = float(np.max(flat_s[valid]))
+    if peak <= 1e-12 * max(1.0, float(np.max(np.abs(smoothed)))):
+        _warn(f"No cells found: the phase is flat ({fill:.3g} rad everywhere).")
+        return result
+    level = max(_DETECTION_SNR * noise_s, 0.01 * peak)
+    if settings.threshold != "auto":
+        if isinstance(settings.threshold, str):
+            level = max(level, _auto_threshold(flat_s[valid], settings.threshold))
+        else:
+            level = float(settings.threshold)
+    result.level_rad = level
+    seeds = (flat_s > level) & valid
+    if not seeds.any():
+        hint = (
+            f" The background sits at {offset:.3g} rad, not 0: one cell may fill the field, or "
+            "the phase is not background-corrected."
+            if abs(offset) > 3 * noise + _OFFSET_HINT_RAD
+            else ""
+        )
+        _warn(
+            f"No cells found: no region rises {level:.3g} rad above the background "
+            f"({offset:.3g} rad, noise {noise:.2g} rad).{hint} Check that this is a phase image "
+            "with cells above the background, or set a lower level (--threshold RAD, or the "
+            "widget's threshold)."
+        )
+        return result
+    edge = None if settings.edge_snr is None else max(settings.edge_snr * noise, 1e-3 * level)
+    mask = _outline(flat, seeds, valid, None if edge is None else min(edge, level))
+    radius = _typical_radius(mask)
+    if settings.fill_holes:
+        mask = fill_small_holes(mask, math.pi * (1.5 * radius) ** 2)
+    fraction = float(mask[valid].mean())
+    if fraction > _MAX_FOREGROUND_FRACTION:
+        _warn(
+            f"Objects cover {100 * fraction:.0f}% of the field: there is too little background "
+            "to separate cells from (one cell fills the field, or the phase has an offset or "
+            "tilt). Use a larger field of view, a background-corrected phase, or paint labels."
+        )
+        return result
+    min_px = (
+        _MIN_AREA_OF_TYPICAL * math.pi * radius**2
+        if settings.min_area_um2 is None
+        else settings.min_area_um2 / px**2
+    )
+    spacing = (
+        _MARKER_SPACING_OF_RADIUS * radius
+        if settings.min_distance_um is None
+        else settings.min_distance_um / px
+    )
+    result.cell_radius_px, result.min_area_px, result.min_distance_px = radius, min_px, spacing
+    labels = _split(mask, smoothed, settings, spacing)
+    labels = merge_small_regions(labels, min_px)
+    max_px = None if settings.max_area_um2 is None else settings.max_area_um2 / px**2
+    labels, removed = _filter(labels, valid, min_px, max_px, settings.exclude_border)
+    result.labels, result.removed = labels, removed
+    if removed["nan"]:
+        _warn(
+            f"{removed['nan']} object(s) touching NaN or infinite phase were left out (their "
+            f"dry mass would be incomplete); {int(labels.max())} cell(s) kept."
+        )
+    if labels.max() == 0:
+        unit = "um^2" if pixel_size_um is not None else "px^2"
+        _warn(
+            f"No cells left: {sum(removed.values())} object(s) found, {removed['small']} smaller "
+            f"than the minimum area {min_px * px**2:.3g} {unit} (--min-area), {removed['large']} "
+            f"larger than the maximum, {removed['border']} touching the border of the field, "
+            f"{removed['nan']} touching NaN phase."
+        )
+    return result
 
 
 def segment_cells(
@@ -269,17 +452,17 @@ def segment_cells(
     pixel_size_um: float | None = None,
     settings: SegmentationSettings | None = None,
 ) -> np.ndarray:
-    """Segment cells in a background-corrected phase image (rad); see the module docstring.
+    """Segment cells in a phase image (rad); see the module docstring.
 
     Parameters
     ----------
     phase
-        2-D phase image in radians, cells positive, background near 0.
+        2-D phase image in radians, cells positive. A residual background offset or smooth
+        variation is removed (``settings.flatten_background``); NaN regions are set aside.
     pixel_size_um
-        Pixel pitch in the sample plane (um). Without it the um-valued settings are read in pixels
-        and a :class:`MorphologyWarning` says so.
+        Pixel pitch in the sample plane (um). Only needed for settings given in um / um^2.
     settings
-        :class:`SegmentationSettings`; the defaults suit cells of 3-30 um diameter.
+        :class:`SegmentationSettings`; the defaults learn sizes and levels from the image.
 
     Returns
     -------
@@ -290,123 +473,6 @@ def segment_cells(
     Raises
     ------
     InputError
-        ``phase`` is not a 2-D real image, or has NaN/inf pixels (replace them, e.g. with the
-        background value, or crop them away: a threshold cannot be placed on undefined phase).
+        ``phase`` is not a 2-D real image, or has no finite pixel at all.
     """
-    settings = settings or SegmentationSettings()
-    image = _as_phase_image(phase)
-    bad = ~np.isfinite(image)
-    if bad.any():
-        raise InputError(
-            f"The phase image has {int(bad.sum())} NaN or infinite pixels (of {image.size}); "
-            "segmentation needs a defined phase everywhere. Replace them with the background "
-            "value (e.g. numpy.nan_to_num(phase, nan=0.0)) or crop them away."
-        )
-    px = _check_pixel_size(pixel_size_um)
-    if px is None:
-        warnings.warn(
-            "No pixel size given: the segmentation settings in um and um^2 (minimum area, "
-            "minimum distance) are read in pixels and px^2.",
-            MorphologyWarning,
-            stacklevel=2,
-        )
-        px = 1.0
-    empty = np.zeros(image.shape, dtype=np.int32)
-
-    sigma = settings.smoothing_sigma_px
-    smoothed = ndi.gaussian_filter(image, sigma, mode="nearest") if sigma > 0 else image
-    if float(np.ptp(smoothed)) <= 1e-12 * max(1.0, float(np.max(np.abs(smoothed)))):
-        warnings.warn(
-            f"No cells found: the phase is flat ({float(smoothed.flat[0]):.3g} rad everywhere).",
-            MorphologyWarning,
-            stacklevel=2,
-        )
-        return empty
-    background, noise, noise_smoothed = _background_statistics(image, smoothed)
-    if isinstance(settings.threshold, str):
-        level = _auto_threshold(smoothed, settings.threshold)
-        level = max(level, background + _DETECTION_SNR * noise_smoothed)
-    else:
-        level = float(settings.threshold)
-    seeds = smoothed > level
-    if not seeds.any():
-        hint = (
-            f" The background sits at {background:.3g} rad, not 0: one cell may fill the field, or "
-            "the phase is not background-corrected."
-            if abs(background) > 3 * noise + _OFFSET_HINT_RAD
-            else ""
-        )
-        warnings.warn(
-            f"No cells found: no region rises above the detection level {level:.3g} rad "
-            f"(background {background:.3g} rad, noise {noise:.2g} rad).{hint} Check that the "
-            "image is a background-corrected phase, or lower the threshold.",
-            MorphologyWarning,
-            stacklevel=2,
-        )
-        return empty
-
-    if settings.edge_snr is None:
-        mask = seeds
-    else:
-        edge = background + max(settings.edge_snr * noise, 1e-3 * (level - background))
-        region = image > min(edge, level)
-        region_labels, _ = ndi.label(region, structure=np.ones((3, 3)))
-        keep = np.zeros(int(region_labels.max()) + 1, dtype=bool)
-        keep[np.unique(region_labels[seeds & region])] = True
-        keep[0] = False
-        mask = keep[region_labels]
-    if settings.fill_holes:
-        mask = _fill_small_holes(mask, max(settings.min_area_um2 / px**2, 1.0))
-
-    fraction = float(mask.mean())
-    if fraction > _MAX_FOREGROUND_FRACTION:
-        warnings.warn(
-            f"Objects cover {100 * fraction:.0f}% of the field: there is too little background to "
-            "separate cells from (one cell fills the field, or the phase has an offset or tilt). "
-            "Use a larger field of view, a background-corrected phase, or paint labels by hand.",
-            MorphologyWarning,
-            stacklevel=2,
-        )
-        return empty
-
-    if settings.split_touching:
-        from skimage.segmentation import watershed
-
-        min_distance_px = round(settings.min_distance_um / px)
-        markers, surface = _markers(mask, smoothed, settings.split_markers, min_distance_px)
-        labels = watershed(-surface, markers, mask=mask)
-        if settings.split_markers == "distance":
-            labels = _merge_wide_necks(labels, surface, _NECK_MERGE_RATIO)
-    else:
-        labels, _ = ndi.label(mask)
-    labels = labels.astype(np.int32, copy=False)
-
-    n_found = int(labels.max())
-    sizes = np.bincount(labels.ravel(), minlength=n_found + 1).astype(np.float64) * px**2
-    drop = sizes < settings.min_area_um2
-    if settings.max_area_um2 is not None:
-        drop |= sizes > settings.max_area_um2
-    drop[0] = False
-    n_size = int(drop[1:].sum())
-    n_border = 0
-    if settings.exclude_border:
-        edge_ids = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        border = np.zeros_like(drop)
-        border[edge_ids] = True
-        border[0] = False
-        n_border = int((border & ~drop).sum())
-        drop |= border
-    lut = np.zeros(n_found + 1, dtype=np.int32)
-    kept = np.flatnonzero(~drop[1:]) + 1
-    lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
-    labels = lut[labels]
-    if kept.size == 0:
-        unit = "um^2" if pixel_size_um is not None else "px^2"
-        warnings.warn(
-            f"No cells left: {n_found} object(s) found, {n_size} outside the area range "
-            f"[{settings.min_area_um2:g}, {settings.max_area_um2 or 'inf'}] {unit}, "
-            f"{n_border} touching the border of the field (exclude_border=True).",
-            MorphologyWarning,
-            stacklevel=2,
-        )
-    return labels
+    return segment_field(phase, pixel_size_um=pixel_size_um, settings=settings).labels

@@ -56,6 +56,7 @@ bench: install-test
 	$(PY) benchmarks/batch.py --write
 	$(PY) benchmarks/cdp.py --write
 	$(PY) benchmarks/finetune.py --write
+	$(PY) benchmarks/refocus.py --write
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks sample_data

@@ -117,3 +117,16 @@ def test_loss_ablation_quick_run_trains_every_variant(capsys):
     ]
     assert all(int(row[1]) > 0 for row in rows[1:])
     assert all(math.isfinite(float(cell)) for row in rows for cell in row[2:])
+
+
+def test_refocus_benchmark_quick_compares_with_pyholoscope(capsys):
+    bench = load_script("refocus")
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out, "| pixel (um) | true z (um) | ours z")
+    assert len(rows) == len(bench.QUICK_CASES)
+    for row in rows:
+        true_z, ours = float(row[1]), float(row[2].split()[0])
+        assert abs(ours - true_z) <= max(1.0, 0.03 * abs(true_z))
+    times = table_rows(out, "| ours, transfer function cached")
+    assert all(float(cell) > 0 for cell in times[0])

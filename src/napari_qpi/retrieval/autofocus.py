@@ -18,9 +18,10 @@ amplitude contrast and are **smallest at focus** (for an amplitude object they w
     plane (Parseval: propagation only changes spectral phases), so its minimum is where the phase
     is sharpest.
 
-The search evaluates the metric on a coarse grid over the range, then repeatedly on a finer grid
-around the best point, until the step is below the tolerance; each evaluation costs one multiply
-and one inverse FFT (:class:`~napari_qpi.retrieval.propagation.Propagator`).
+The search scores a coarse grid over the range on the field low-passed to at most
+:data:`COARSE_SIZE` samples a side, then minimises the score of the whole field between the
+neighbours of the best coarse point (bounded Brent, scipy); each plane costs one multiply and one
+inverse FFT (:class:`~napari_qpi.retrieval.propagation.Propagator`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft as sfft
+from scipy import optimize
 
 from ..errors import InputError
 from .background import background_mask, fit_background
@@ -38,8 +41,19 @@ from .unwrap import unwrap_phase
 
 #: Coarse grid size of the search (points over the whole range).
 COARSE_STEPS = 41
-#: Points per refinement level (odd, centred on the best point so far).
-FINE_STEPS = 9
+#: Side (samples) of the low-passed field the coarse grid is scored on: a focus basin is tens of
+#: um wide and shows at that sampling, each plane costing 4-16x less than the native field.
+COARSE_SIZE = 256
+#: Most planes of the fine search (bounded Brent between the neighbours of the best coarse point).
+MAX_FINE_STEPS = 40
+#: Default precision of the fine search, um (the depth of field of a 0.8 NA objective is ~1 um).
+FINE_TOLERANCE_UM = 0.05
+#: Band along each border left out of the score when no region is given, as a fraction of the
+#: side. A field is not periodic (a tilt, the cells cut by the border): the jump where it wraps
+#: rings at the borders and spreads inwards as it is propagated. Measured on 512^2 holograms
+#: without a reference (tilt 3 rad): the whole field found 1 um for a true 25 um, a 5% band
+#: 24.6 um, 10% 25.2 um.
+BORDER_FRACTION = 0.1
 #: Largest |z| accepted, in field widths: farther planes are not a refocus of this image.
 MAX_RANGE_FIELD_WIDTHS = 100.0
 
@@ -171,8 +185,9 @@ def _region_view(
 ) -> tuple[slice, slice]:
     """``region`` as two slices: a pair of slices, or a box ``(y0, y1, x0, x1)`` in pixels."""
     h, w = field.shape[-2:]
-    if region is None:
-        return slice(None), slice(None)
+    if region is None:  # the borders are not periodic: their ringing would dominate the score
+        my, mx = int(h * BORDER_FRACTION), int(w * BORDER_FRACTION)
+        return slice(my, h - my), slice(mx, w - mx)
     if len(region) == 2 and all(isinstance(r, slice) for r in region):
         rows, cols = region
     else:
@@ -221,8 +236,9 @@ def autofocus(
         A name in :data:`METRICS`.
     region
         Pixels scored: two slices or a box ``(y0, y1, x0, x1)``; the whole field is propagated.
+        Default: all but a band of :data:`BORDER_FRACTION` along each border.
     tolerance_um
-        Stop refining below this step; default ``lambda / (4 n)`` (far below the depth of field).
+        Precision of the fine search, um; default :data:`FINE_TOLERANCE_UM`.
     progress
         Called ``progress(done, total)`` after each plane; raising
         :class:`~napari_qpi.errors.CancelledError` in it stops the search.
@@ -245,38 +261,61 @@ def autofocus(
         shape,
         prop.pixel_size_um,
     )
-    rows, cols = _region_view(prop.field, region)
     score_fn = METRICS[metric]
-    tol = tolerance_um or prop.wavelength_nm * 1e-3 / (4 * prop.medium_index)
-    levels = 1 + max(0, math.ceil(math.log((hi - lo) / (COARSE_STEPS - 1) / tol, 4)))
-    total = COARSE_STEPS + (FINE_STEPS - 1) * levels
+    tol = tolerance_um or FINE_TOLERANCE_UM
+    coarse, factor = _coarse(prop)
+    rows, cols = _region_view(prop.field, region)
+    coarse_rows = slice(*(None if v is None else v // factor for v in (rows.start, rows.stop)))
+    coarse_cols = slice(*(None if v is None else v // factor for v in (cols.start, cols.stop)))
+    total = COARSE_STEPS + MAX_FINE_STEPS
     result = FocusResult(z_um=0.0, score=math.inf, metric=metric)
 
-    def score(z: float) -> float:
-        planes = prop.at(z)[..., rows, cols]
-        value = sum(score_fn(p) for p in planes.reshape(-1, *planes.shape[-2:]))
-        result.zs.append(z)
-        result.scores.append(value)
-        if progress is not None:
-            progress(len(result.zs), total)
-        return value
+    def scorer(p: Propagator, r: slice, c: slice) -> Callable[[float], float]:
+        def score(z: float) -> float:
+            planes = p.at(z)[..., r, c]
+            value = sum(score_fn(q) for q in planes.reshape(-1, *planes.shape[-2:]))
+            result.zs.append(float(z))
+            result.scores.append(value)
+            if progress is not None:
+                progress(len(result.zs), total)
+            return value
+
+        return score
 
     grid = np.linspace(lo, hi, COARSE_STEPS)
-    values = [score(float(z)) for z in grid]
-    best = int(np.argmin(values))
-    z_best, s_best, step = float(grid[best]), values[best], float(grid[1] - grid[0])
-    while step > tol:
-        half = step
-        step = 2 * half / (FINE_STEPS - 1)
-        for z in np.linspace(z_best - half, z_best + half, FINE_STEPS):
-            z = float(np.clip(z, lo, hi))
-            if any(abs(z - done) < 1e-9 for done in result.zs):
-                continue
-            value = score(z)
-            if value < s_best:
-                z_best, s_best = z, value
-    result.z_um, result.score = z_best, s_best
+    coarse_score = scorer(coarse, coarse_rows, coarse_cols)
+    best = int(np.argmin([coarse_score(float(z)) for z in grid]))
+    bracket = (float(grid[max(best - 1, 0)]), float(grid[min(best + 1, len(grid) - 1)]))
+    fine = optimize.minimize_scalar(
+        scorer(prop, rows, cols),
+        bounds=bracket,
+        method="bounded",
+        options={"xatol": tol, "maxiter": MAX_FINE_STEPS},
+    )
+    result.z_um, result.score = float(fine.x), float(fine.fun)
     return result
+
+
+def _coarse(prop: Propagator) -> tuple[Propagator, int]:
+    """The field low-passed to at most :data:`COARSE_SIZE` samples a side, and the factor."""
+    h, w = prop.field.shape[-2:]
+    factor = max(1, min(h, w) // COARSE_SIZE)
+    if factor == 1:
+        return prop, 1
+    my, mx = h // factor, w // factor
+    rows = np.r_[0 : (my + 1) // 2, h - my // 2 : h]
+    cols = np.r_[0 : (mx + 1) // 2, w - mx // 2 : w]
+    spectrum = prop.spectrum[..., rows[:, None], cols[None, :]]
+    small = sfft.ifft2(spectrum, workers=prop.workers) / np.float32(factor * factor)
+    coarse = Propagator(
+        small.astype(np.complex64),
+        wavelength_nm=prop.wavelength_nm,
+        pixel_size_um=prop.pixel_size_um * (h / my + w / mx) / 2,
+        medium_index=prop.medium_index,
+        sign=prop.sign,
+        workers=prop.workers,
+    )
+    return coarse, factor
 
 
 def autofocus_stack(
@@ -323,9 +362,12 @@ def phase_sign(field: np.ndarray, *, order: int = 2) -> int:
 
 
 __all__ = [
+    "BORDER_FRACTION",
+    "COARSE_SIZE",
     "COARSE_STEPS",
     "DEFAULT_METRIC",
-    "FINE_STEPS",
+    "FINE_TOLERANCE_UM",
+    "MAX_FINE_STEPS",
     "MAX_RANGE_FIELD_WIDTHS",
     "METRICS",
     "FocusResult",

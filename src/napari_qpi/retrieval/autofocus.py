@@ -20,19 +20,19 @@ amplitude contrast and are **smallest at focus** (for an amplitude object they w
 
 The search scores a coarse grid over the range on the field low-passed to at most
 :data:`COARSE_SIZE` samples a side, then minimises the score of the whole field between the
-neighbours of the best coarse point (bounded Brent, scipy); each plane costs one multiply and one
+neighbours of the best coarse point (golden section); each plane costs one multiply and one
 inverse FFT (:class:`~napari_qpi.retrieval.propagation.Propagator`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import optimize
 
 from ..errors import InputError
 from .background import background_mask, fit_background
@@ -44,8 +44,7 @@ COARSE_STEPS = 41
 #: Side (samples) of the low-passed field the coarse grid is scored on: a focus basin is tens of
 #: um wide and shows at that sampling, each plane costing 4-16x less than the native field.
 COARSE_SIZE = 256
-#: Most planes of the fine search (bounded Brent between the neighbours of the best coarse point).
-MAX_FINE_STEPS = 40
+_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 #: Default precision of the fine search, um (the depth of field of a 0.8 NA objective is ~1 um).
 FINE_TOLERANCE_UM = 0.05
 #: Band along each border left out of the score when no region is given, as a fraction of the
@@ -207,7 +206,7 @@ def _region_view(
     return rows, cols
 
 
-def autofocus(
+def iter_autofocus(
     field: np.ndarray | Propagator,
     *,
     wavelength_nm: float | None = None,
@@ -218,9 +217,8 @@ def autofocus(
     metric: str = DEFAULT_METRIC,
     region: tuple[slice, slice] | Sequence[int] | None = None,
     tolerance_um: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> FocusResult:
-    """Plane of best focus of a complex field (or stack, scored together) by coarse-to-fine search.
+) -> Generator[tuple[int, int], None, FocusResult]:
+    """Search the plane of best focus of a field (or a stack scored together), coarse to fine.
 
     Parameters
     ----------
@@ -239,9 +237,9 @@ def autofocus(
         Default: all but a band of :data:`BORDER_FRACTION` along each border.
     tolerance_um
         Precision of the fine search, um; default :data:`FINE_TOLERANCE_UM`.
-    progress
-        Called ``progress(done, total)`` after each plane; raising
-        :class:`~napari_qpi.errors.CancelledError` in it stops the search.
+
+    Yields ``(planes done, planes in all)`` after each plane (a GUI worker can stop there) and
+    returns the :class:`FocusResult`; :func:`autofocus` runs it to the end.
     """
     if metric not in METRICS:
         raise InputError(f"Unknown focus metric {metric!r}; choose one of {', '.join(METRICS)}.")
@@ -262,38 +260,74 @@ def autofocus(
         prop.pixel_size_um,
     )
     score_fn = METRICS[metric]
-    tol = tolerance_um or FINE_TOLERANCE_UM
+    tol = float(tolerance_um or FINE_TOLERANCE_UM)
     coarse, factor = _coarse(prop)
     rows, cols = _region_view(prop.field, region)
     coarse_rows = slice(*(None if v is None else v // factor for v in (rows.start, rows.stop)))
     coarse_cols = slice(*(None if v is None else v // factor for v in (cols.start, cols.stop)))
-    total = COARSE_STEPS + MAX_FINE_STEPS
+    grid = np.linspace(lo, hi, COARSE_STEPS)
+    bracket_width = 2 * float(grid[1] - grid[0])
+    fine_steps = 2 + max(0, math.ceil(math.log(tol / bracket_width) / math.log(_INV_PHI)))
+    total = COARSE_STEPS + fine_steps
     result = FocusResult(z_um=0.0, score=math.inf, metric=metric)
 
-    def scorer(p: Propagator, r: slice, c: slice) -> Callable[[float], float]:
-        def score(z: float) -> float:
-            planes = p.at(z)[..., r, c]
-            value = sum(score_fn(q) for q in planes.reshape(-1, *planes.shape[-2:]))
-            result.zs.append(float(z))
-            result.scores.append(value)
-            if progress is not None:
-                progress(len(result.zs), total)
-            return value
+    def score(p: Propagator, z: float, r: slice, c: slice) -> float:
+        planes = p.at(z)[..., r, c]
+        value = sum(score_fn(q) for q in planes.reshape(-1, *planes.shape[-2:]))
+        result.zs.append(float(z))
+        result.scores.append(value)
+        return value
 
-        return score
-
-    grid = np.linspace(lo, hi, COARSE_STEPS)
-    coarse_score = scorer(coarse, coarse_rows, coarse_cols)
-    best = int(np.argmin([coarse_score(float(z)) for z in grid]))
-    bracket = (float(grid[max(best - 1, 0)]), float(grid[min(best + 1, len(grid) - 1)]))
-    fine = optimize.minimize_scalar(
-        scorer(prop, rows, cols),
-        bounds=bracket,
-        method="bounded",
-        options={"xatol": tol, "maxiter": MAX_FINE_STEPS},
-    )
-    result.z_um, result.score = float(fine.x), float(fine.fun)
+    values = []
+    for z in grid:
+        values.append(score(coarse, float(z), coarse_rows, coarse_cols))
+        yield len(result.zs), total
+    best = int(np.argmin(values))
+    # golden-section search of the whole field between the neighbours of the best coarse point
+    a, b = float(grid[max(best - 1, 0)]), float(grid[min(best + 1, len(grid) - 1)])
+    c, d = b - _INV_PHI * (b - a), a + _INV_PHI * (b - a)
+    fc = score(prop, c, rows, cols)
+    yield len(result.zs), total
+    fd = score(prop, d, rows, cols)
+    yield len(result.zs), total
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - _INV_PHI * (b - a)
+            fc = score(prop, c, rows, cols)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _INV_PHI * (b - a)
+            fd = score(prop, d, rows, cols)
+        yield min(len(result.zs), total), total
+    result.z_um, result.score = (c, fc) if fc <= fd else (d, fd)
     return result
+
+
+def autofocus(
+    field: np.ndarray | Propagator,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> FocusResult:
+    """Plane of best focus of a complex field or stack; arguments of :func:`iter_autofocus`.
+
+    ``progress(done, total)`` is called after each plane.
+    """
+    return drain(iter_autofocus(field, **kwargs), progress)
+
+
+def drain(
+    steps: Generator[tuple[int, int], None, Any], progress: Callable[[int, int], None] | None
+) -> Any:
+    """Run a generator of ``(done, total)`` steps to its end; return what it returns."""
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
 
 
 def _coarse(prop: Propagator) -> tuple[Propagator, int]:
@@ -367,7 +401,6 @@ __all__ = [
     "COARSE_STEPS",
     "DEFAULT_METRIC",
     "FINE_TOLERANCE_UM",
-    "MAX_FINE_STEPS",
     "MAX_RANGE_FIELD_WIDTHS",
     "METRICS",
     "FocusResult",
@@ -377,7 +410,9 @@ __all__ = [
     "check_distance",
     "check_range",
     "default_range",
+    "drain",
     "gradient_energy",
+    "iter_autofocus",
     "phase_sign",
     "tamura",
 ]

@@ -17,7 +17,7 @@ says which sideband it was. Autofocus finds the plane first and reads the sign t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..acquisition import Acquisition
 from ..errors import InputError
-from .autofocus import DEFAULT_METRIC, METRICS, FocusResult, autofocus, phase_sign
+from .autofocus import DEFAULT_METRIC, METRICS, FocusResult, drain, iter_autofocus, phase_sign
 from .fourier import Sideband, as_image, crop_factor, demodulate, find_sideband, subbin_offset
 from .propagation import Propagator, check_optics, propagate
 
@@ -149,7 +149,7 @@ def native_region(region: Any, q: int) -> tuple[slice, slice] | None:
     return slice(scale[0], scale[1]), slice(scale[2], scale[3])
 
 
-def hologram_autofocus(
+def iter_hologram_autofocus(
     hologram: np.ndarray,
     *,
     reference: np.ndarray | None = None,
@@ -158,14 +158,14 @@ def hologram_autofocus(
     z_range: Sequence[float] | None = None,
     metric: str = DEFAULT_METRIC,
     region: Any = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[float, FocusResult]:
+) -> Generator[tuple[int, int], None, tuple[float, FocusResult]]:
     """Best refocus distance (um, sample convention) of one hologram or a stack held at one z.
 
     ``hologram`` is ``(H, W)`` or ``(N, H, W)``; a stack is scored plane by plane at each z and
     the sum minimised (one z for the stack; for a z per plane call this per plane). ``region`` is
     in hologram pixels. Returns the z to pass as ``OffAxisSettings(refocus_um=...)`` and the
-    search record (whose z is in the demodulated field's own convention).
+    search record (whose z is in the demodulated field's own convention). Yields
+    ``(planes done, planes in all)`` as it goes; :func:`hologram_autofocus` runs it to the end.
     """
     planes = np.asarray(hologram)
     planes = planes[None] if planes.ndim == 2 else planes
@@ -185,15 +185,24 @@ def hologram_autofocus(
         pixel_size_um=first.pixel_size_um,
         medium_index=first.medium_index,
     )
-    result = autofocus(
-        prop,
-        z_range=z_range,
-        metric=metric,
-        region=native_region(region, first.crop_factor),
-        progress=progress,
+    result = yield from iter_autofocus(
+        prop, z_range=z_range, metric=metric, region=native_region(region, first.crop_factor)
     )
     sign = first.sign or phase_sign(propagate_like(first, result.z_um))
     return sign * result.z_um, result
+
+
+def hologram_autofocus(
+    hologram: np.ndarray,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> tuple[float, FocusResult]:
+    """Best refocus distance (um) and the search; arguments of :func:`iter_hologram_autofocus`.
+
+    ``progress(done, total)`` is called after each plane.
+    """
+    return drain(iter_hologram_autofocus(hologram, **kwargs), progress)
 
 
 def propagate_like(hfield: HologramField, z_um: float, sign: int = 1) -> np.ndarray:
@@ -361,6 +370,7 @@ __all__ = [
     "divide_reference",
     "hologram_autofocus",
     "hologram_field",
+    "iter_hologram_autofocus",
     "optics",
     "propagate_like",
     "zstack",

@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .acquisition import Acquisition
+from .calibration import decide_sign_carrier, voting_indices
 from .errors import FileFormatError, InputError, QPIError
 from .io import atomic_write, read_image, write_image, write_phase
 from .io.images import SUPPORTED_EXTENSIONS, ImageData
@@ -66,6 +67,7 @@ from .morphology import (
     combine_frames,
     measure_stack,
 )
+from .pairing import pair_backgrounds
 from .reconstruct import CLASSICAL_METHODS, available_methods, output_acquisition, settings_record
 from .retrieval import OffAxisSettings
 from .threads import WORKERS_ENV, set_fft_workers
@@ -195,6 +197,8 @@ class BatchReport:
     manifest: Path | None = None
     peak_memory_mb: dict[str, float] = field(default_factory=dict)
     outcomes: list[PlaneOutcome] = field(default_factory=list)
+    warnings: list[tuple[Path, int, str]] = field(default_factory=list)
+    sign: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,6 +220,7 @@ class PlaneOutcome:
     worker: str = ""
     peak_memory_mb: float | None = None
     retriever_builds: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -233,11 +238,20 @@ class _Recipe:
     reference: Path | None
     measure: MeasureOptions | None
     overwrite: bool
+    acquisition: Acquisition | None = None
+    backgrounds: dict[Path, Path] = field(default_factory=dict)
+
+    def acquisition_of(self, image: ImageData) -> Acquisition:
+        """The file's acquisition with the user's (command line, profile) fields on top."""
+        if self.acquisition is None:
+            return image.acquisition
+        return image.acquisition.merged(self.acquisition)
 
     def record(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "settings": settings_record(self.settings) if self.method else None,
+            "acquisition": None if self.acquisition is None else self.acquisition.to_dict(),
             "reference": None if self.reference is None else str(self.reference),
             "measure": None if self.measure is None else dataclasses.asdict(self.measure),
             "overwrite": self.overwrite,
@@ -257,6 +271,7 @@ class _FileJob:
     compute_phase: bool
     measure: bool
     method_record: dict[str, Any] | None
+    reference: Path | None = None
 
     @property
     def stacked(self) -> bool:
@@ -492,21 +507,23 @@ def _run_plane(
     if job.compute_phase and recipe.method and _needs(targets["phase"], recipe.overwrite):
         _limit_worker_threads(network=recipe.method not in CLASSICAL_METHODS)
         hologram, image = _read_plane(job.source, index)
-        reference = None
-        if recipe.reference is not None:
-            ref_image = _open(recipe.reference)
-            per_plane = check_reference(tuple(ref_image.data.shape), job.shape)
-            reference, _ = _read_plane(recipe.reference, index if per_plane else ())
+        reference = _plane_reference(job, image, index)
         retriever = plane_retriever(recipe.method, recipe.settings)
-        result = retrieve_plane(hologram, index, retriever, reference, image.acquisition)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = retrieve_plane(
+                hologram, index, retriever, reference, recipe.acquisition_of(image)
+            )
+        outcome.warnings = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
         phase = result.phase
-        acquisition = output_acquisition(image.acquisition, result.pixel_size_factor)
+        acquisition = output_acquisition(recipe.acquisition_of(image), result.pixel_size_factor)
+        method = {**(job.method_record or {}), "retrieval": retrieval_record(result.info)}
         with _writing(targets["phase"]):
             write_phase(
                 targets["phase"],
                 phase,
                 acquisition=acquisition,
-                method=job.method_record or {},
+                method=method,
                 overwrite=recipe.overwrite,
             )
         outcome.retrieved = True
@@ -524,7 +541,7 @@ def _run_plane(
         else:
             phase, image = _read_plane(job.phase_input, index)
         phase = np.asarray(phase, dtype=np.float32)
-        acquisition = image.acquisition
+        acquisition = recipe.acquisition_of(image)
     table, labels = _measure_plane(phase, acquisition, recipe.measure, frame, job.stacked)
     if _needs(targets["labels"], recipe.overwrite):
         with _writing(targets["labels"]):
@@ -542,6 +559,40 @@ def _run_plane(
     if "dry_mass_pg" in table.columns:
         outcome.dry_mass_pg = [float(m) for m in table["dry_mass_pg"] if np.isfinite(m)]
     outcome.notes = [n for n in table.metadata.get("notes", []) if n.startswith("No ")]
+
+
+def _plane_reference(job: _FileJob, image: ImageData, index: tuple[int, ...]) -> Any:
+    """The background hologram of one plane: ``--reference`` or the folder's pairing (both in
+    ``job.reference``), else the one stored in the file itself, else ``None``."""
+    if job.reference is not None:
+        ref_image = _open(job.reference)
+        per_plane = check_reference(tuple(ref_image.data.shape), job.shape)
+        return _read_plane(job.reference, index if per_plane else ())[0]
+    return image.background
+
+
+#: Keys of a retrieval's ``info`` kept in the output's method record (the rest is timing).
+RECORDED_INFO = (
+    "carrier_cycles_per_px",
+    "carrier_from",
+    "sign",
+    "sign_from",
+    "sign_evidence",
+    "filter",
+    "crop_factor",
+    "radius_cycles_per_px",
+    "reference",
+    "background",
+    "unwrap",
+    "warnings",
+    "refocus_um",
+)
+
+
+def retrieval_record(info: dict[str, Any]) -> dict[str, Any]:
+    """What a plane's retrieval found and used (carrier, sign, filter, background, unwrapping
+    quality, warnings), JSON-ready, for the output's metadata."""
+    return {key: info[key] for key in RECORDED_INFO if key in info}
 
 
 class _PlaneFiles:
@@ -585,13 +636,17 @@ def _assemble(job: _FileJob, recipe: _Recipe, outcome: _FileOutcome) -> None:
     plane = [job.targets(frame) for _, frame in job.planes()]
     if job.compute_phase and job.phase_final and _needs(job.phase_final, recipe.overwrite):
         stack = _PlaneFiles([p["phase"] for p in plane], lead, np.float32)
-        acquisition = read_image(plane[0]["phase"]).acquisition
+        first = read_image(plane[0]["phase"])
+        records = [
+            (first if i == 0 else read_image(p["phase"])).extra.get("method", {}).get("retrieval")
+            for i, p in enumerate(plane)
+        ]
         with _writing(job.phase_final):
             write_phase(
                 job.phase_final,
                 stack,
-                acquisition=acquisition,
-                method=job.method_record or {},
+                acquisition=first.acquisition,
+                method={**(job.method_record or {}), "planes": records},
                 overwrite=recipe.overwrite,
                 axes=job.axes,
             )
@@ -1022,15 +1077,17 @@ def _job_for(
     measured = source if compute_phase or phase_final is None else phase_final
     image = read_image(measured, lazy_threshold_bytes=0)
     shape = tuple(int(n) for n in image.data.shape)
-    if compute_phase and reference_shape is not None:
-        check_reference(reference_shape, shape)
+    reference = recipe.reference or recipe.backgrounds.get(source)
+    if compute_phase and reference is not None:
+        check_reference(reference_shape or tuple(_open(reference).data.shape), shape)
     method_record = None
     if recipe.method:
         method_record = {
             "name": recipe.method,
             "settings": settings_record(recipe.settings),
             "source": source.name,
-            "reference": recipe.reference is not None,
+            "reference": None if reference is None else reference.name,
+            "background_in_file": reference is None and image.background is not None,
         }
         if recipe.settings is not None and recipe.settings.refocus_um is not None:
             method_record["refocus_um"] = recipe.settings.refocus_um  # the z the user looks for
@@ -1044,6 +1101,7 @@ def _job_for(
         compute_phase=compute_phase,
         measure=measure,
         method_record=method_record,
+        reference=reference,
     )
 
 
@@ -1135,6 +1193,8 @@ def _account(report: BatchReport, outcome: PlaneOutcome) -> None:
     report.cells += outcome.cells
     report.dry_mass_pg.extend(outcome.dry_mass_pg)
     report.notes.extend(n for n in outcome.notes if n not in report.notes)
+    for message in outcome.warnings:
+        report.warnings.append((Path(outcome.source), outcome.frame, message))
     if outcome.peak_memory_mb is not None:
         previous = report.peak_memory_mb.get(outcome.worker, 0.0)
         report.peak_memory_mb[outcome.worker] = max(previous, outcome.peak_memory_mb)
@@ -1266,6 +1326,7 @@ def reconstruct_batch(
     method: str = "classical",
     settings: OffAxisSettings | None = None,
     reference: str | Path | None = None,
+    acquisition: Acquisition | None = None,
     measure: MeasureOptions | None = None,
     overwrite: bool = False,
     cluster: ClusterOptions | None = None,
@@ -1284,7 +1345,12 @@ def reconstruct_batch(
         Workers write into it, so on a remote cluster it must be on a shared file system, at the
         same path for every machine.
     method, settings, reference
-        As in :func:`napari_qpi.reconstruct.iter_reconstruct`; ``reference`` is a file.
+        As in :func:`napari_qpi.reconstruct.iter_reconstruct`; ``reference`` is a file used for
+        every input. Without it, inputs named as backgrounds (:mod:`napari_qpi.pairing`:
+        ``background.tif``, ``cell_bg.tif``) are paired with their holograms and not
+        reconstructed, and a background stored in a file (an NPZ's ``bg_data``) is used.
+    acquisition
+        Fields that override each file's own metadata (command line, microscope profile).
     measure
         Segment and measure cells on each phase plane with these options.
     overwrite
@@ -1319,8 +1385,60 @@ def reconstruct_batch(
     reference_path = None if reference is None else Path(reference).absolute()
     if reference_path is not None:
         read_image(reference_path, lazy_threshold_bytes=0)
-    recipe = _Recipe(method, settings or OffAxisSettings(), reference_path, measure, overwrite)
-    return _run("reconstruct", inputs, out_dir, recipe, cluster, client, progress)
+    pairing = pair_backgrounds([Path(p) for p in inputs], SUPPORTED_EXTENSIONS)
+    holograms = [*pairing.holograms] if reference_path is None else [Path(p) for p in inputs]
+    backgrounds = (
+        {}
+        if reference_path is not None
+        else {h.absolute(): b.absolute() for h, b in pairing.backgrounds.items()}
+    )
+    settings = settings or OffAxisSettings()
+    sign: dict[str, Any] = {}
+    if method in CLASSICAL_METHODS and holograms:
+        settings, sign = _decide_sign(
+            holograms[0], settings, acquisition, reference_path, backgrounds
+        )
+    recipe = _Recipe(method, settings, reference_path, measure, overwrite, acquisition, backgrounds)
+    report = _run("reconstruct", holograms, out_dir, recipe, cluster, client, progress)
+    if reference_path is None:
+        report.failed.extend(pairing.problems)
+    report.sign = sign
+    return report
+
+
+def _decide_sign(
+    first: Path,
+    settings: OffAxisSettings,
+    acquisition: Acquisition | None,
+    reference: Path | None,
+    backgrounds: dict[Path, Path],
+) -> tuple[OffAxisSettings, dict[str, Any]]:
+    """Settings with the ``+phi`` carrier voted once on the first file's planes
+    (:mod:`napari_qpi.calibration`), unless the carrier or the sign is known already."""
+    given = settings.carrier or settings.sign_carrier
+    if given is not None or (acquisition and acquisition.carrier_cycles_per_px):
+        return settings, {"from": "settings or profile"}
+    try:
+        image = read_image(first, lazy_threshold_bytes=0)
+    except QPIError:
+        return settings, {}
+    if image.acquisition.carrier_cycles_per_px is not None:
+        return settings, {"from": "file metadata"}
+    acq = image.acquisition.merged(acquisition) if acquisition else image.acquisition
+    shape = tuple(image.data.shape)
+    source = reference or backgrounds.get(first.absolute())
+    planes = []
+    for index in voting_indices(shape):
+        background = image.background
+        if source is not None:
+            ref = read_image(source, lazy_threshold_bytes=0).data
+            background = np.asarray(ref[index] if tuple(ref.shape) == shape else ref)
+        planes.append((np.asarray(image.data[index]), background))
+    carrier, record = decide_sign_carrier(planes, acquisition=acq, settings=settings)
+    record["from"] = f"decided once on {first.name}"
+    if carrier is None:
+        return settings, record
+    return dataclasses.replace(settings, sign_carrier=carrier), record
 
 
 def measure_batch(
@@ -1328,6 +1446,7 @@ def measure_batch(
     out_dir: str | Path,
     *,
     measure: MeasureOptions | None = None,
+    acquisition: Acquisition | None = None,
     overwrite: bool = False,
     cluster: ClusterOptions | None = None,
     client: Any = None,
@@ -1339,5 +1458,5 @@ def measure_batch(
     trailing ``_phase``) and :data:`COMBINED_TABLE`. Other arguments as
     :func:`reconstruct_batch`.
     """
-    recipe = _Recipe(None, None, None, measure or MeasureOptions(), overwrite)
+    recipe = _Recipe(None, None, None, measure or MeasureOptions(), overwrite, acquisition)
     return _run("measure", inputs, out_dir, recipe, cluster, client, progress)

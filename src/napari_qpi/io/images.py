@@ -1,8 +1,9 @@
-"""Read holograms and phase images: TIFF / OME-TIFF / ImageJ TIFF, PNG, BMP, JPEG, NPY and NPZ.
+"""Read holograms and phase images: TIFF / OME-TIFF / ImageJ TIFF, PNG, BMP, JPEG, NPY, NPZ, HDF5.
 
 :func:`read_image` returns an :class:`ImageData`: a single-channel image ``(H, W)`` or a stack
 ``(N, H, W)`` (numpy, or a dask array with one plane per chunk for large files), its axes, the
-acquisition record found in the file and its sidecar, and anything else worth keeping in ``extra``.
+acquisition record found in the file and its sidecar, a background hologram stored in the same file
+(an NPZ's ``bg_data``, a qpformat HDF5 ``reference``), and anything else worth keeping in ``extra``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ DEFAULT_LAZY_THRESHOLD = 512 * 2**20
 LUMINANCE_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
 #: Names of the array read from an NPZ file, in order of preference (else the first array).
-NPZ_IMAGE_KEYS = ("hologram", "image")
+NPZ_IMAGE_KEYS = ("hologram", "image", "data")
+
+#: Names of the background (reference) hologram in an NPZ file (qpimage / qpretrieve: ``bg_data``).
+NPZ_BACKGROUND_KEYS = ("bg_data", "background", "reference")
 
 _FORMATS = {
     ".tif": "tiff",
@@ -39,6 +43,8 @@ _FORMATS = {
     ".jpeg": "jpeg",
     ".npy": "npy",
     ".npz": "npz",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
 }
 
 #: File name endings :func:`read_image` accepts, lower case, longest first.
@@ -55,6 +61,7 @@ _SIGNATURES = (
     (b"\x93NUMPY", "npy"),
     (b"PK\x03\x04", "npz"),
     (b"PK\x05\x06", "npz"),
+    (b"\x89HDF\r\n\x1a\n", "hdf5"),
 )
 
 _SUFFIX_OF = {
@@ -64,6 +71,7 @@ _SUFFIX_OF = {
     "bmp": ".bmp",
     "npy": ".npy",
     "npz": ".npz",
+    "hdf5": ".h5",
 }
 
 _STACK_AXES = "TZC"
@@ -84,6 +92,9 @@ class ImageData:
         ``"ZYX"`` or ``"CYX"``.
     path
         The file read.
+    background
+        The background (reference) hologram stored in the same file, ``(H, W)``, or ``None``:
+        an NPZ's ``bg_data`` (the qpimage / qpretrieve convention), a qpformat HDF5 ``reference``.
     extra
         Everything else: ``"format"``, ``"lazy"``, ``"metadata_sources"``, colour conversion,
         keys of our JSON record other than ``"qpi"`` (e.g. ``"method"`` and ``"units"`` of a phase
@@ -95,6 +106,7 @@ class ImageData:
     axes: str
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    background: np.ndarray | None = None
 
     @property
     def lazy(self) -> bool:
@@ -346,8 +358,11 @@ def _read_npz(path: Path) -> tuple[Any, str, Acquisition, dict[str, Any]]:
             arrays = [n for n in names if n != "metadata"]
             if not arrays:
                 raise FileFormatError(f"{path} contains no arrays.")
-            key = next((k for k in NPZ_IMAGE_KEYS if k in arrays), arrays[0])
+            backgrounds = [k for k in NPZ_BACKGROUND_KEYS if k in arrays]
+            images = [k for k in arrays if k not in backgrounds] or arrays
+            key = next((k for k in NPZ_IMAGE_KEYS if k in images), images[0])
             data = archive[key]
+            background = archive[backgrounds[0]] if backgrounds else None
             record = archive["metadata"] if "metadata" in names else None
     except QPIError:
         raise
@@ -365,9 +380,28 @@ def _read_npz(path: Path) -> tuple[Any, str, Acquisition, dict[str, Any]]:
         acquisition, record_extra = record_from_json(str(record), source=str(path))
         extra.update(record_extra)
         extra["metadata_sources"].append("npz:metadata")
-    if len(arrays) > 1:
-        extra["npz_other_arrays"] = [n for n in arrays if n != key]
+    others = [n for n in arrays if n != key and n != (backgrounds[0] if backgrounds else None)]
+    if others:
+        extra["npz_other_arrays"] = others
+    if background is not None:
+        extra["background_hologram"] = _check_background(background, data, path, backgrounds[0])
     return data, _default_axes(data.ndim), acquisition, extra
+
+
+def _check_background(background: Any, data: Any, path: Path, name: str) -> np.ndarray:
+    """The background hologram stored beside ``data``: one plane of the same height and width."""
+    background = np.asarray(background)
+    if background.ndim == 3 and background.shape[0] == 1:
+        background = background[0]
+    if background.ndim != 2 or background.shape != tuple(data.shape[-2:]):
+        raise FileFormatError(
+            f"{path.name}: its background hologram '{name}' has shape {background.shape} but the "
+            f"hologram is {tuple(data.shape[-2:])} per plane. Store a background of the same "
+            "size, or remove it and give one with --reference."
+        )
+    if background.dtype.kind not in "uif":
+        raise FileFormatError(f"{path.name}: its background hologram '{name}' is not numeric.")
+    return background
 
 
 def _to_grey(data: Any, axes: str, extra: dict[str, Any]) -> tuple[Any, str]:
@@ -460,8 +494,10 @@ def read_image(
     ----------
     path
         A ``.tif``/``.tiff`` (plain, ImageJ or OME-TIFF; first series), ``.png``, ``.bmp``,
-        ``.jpg``/``.jpeg``, ``.npy`` or ``.npz`` file (array ``hologram``, else ``image``, else
-        the first one). A JSON sidecar next to it is read as well.
+        ``.jpg``/``.jpeg``, ``.npy``, ``.npz`` (array ``hologram``, else ``image``, else ``data``,
+        else the first one; ``bg_data`` is the background hologram) or ``.h5``/``.hdf5`` file
+        (qpformat raw off-axis holograms, qpimage phase: :mod:`napari_qpi.io.hdf5`). A JSON sidecar
+        next to it is read as well.
     lazy_threshold_bytes
         TIFF and NPY files whose uncompressed data exceed this many bytes come back as a dask
         array with one plane per chunk, read on demand (memory-mapped where the data are stored
@@ -492,6 +528,15 @@ def read_image(
         acquisition = Acquisition()
     elif kind == "npz":
         data, axes, acquisition, extra = _read_npz(path)
+    elif kind == "hdf5":
+        from .hdf5 import read_hdf5
+
+        data, axes, acquisition, extra = read_hdf5(path)
+        if "background_hologram" in extra:
+            name = "reference"
+            extra["background_hologram"] = _check_background(
+                extra["background_hologram"], data, path, name
+            )
     else:
         data, axes, extra = _read_raster(path, kind)
         acquisition = Acquisition()
@@ -499,7 +544,12 @@ def read_image(
     acquisition = apply_sidecar(path, acquisition, extra)
     data, axes = _normalise(data, axes, path, extra)
     extra["lazy"] = not isinstance(data, np.ndarray)
-    return ImageData(data=data, acquisition=acquisition, axes=axes, path=path, extra=extra)
+    background = extra.pop("background_hologram", None)
+    if background is not None:
+        extra["background_from"] = "file"
+    return ImageData(
+        data=data, acquisition=acquisition, axes=axes, path=path, extra=extra, background=background
+    )
 
 
 def validate_hologram(

@@ -68,6 +68,11 @@ class OffAxisSettings:
         the wrapped phase in ``[-pi, pi)``.
     unwrap_method
         ``"auto"``, ``"ls"`` or ``"quality"``, see :func:`~napari_qpi.retrieval.unwrap_phase`.
+    sign_carrier
+        The sideband ``(fy, fx)`` that carries ``+phi`` on this microscope (from a profile, or
+        decided once on the first planes of a stack or folder): the sideband is still searched,
+        and of the two mirror sidebands the one nearer this is taken as ``+phi``. A sideband far
+        from both (another microscope) falls back to the cells-positive rule.
     refocus_um
         Propagate the complex field this far (um, positive downstream, see
         :mod:`~napari_qpi.retrieval.propagation`) before unwrapping; needs wavelength and pixel
@@ -84,6 +89,7 @@ class OffAxisSettings:
     unwrap: bool = True
     unwrap_method: Literal["auto", "ls", "quality"] = "auto"
     refocus_um: float | None = None
+    sign_carrier: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.filter not in FILTERS:
@@ -105,6 +111,14 @@ class OffAxisSettings:
             raise InputError(
                 f"Unknown unwrap_method {self.unwrap_method!r}; use 'auto', 'ls' or 'quality'."
             )
+        if self.sign_carrier is not None:
+            try:
+                fy, fx = (float(c) for c in self.sign_carrier)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"sign_carrier must be two numbers (fy, fx), got {self.sign_carrier!r}."
+                ) from None
+            object.__setattr__(self, "sign_carrier", (fy, fx))
         if self.refocus_um is not None and not np.isfinite(self.refocus_um):
             raise InputError(f"refocus_um must be a finite number of um, got {self.refocus_um!r}.")
         if self.numerical_aperture is not None and not self.numerical_aperture > 0:
@@ -179,6 +193,23 @@ MIN_BACKGROUND_FRACTION = 0.10
 MIN_STANDOUT_FRACTION = 5e-4
 #: More pixels than this fraction next to a 2 pi jump after unwrapping gets a warning.
 MAX_JUMP_FRACTION = 1e-3
+
+
+#: A searched sideband this close to ``sign_carrier`` (or its mirror), as a fraction of the carrier
+#: distance, is taken as the same microscope's.
+SIGN_CARRIER_TOLERANCE = 0.15
+
+
+def _sign_from_carrier(sideband: Sideband, plus: tuple[float, float] | None) -> int | None:
+    """+1 / -1 when ``sideband`` is ``plus`` or its mirror (within the tolerance), else None."""
+    if plus is None:
+        return None
+    (fy, fx), (py, px) = sideband.center_cycles_per_px, plus
+    same = float(np.hypot(fy - py, fx - px))
+    mirror = float(np.hypot(fy + py, fx + px))
+    if min(same, mirror) > SIGN_CARRIER_TOLERANCE * max(sideband.carrier_distance, 1e-6):
+        return None
+    return 1 if same <= mirror else -1
 
 
 class RetrievalWarning(QPIWarning):
@@ -362,8 +393,11 @@ def retrieve_offaxis(
     background_n = fit_background(unwrapped_n, order=order, mask=mask_n)
     corrected_n = unwrapped_n - background_n
     evidence = cells_sign_evidence(corrected_n, mask_n)
+    hint = _sign_from_carrier(sideband, settings.sign_carrier) if carrier is None else None
     if carrier is not None:
         sign, info["sign_from"] = 1, info["carrier_from"]
+    elif hint is not None:
+        sign, info["sign_from"] = hint, "sign carrier"
     else:
         sign, info["sign_from"] = (1 if evidence >= 0 else -1), "data"
     info["sign"] = sign

@@ -1402,6 +1402,7 @@ def reconstruct_batch(
     report = _run("reconstruct", holograms, out_dir, recipe, cluster, client, progress)
     if reference_path is None:
         report.failed.extend(pairing.problems)
+        report.warnings.extend((path, 0, message) for path, message in pairing.notes)
     report.sign = sign
     return report
 
@@ -1419,7 +1420,7 @@ def _decide_sign(
     if given is not None or (acquisition and acquisition.carrier_cycles_per_px):
         return settings, {"from": "settings or profile"}
     try:
-        image = read_image(first, lazy_threshold_bytes=0)
+        image = _open(first)
     except QPIError:
         return settings, {}
     if image.acquisition.carrier_cycles_per_px is not None:
@@ -1428,12 +1429,15 @@ def _decide_sign(
     shape = tuple(image.data.shape)
     source = reference or backgrounds.get(first.absolute())
     planes = []
-    for index in voting_indices(shape):
-        background = image.background
-        if source is not None:
-            ref = read_image(source, lazy_threshold_bytes=0).data
-            background = np.asarray(ref[index] if tuple(ref.shape) == shape else ref)
-        planes.append((np.asarray(image.data[index]), background))
+    try:
+        for index in voting_indices(shape):
+            background = image.background
+            if source is not None:
+                per_plane = tuple(_open(source).data.shape) == shape and len(shape) > 2
+                background = _read_plane(source, index if per_plane else ())[0]
+            planes.append((_read_plane(first, index)[0], background))
+    except (QPIError, OSError):
+        return settings, {}
     carrier, record = decide_sign_carrier(planes, acquisition=acq, settings=settings)
     record["from"] = f"decided once on {first.name}"
     if carrier is None:

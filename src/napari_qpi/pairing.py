@@ -8,7 +8,9 @@ it is used as the reference of its hologram(s) and never reconstructed as a samp
 2. ``NAME_background.EXT``, ``NAME_bg.EXT`` (also ``-background``, ``-bg``): the background of the
    hologram whose name without extension is ``NAME`` in the same folder; failing that, of the one
    hologram whose name starts with ``NAME_``. A background that fits several holograms that way is
-   an error for it and for them (which one was meant?); one that fits none is an error for it.
+   an error for it and for them (which one was meant?). One that fits none is reconstructed as a
+   hologram, with a warning (``cells_curved_bg.jpg`` may be a hologram of cells on a curved
+   background).
 3. A per-hologram background (2.) wins over a folder one (1.); ``--reference`` wins over both.
 """
 
@@ -51,13 +53,17 @@ class Pairing:
     backgrounds
         Hologram -> its background file.
     problems
-        ``(file, reason)`` for backgrounds that fit no hologram or several; the holograms an
-        ambiguous background fits are listed here too, and left out of ``holograms``.
+        ``(file, reason)`` for backgrounds that fit several holograms, and for those holograms
+        (left out of ``holograms``).
+    notes
+        ``(file, message)`` for files named like a background that fit no hologram: they are
+        reconstructed as holograms.
     """
 
     holograms: list[Path] = field(default_factory=list)
     backgrounds: dict[Path, Path] = field(default_factory=dict)
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def pair_backgrounds(paths: Sequence[Path], extensions: Sequence[str]) -> Pairing:
@@ -94,22 +100,26 @@ def pair_backgrounds(paths: Sequence[Path], extensions: Sequence[str]) -> Pairin
             pairing.backgrounds[fits[0]] = background
             continue
         if not fits:
-            reason = (
-                f"background {background.name} fits no hologram (no '{name}.*' beside it); "
-                f"rename it after its hologram, or call it background{background.suffix} to use "
-                "it for the whole folder."
+            pairing.holograms.append(background)
+            pairing.notes.append(
+                (
+                    background,
+                    f"named like a background but no '{name}.*' hologram is beside it: "
+                    "reconstructed as a hologram. To use it as a background, name it after its "
+                    f"hologram or call it background{background.suffix} (whole folder).",
+                )
             )
-        else:
-            listed = ", ".join(h.name for h in fits[:4])
-            reason = (
-                f"background {background.name} fits {len(fits)} holograms ({listed}); name it "
-                f"after one (e.g. {_stem(fits[0], extensions)}_bg{background.suffix}), or call it "
-                f"background{background.suffix} to use it for the whole folder."
-            )
-            for hologram in fits:  # which background was meant? not a silent guess
-                pairing.backgrounds.pop(hologram, None)
-                pairing.holograms.remove(hologram)
-                pairing.problems.append((hologram, reason))
+            continue
+        listed = ", ".join(h.name for h in fits[:4])
+        reason = (
+            f"background {background.name} fits {len(fits)} holograms ({listed}); name it "
+            f"after one (e.g. {_stem(fits[0], extensions)}_bg{background.suffix}), or call it "
+            f"background{background.suffix} to use it for the whole folder."
+        )
+        for hologram in fits:  # which background was meant? not a silent guess
+            pairing.backgrounds.pop(hologram, None)
+            pairing.holograms.remove(hologram)
+            pairing.problems.append((hologram, reason))
         pairing.problems.append((background, reason))
     return pairing
 

@@ -67,7 +67,9 @@ class MicroscopeProfile:
     def __post_init__(self) -> None:
         if self.name is not None and not isinstance(self.name, str):
             raise MetadataError(f"profile 'name' must be text, got {self.name!r}.")
-        self.acquisition()  # the shared checks of wavelength, pixel size, index, NA, carrier
+        checked = self.acquisition()  # the shared checks of wavelength, pixel size, index, NA
+        for name in ("wavelength_nm", "pixel_size_um", "medium_index", "numerical_aperture"):
+            object.__setattr__(self, name, getattr(checked, name))  # plain floats
         if self.filter is not None and self.filter not in _FILTERS:
             raise MetadataError(
                 f"profile 'filter' must be one of {', '.join(_FILTERS)}, got {self.filter!r}."
@@ -84,10 +86,9 @@ class MicroscopeProfile:
             raise MetadataError(
                 f"profile 'background_order' must be an integer 0-5, got {order!r}."
             )
-        if self.carrier_cycles_per_px is not None:
-            object.__setattr__(
-                self, "carrier_cycles_per_px", self.acquisition().carrier_cycles_per_px
-            )
+        object.__setattr__(self, "carrier_cycles_per_px", checked.carrier_cycles_per_px)
+        if fraction is not None:
+            object.__setattr__(self, "radius_fraction", float(fraction))
 
     def acquisition(self) -> Acquisition:
         """The acquisition fields of the profile (the carrier as the ``+phi`` sideband)."""

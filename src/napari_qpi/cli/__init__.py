@@ -17,6 +17,7 @@ import importlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,6 +42,12 @@ from ..io.tables import read_table_csv
 from ..morphology import DEFAULT_ALPHA_UM3_PER_PG, MorphologyTable
 from ..reconstruct import available_methods
 from ..retrieval import OffAxisSettings
+from .acquisition import (
+    acquisition_override,
+    add_acquisition_arguments,
+    profile_from_args,
+    settings_changes,
+)
 from .refocus import (
     add_refocus_arguments,
     check_refocus_request,
@@ -61,12 +68,12 @@ __all__ = [
 
 
 def _settings_from_args(args: argparse.Namespace) -> OffAxisSettings:
+    """Retrieval settings: the command line, then the profile, then the defaults."""
     return OffAxisSettings(
         carrier=tuple(args.carrier) if args.carrier else None,
-        filter=args.filter,
-        radius_fraction=args.radius_fraction,
-        background_order=args.background_order,
         resolution=args.resolution,
+        unwrap=not getattr(args, "wrapped", False),
+        **settings_changes(args),
     )
 
 
@@ -170,6 +177,7 @@ def _reconstruct(
             method=args.method,
             settings=settings,
             reference=args.reference,
+            acquisition=acquisition_override(args),
             measure=_measure_options(args) if args.measure else None,
             overwrite=args.overwrite,
             cluster=_cluster_options(args),
@@ -222,6 +230,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
             inputs,
             args.out,
             measure=_measure_options(args),
+            acquisition=acquisition_override(args),
             overwrite=args.overwrite,
             cluster=_cluster_options(args),
             progress=progress,
@@ -264,8 +273,39 @@ def _print_report(report: BatchReport, args: argparse.Namespace, elapsed: float)
     print(_summary(report, Path(args.out), elapsed))
     for note in report.notes:  # why a column is empty (no wavelength, no pixel size)
         print(f"napari-qpi: {note}")
+    if report.sign.get("carrier_cycles_per_px"):
+        fy, fx = report.sign["carrier_cycles_per_px"]
+        print(
+            f"  sign: cells positive with the sideband at ({fy:+.4f}, {fx:+.4f}) cycles/px, "
+            f"{report.sign['from']} ({report.sign['planes_voting']} plane(s))"
+        )
+    for path, frame, message in report.warnings:
+        where = f"{path.name}" + (f" plane {frame}" if frame else "")
+        print(f"  warning: {where}: {message}", file=sys.stderr)
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
+    if getattr(args, "save_profile", None):
+        _save_profile(report, args)
+
+
+def _save_profile(report: BatchReport, args: argparse.Namespace) -> None:
+    """``--save-profile``: this run's acquisition, carrier and settings as a microscope profile."""
+    from ..profile import MicroscopeProfile, save_profile
+
+    settings = _settings_from_args(args)
+    carrier = report.sign.get("carrier_cycles_per_px") or settings.sign_carrier
+    if carrier is None and settings.carrier is not None:
+        carrier = settings.carrier
+    profile = profile_from_args(args).merged(
+        MicroscopeProfile(
+            carrier_cycles_per_px=None if carrier is None else tuple(carrier),
+            filter=settings.filter,
+            radius_fraction=settings.radius_fraction,
+            background_order=settings.background_order,
+        )
+    )
+    path = save_profile(profile, args.save_profile, overwrite=args.overwrite)
+    print(f"napari-qpi: microscope profile written to {path}")
 
 
 def _add_measure_options(parser: argparse.ArgumentParser) -> None:
@@ -386,20 +426,33 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         help="sideband position in cycles/pixel (default: from metadata, else found automatically)",
     )
     rec.add_argument(
-        "--filter", default=OffAxisSettings.filter, choices=("disk", "smooth_disk", "gaussian")
+        "--filter",
+        choices=("disk", "smooth_disk", "gaussian"),
+        help=f"sideband filter (default: the profile's, else {OffAxisSettings.filter})",
     )
     rec.add_argument(
         "--radius-fraction",
         type=float,
-        default=OffAxisSettings.radius_fraction,
-        help="filter radius as a fraction of the carrier distance",
+        help="filter radius as a fraction of the carrier distance "
+        f"(default: the profile's, else {OffAxisSettings.radius_fraction})",
     )
     rec.add_argument(
         "--background-order",
         type=int,
-        default=OffAxisSettings.background_order,
         choices=range(4),
-        help="order of the background polynomial (0-3)",
+        help="order of the background polynomial, 0-3 "
+        f"(default: the profile's, else {OffAxisSettings.background_order})",
+    )
+    rec.add_argument(
+        "--wrapped",
+        action="store_true",
+        help="write the wrapped phase (-pi..pi), without unwrapping or background correction",
+    )
+    rec.add_argument(
+        "--save-profile",
+        metavar="FILE",
+        help="after the run, save the acquisition, the sideband carrying +phi (the sign) and the "
+        "settings as a microscope profile (JSON) to reuse with --profile",
     )
     rec.add_argument(
         "--resolution",
@@ -415,6 +468,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     add_refocus_arguments(rec)
     _add_measure_options(rec)
     _add_cluster_options(rec)
+    add_acquisition_arguments(rec)
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_reconstruct)
 
@@ -423,6 +477,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     mea.add_argument("--out", default="results", help="output folder (default: results)")
     mea.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     _add_measure_options(mea)
+    add_acquisition_arguments(mea)
     _add_cluster_options(mea)
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=cmd_measure)
@@ -527,10 +582,34 @@ def _selected_command(argv: Sequence[str] | None) -> str:
     return next((word for word in words if not word.startswith("-")), "")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one clean line: no source path, no code line."""
+    print(f"napari-qpi: warning: {message}", file=file or sys.stderr)
+
+
+def _once() -> Callable[[logging.LogRecord], bool]:
+    """A logging filter that lets each distinct message through once (a library that logs the
+    same note for every plane read says it once)."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        key = f"{record.name}:{record.getMessage()}"
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    return first_time
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-qpi`` command."""
     parser = build_parser(_selected_command(argv))
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    logging.basicConfig(format="napari-qpi: %(name)s: %(message)s", level=logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_once())
     try:
         return args.func(args)
     except QPIError as error:

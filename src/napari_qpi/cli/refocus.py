@@ -102,17 +102,11 @@ def _acquisition(path: Path, args: argparse.Namespace) -> tuple[Any, Acquisition
     """The image (lazy) and its acquisition with the command line's optics on top."""
     from ..io import read_image
     from ..retrieval.refocus import optics
+    from .acquisition import acquisition_override
 
     image = read_image(path)
-    overrides = {
-        field: getattr(args, option, None)
-        for field, option in (
-            ("wavelength_nm", "wavelength"),
-            ("pixel_size_um", "pixel_size"),
-            ("medium_index", "medium_index"),
-        )
-    }
-    acquisition = image.acquisition.merged(Acquisition(**overrides))
+    override = acquisition_override(args)
+    acquisition = image.acquisition.merged(override) if override else image.acquisition
     try:
         optics(acquisition)
     except QPIError as error:

@@ -422,3 +422,25 @@ def test_an_implausible_background_mask_is_named_in_one_line():
     message = _check_background(0.04, standout=0.3, given=False)
     assert message is not None and "\n" not in message and "4%" in message
     assert _check_background(0.5, standout=0.3, given=False) is None
+
+
+def test_an_out_of_focus_hologram_warns_about_its_2pi_jumps_and_says_where():
+    from napari_qpi.retrieval import jump_mask
+    from napari_qpi.retrieval.propagation import propagate
+
+    truth = random_cells((256, 256), n_cells=5, peak_phase_rad=(8, 12), seed=1)
+    field = (truth.amplitude * np.exp(1j * truth.phase)).astype(np.complex64)
+    blurred = propagate(field, 20.0, wavelength_nm=532, pixel_size_um=0.2, medium_index=1.335)
+    holo = simulate_hologram(
+        np.angle(blurred).astype(np.float32),
+        np.abs(blurred).astype(np.float32),
+        OffAxisSystem(),
+        seed=2,
+    )
+    with pytest.warns(UserWarning, match=r"2 pi jump.*in focus\? Try --refocus auto"):
+        result = retrieve_offaxis(holo)
+    assert not result.info["unwrap"]["ok"] and result.info["unwrap"]["jump_fraction"] > 1e-3
+    assert jump_mask(result.phase).any()
+    in_focus = simulate_hologram(truth.phase, truth.amplitude, OffAxisSystem(), seed=2)
+    clean = retrieve_offaxis(in_focus)
+    assert clean.info["unwrap"]["ok"] and not jump_mask(clean.phase).any()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,8 +131,9 @@ def make_retriever(method: str, settings: OffAxisSettings | None):
 
 
 def settings_record(settings: OffAxisSettings | None) -> dict[str, Any]:
-    """The settings of a method as a JSON-ready dict, for the method record in outputs."""
-    return dataclasses.asdict(settings or OffAxisSettings())
+    """The settings of a method as a JSON-ready dict, for the method record in outputs (tuples as
+    lists, so a record compares equal to itself read back from JSON)."""
+    return json.loads(json.dumps(dataclasses.asdict(settings or OffAxisSettings())))
 
 
 def _plane_name(index: tuple[int, ...]) -> str:

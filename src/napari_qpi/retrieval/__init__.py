@@ -16,7 +16,14 @@ from .fourier import (
     looks_like_hologram,
 )
 from .offaxis import OffAxisSettings, PhaseResult, retrieve_offaxis
-from .unwrap import UnwrapReport, count_jumps, count_residues, unwrap_phase, wrap
+from .unwrap import (
+    UnwrapReport,
+    count_jumps,
+    count_residues,
+    jump_mask,
+    unwrap_phase,
+    wrap,
+)
 
 __all__ = [
     "FILTERS",
@@ -32,6 +39,7 @@ __all__ = [
     "filter_radius",
     "find_sideband",
     "fit_background",
+    "jump_mask",
     "looks_like_hologram",
     "retrieve_offaxis",
     "unwrap_phase",

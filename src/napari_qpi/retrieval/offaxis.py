@@ -425,7 +425,7 @@ def retrieve_offaxis(
         warnings_out.append(
             f"Phase unwrapping left {100 * info['unwrap']['jump_fraction']:.2f}% of the pixels "
             f"next to a 2 pi jump ({report.residues} residues): part of the phase may be off by "
-            "2 pi. Is the hologram in focus? Check the unwrapping-quality mask."
+            "2 pi. Is the hologram in focus? Try --refocus auto; retrieval.jump_mask shows where."
         )
     info["warnings"] = warnings_out
     for message in warnings_out:

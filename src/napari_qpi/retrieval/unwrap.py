@@ -82,6 +82,23 @@ def count_jumps(phase: np.ndarray) -> int:
     )
 
 
+def jump_mask(phase: np.ndarray) -> np.ndarray:
+    """Pixels next to a 2 pi jump of an unwrapped phase (True): where unwrapping may have failed.
+
+    A pixel is marked when it differs from a horizontal or vertical neighbour by more than pi, the
+    same test :func:`count_jumps` counts; shown over the phase, it says which cells to distrust.
+    """
+    p = np.asarray(phase, dtype=np.float32)
+    bad = np.zeros(p.shape, dtype=bool)
+    jump_y = np.abs(np.diff(p, axis=0)) > np.pi
+    jump_x = np.abs(np.diff(p, axis=1)) > np.pi
+    bad[:-1] |= jump_y
+    bad[1:] |= jump_y
+    bad[:, :-1] |= jump_x
+    bad[:, 1:] |= jump_x
+    return bad
+
+
 def least_squares_unwrap(wrapped: np.ndarray) -> np.ndarray:
     """Unweighted least-squares unwrapped phase (not yet congruent to the data), float32.
 
@@ -134,13 +151,7 @@ def _repair_locally(wrapped: np.ndarray, unwrapped: np.ndarray, margin: int) -> 
     the image: then only a global unwrapping helps.
     """
     m, n = unwrapped.shape
-    bad = np.zeros((m, n), dtype=bool)
-    jump_y = np.abs(np.diff(unwrapped, axis=0)) > np.pi
-    jump_x = np.abs(np.diff(unwrapped, axis=1)) > np.pi
-    bad[:-1] |= jump_y
-    bad[1:] |= jump_y
-    bad[:, :-1] |= jump_x
-    bad[:, 1:] |= jump_x
+    bad = jump_mask(unwrapped)
     grown = ndimage.maximum_filter(bad, size=2 * margin + 1)
     labels, _ = ndimage.label(grown)
     boxes = [b for b in ndimage.find_objects(labels) if b is not None]

@@ -264,3 +264,91 @@ def match_labels(truth: np.ndarray, found: np.ndarray, iou_min: float = 0.5) -> 
         if iou >= iou_min:
             pairs.append((t, f))
     return Matching(pairs=pairs, n_truth=t_ids.size, n_found=f_ids.size)
+
+
+@dataclass
+class TimeLapse:
+    """A simulated time-lapse of growing, drifting round cells, one of them dividing."""
+
+    phase: np.ndarray  # (T, H, W) rad
+    centres: dict[int, np.ndarray]  # truth id -> (T, 2) centre px (NaN where absent)
+    mass_pg: dict[int, np.ndarray]  # truth id -> (T,) dry mass (NaN where absent)
+    rate_per_frame: dict[int, float]  # truth id -> exponential growth rate
+    parent: dict[int, int]  # daughter truth id -> mother truth id
+    pixel_size_um: float
+    wavelength_nm: float
+
+
+def make_timelapse(
+    *,
+    n_frames: int = 8,
+    n_cells: int = 10,
+    shape: tuple[int, int] = (400, 400),
+    pixel_size_um: float = 0.3,
+    drift_px: tuple[float, float] = (2.5, -1.5),
+    jitter_px: float = 1.0,
+    division_frame: int = 4,
+    noise_rad: float = 0.08,
+    seed: int = 0,
+) -> TimeLapse:
+    """Round cells growing exponentially (rate 0.03-0.08 per frame), drifting ``drift_px`` per
+    frame plus random motion of ``jitter_px``; cell 1 divides at ``division_frame`` into two
+    daughters of half its mass (truth ids ``n_cells + 1`` and ``n_cells + 2``) that move apart.
+    """
+    rng = np.random.default_rng(seed)
+    wl_um = WAVELENGTH_NM / 1000.0
+    px = pixel_size_um
+    radius0 = rng.uniform(4.0, 5.0, n_cells)  # um
+    dn = 0.02
+    drift = np.asarray(drift_px, dtype=np.float64)
+    travel = np.abs(drift) * n_frames + 2 * jitter_px * np.sqrt(n_frames) + 25
+    field = (int(shape[0] - 2 * travel[0]), int(shape[1] - 2 * travel[1]))
+    start = travel - drift * n_frames / 2  # the cells drift across the middle of the field
+    centres0 = _place(rng, field, list(radius0 / px * 1.6 + 8), 0, 2)
+    rates = {k + 1: float(rng.uniform(0.03, 0.08)) for k in range(n_cells)}
+    centres: dict[int, np.ndarray] = {}
+    masses: dict[int, np.ndarray] = {}
+    radii: dict[int, np.ndarray] = {}
+    for k in range(n_cells):
+        steps = np.asarray(drift_px) + rng.normal(0, jitter_px, (n_frames, 2))
+        steps[0] = 0
+        path = np.asarray(centres0[k]) + start + np.cumsum(steps, axis=0)
+        centres[k + 1] = path
+        radii[k + 1] = radius0[k] * np.exp(rates[k + 1] * np.arange(n_frames) / 3)
+    mother, d1, d2 = 1, n_cells + 1, n_cells + 2
+    axis = rng.normal(size=2)
+    axis /= np.linalg.norm(axis)
+    for daughter, sign in ((d1, 1), (d2, -1)):
+        rates[daughter] = rates[mother]
+        r = radii[mother] / 2 ** (1 / 3)
+        path = centres[mother].copy()
+        t = np.arange(n_frames) - division_frame
+        path += sign * axis * (r / px * 1.05 + 1.5 * t)[:, None]
+        path[:division_frame] = np.nan
+        centres[daughter] = path
+        radii[daughter] = np.where(np.arange(n_frames) >= division_frame, r, np.nan)
+    radii[mother] = np.where(np.arange(n_frames) < division_frame, radii[mother], np.nan)
+    centres[mother][division_frame:] = np.nan
+    y, x = np.indices(shape, dtype=np.float64)
+    stack = np.zeros((n_frames, *shape))
+    for t in range(n_frames):
+        background = residual_background(shape, rng, -0.2, 0.1)
+        frame = background + correlated_noise(shape, rng, noise_rad)
+        for cell, path in centres.items():
+            if np.isnan(radii[cell][t]):
+                continue
+            own = _sphere((y - path[t, 0]) * px, (x - path[t, 1]) * px, radii[cell][t], dn, wl_um)
+            frame += own
+            masses.setdefault(cell, np.full(n_frames, np.nan))[t] = mass_pg(
+                float(own.sum()), px, WAVELENGTH_NM
+            )
+        stack[t] = frame
+    return TimeLapse(
+        phase=stack.astype(np.float32),
+        centres=centres,
+        mass_pg=masses,
+        rate_per_frame=rates,
+        parent={d1: mother, d2: mother},
+        pixel_size_um=px,
+        wavelength_nm=WAVELENGTH_NM,
+    )

@@ -184,3 +184,29 @@ def test_measure_options_and_the_missing_wavelength_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["measure", str(path), "--threshold", "lots"])
     assert "neither auto" in capsys.readouterr().err
+
+
+def test_measure_track_writes_tracks_and_summary_and_refuses_a_single_image(tmp_path, capsys):
+    from cell_fields import make_timelapse
+    from napari_qpi.acquisition import Acquisition
+    from napari_qpi.io import write_phase
+    from napari_qpi.io.tables import read_table_csv
+
+    movie = make_timelapse(n_frames=8, n_cells=6, seed=2)
+    acquisition = Acquisition(pixel_size_um=movie.pixel_size_um, wavelength_nm=633.0)
+    stack = tmp_path / "movie_phase.ome.tif"
+    write_phase(stack, movie.phase, acquisition=acquisition, method={}, axes="TYX")
+    single = tmp_path / "still_phase.ome.tif"
+    write_phase(single, movie.phase[0], acquisition=acquisition, method={})
+    out = tmp_path / "out"
+    argv = ["measure", str(stack), str(single), "--out", str(out), "--quiet", "--track"]
+    assert main([*argv, "--frame-interval", "900"]) == 1  # the still image cannot be tracked
+    captured = capsys.readouterr()
+    assert "still_cells.csv: cannot track: Tracking needs a time-lapse" in captured.err
+    assert "movie: 8 track(s), 5 through all frames, 1 division(s)" in captured.out
+    tracks = read_table_csv(out / "movie_tracks.csv")
+    assert {"track_id", "parent_track_id", "frame", "dry_mass_pg", "area_um2"} <= set(tracks.names)
+    summary = read_table_csv(out / "movie_track_summary.csv")
+    assert summary.units["growth_rate_per_h"] == "1/h"
+    rates = summary["growth_rate_per_h"][summary["n_frames"] == 8]
+    assert np.all((rates > 0.03 * 4 * 0.9) & (rates < 0.08 * 4 * 1.1))  # 4 frames per hour

@@ -104,3 +104,45 @@ def test_missing_pixel_size_measures_in_pixels(make_napari_viewer, qtbot):
     assert features["dry_mass_pg"].isna().all(), "the column is there, empty"
     metadata = viewer.layers["no scale cells"].metadata["qpi_morphology"]["metadata"]
     assert metadata["pixel_size_missing"]
+
+
+@pytest.fixture
+def movie_viewer(make_napari_viewer):
+    from cell_fields import make_timelapse
+
+    viewer = make_napari_viewer()
+    movie = make_timelapse(n_frames=8, n_cells=6, seed=2)
+    px = movie.pixel_size_um
+    qpi = {"wavelength_nm": 633.0, "pixel_size_um": px, "modality": "phase"}
+    viewer.add_image(movie.phase, name="movie", scale=(1.0, px, px), metadata={"qpi": qpi})
+    return viewer, movie
+
+
+def test_track_cells_adds_a_tracks_layer_with_the_tables_track_ids(movie_viewer, qtbot):
+    viewer, _ = movie_viewer
+    widget = CellMorphologyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.phase.value = viewer.layers["movie"]
+    widget.track.value = True
+    widget.frame_interval.value = 600.0
+    _run(widget, qtbot)
+    features = viewer.layers["movie cells"].features
+    tracks = viewer.layers["movie tracks"]
+    assert set(np.unique(tracks.data[:, 0])) == set(features["track_id"])
+    assert len(set(features["track_id"])) == 8  # 5 whole tracks, a mother and two daughters
+    assert len(tracks.graph) == 2 and len({p for v in tracks.graph.values() for p in v}) == 1
+    first = tracks.data[tracks.data[:, 1] == 0]
+    rows = features[features["frame"] == 0]
+    for track_id, _, y, x in first:  # a track starts on its cell: same id at the same place
+        row = rows[rows["track_id"] == track_id].iloc[0]
+        assert viewer.layers["movie cells"].data[0, round(y), round(x)] == row["index"]
+    assert np.allclose(tracks.scale, viewer.layers["movie"].scale)
+
+
+def test_track_cells_on_a_single_image_says_it_needs_a_time_lapse(phase_viewer, qtbot):
+    viewer, _ = phase_viewer
+    widget = CellMorphologyWidget(viewer)
+    widget.phase.value = viewer.layers["phase"]
+    widget.track.value = True
+    assert widget.controls.start() is None
+    assert "needs a time-lapse" in widget.controls.status.value

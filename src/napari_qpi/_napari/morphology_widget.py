@@ -17,12 +17,14 @@ from ..morphology import (
     combine_frames,
     iter_measure_frames,
 )
+from ..morphology.tracking import Tracks, track_cells, tracks_layer_data
 from .layers import MORPHOLOGY_KEY, acquisition_of
 from .pickers import layer_picker, phase_rank
 from .task import Job, TaskControls
 
 #: Columns shown in the dock table (all columns stay in ``layer.features`` and in the CSV).
 SHOWN_COLUMNS = (
+    "track_id",
     "label",
     "frame",
     "area_um2",
@@ -87,6 +89,20 @@ class CellMorphologyWidget(Container):
             step=0.005,
             tooltip="refractive increment for dry mass (0.18 mL/g)",
         )
+        self.track = CheckBox(
+            label="track cells",
+            value=False,
+            tooltip="link cells across the frames of a time-lapse (T, Y, X): drift, divisions; "
+            "adds a Tracks layer and track_id to the table",
+        )
+        self.frame_interval = FloatSpinBox(
+            label="frame interval (s)",
+            value=0.0,
+            min=0.0,
+            max=1e7,
+            step=10.0,
+            tooltip="0: unknown (growth per frame only)",
+        )
         self.controls = TaskControls(self._make_job, self._add_result, run_text="Measure")
         self.table = Table(value=None, visible=False)
         super().__init__(
@@ -100,6 +116,8 @@ class CellMorphologyWidget(Container):
                 self.exclude_border,
                 self.wavelength,
                 self.alpha,
+                self.track,
+                self.frame_interval,
                 self.controls,
                 self.table,
             ]
@@ -157,6 +175,14 @@ class CellMorphologyWidget(Container):
         }
         shape = tuple(phase.shape)
         total = int(np.prod(shape[:-2], dtype=int))
+        track = bool(self.track.value)
+        if track and (len(shape) != 3 or shape[0] < 2):
+            raise InputError(
+                f"Track cells needs a time-lapse: layer '{layer.name}' has shape {shape}, not "
+                "(T, Y, X) with at least 2 frames. Untick Track cells, or open the movie as one "
+                "stack."
+            )
+        interval = float(self.frame_interval.value) or None
 
         def run() -> Job:
             out_labels = np.zeros(shape, dtype=np.int32)
@@ -171,7 +197,14 @@ class CellMorphologyWidget(Container):
                 tables.append(table)
                 yield done, total
             table = with_index(combine_frames(tables, shape), offsets)
-            return {"layer": layer, "labels": out_labels, "table": table}
+            result = {"layer": layer, "labels": out_labels, "table": table, "tracks": None}
+            if track:
+                result["tracks"] = track_cells(table, frame_interval_s=interval)
+                order = np.argsort(result["tracks"].table["index"], kind="stable")
+                columns = {k: v[order] for k, v in result["tracks"].table.columns.items()}
+                units = result["tracks"].table.units
+                result["table"] = MorphologyTable(columns, units, table.metadata)
+            return result
 
         return run()
 
@@ -195,6 +228,8 @@ class CellMorphologyWidget(Container):
             translate=source.translate,
             units=tuple(str(u) for u in source.units),
         )
+        if result.get("tracks") is not None:
+            self._add_tracks(source, result["tracks"])
         shown = [c for c in SHOWN_COLUMNS if c in table.columns]
         self.table.value = {c: np.asarray(table.columns[c]).tolist() for c in shown}
         self.table.visible = True
@@ -213,6 +248,23 @@ class CellMorphologyWidget(Container):
                 f"No cells found in '{source.name}': set a lower threshold (a level in rad) or a "
                 "smaller min area."
             )
+
+    def _add_tracks(self, source: Any, tracks: Tracks) -> None:
+        """A Tracks layer with the table's track ids (same scale as the phase layer)."""
+        name = f"{source.name} tracks"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        data = tracks_layer_data(tracks)
+        if len(data) == 0:
+            return
+        self.viewer.add_tracks(
+            data,
+            graph=tracks.graph,
+            name=name,
+            scale=source.scale,
+            translate=source.translate,
+            metadata={MORPHOLOGY_KEY: {"summary": tracks.summary.columns}},
+        )
 
 
 def unique_frame_labels(

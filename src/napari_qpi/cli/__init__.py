@@ -54,6 +54,7 @@ from .refocus import (
     cmd_reconstruct_refocus,
     refocus_requested,
 )
+from .tracks import add_track_options
 
 __all__ = [
     "LABELS_SUFFIX",
@@ -223,19 +224,28 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if not inputs:
         print("napari-qpi: no phase images found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
-    return _run_batch(
-        "measure",
-        args,
-        lambda progress: measure_batch(
-            inputs,
-            args.out,
-            measure=_measure_options(args),
-            acquisition=acquisition_override(args),
-            overwrite=args.overwrite,
-            cluster=_cluster_options(args),
-            progress=progress,
-        ),
-    )
+    reports: list[BatchReport] = []
+
+    def run(progress: Callable[[int, int], None]) -> BatchReport:
+        reports.append(
+            measure_batch(
+                inputs,
+                args.out,
+                measure=_measure_options(args),
+                acquisition=acquisition_override(args),
+                overwrite=args.overwrite,
+                cluster=_cluster_options(args),
+                progress=progress,
+            )
+        )
+        return reports[-1]
+
+    status = _run_batch("measure", args, run)
+    if args.track and reports:
+        from .tracks import track_tables
+
+        status = max(status, track_tables(reports[-1], args))
+    return status
 
 
 def _run_batch(
@@ -478,6 +488,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     mea.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     _add_measure_options(mea)
     add_acquisition_arguments(mea)
+    add_track_options(mea)
     _add_cluster_options(mea)
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=cmd_measure)

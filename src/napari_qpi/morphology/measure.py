@@ -292,6 +292,22 @@ def _concatenate(tables: list[MorphologyTable]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([t.columns[name] for t in tables]) for name in names}
 
 
+def _as_stack(phase_stack: Any) -> Any:
+    """A list or tuple of frames as one array, after checking that they share one shape."""
+    if not isinstance(phase_stack, (list, tuple)):
+        return phase_stack
+    if not phase_stack:
+        raise InputError("The stack has no frame.")
+    first = np.shape(phase_stack[0])
+    for k, plane in enumerate(phase_stack):
+        if np.shape(plane) != first:
+            raise InputError(
+                f"frame {k} has shape {np.shape(plane)} but frame 0 has {first}: the frames of a "
+                "stack must share one shape (crop or pad them to the same size)."
+            )
+    return np.stack([np.asarray(p) for p in phase_stack])
+
+
 def iter_measure_frames(
     phase_stack: Any,
     labels_stack: Any = None,
@@ -306,6 +322,7 @@ def iter_measure_frames(
     Yields ``(position, labels, table)`` for each frame in C order, so callers can report progress
     and stop between frames. Arguments are those of :func:`measure_stack`.
     """
+    phase_stack = _as_stack(phase_stack)
     shape = tuple(np.shape(phase_stack))
     if len(shape) < 2:
         raise InputError(f"phase_stack must have shape (..., H, W), got {shape}.")
@@ -379,6 +396,7 @@ def measure_stack(
         The table and the int32 labels stack used (the given one, or the segmentation), with the
         shape of ``phase_stack``.
     """
+    phase_stack = _as_stack(phase_stack)
     shape = tuple(np.shape(phase_stack))
     out_labels = np.zeros(shape, dtype=np.int32)
     tables: list[MorphologyTable] = []

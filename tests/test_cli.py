@@ -210,3 +210,20 @@ def test_measure_track_writes_tracks_and_summary_and_refuses_a_single_image(tmp_
     assert summary.units["growth_rate_per_h"] == "1/h"
     rates = summary["growth_rate_per_h"][summary["n_frames"] == 8]
     assert np.all((rates > 0.03 * 4 * 0.9) & (rates < 0.08 * 4 * 1.1))  # 4 frames per hour
+
+
+def test_measure_wavelength_and_pixel_size_on_the_command_line_fill_the_dry_mass(tmp_path):
+    from cell_fields import make_field
+    from napari_qpi.acquisition import Acquisition
+    from napari_qpi.io import write_phase
+    from napari_qpi.io.tables import read_table_csv
+
+    field = make_field("round", n_cells=6, seed=5)
+    path = tmp_path / "bare_phase.ome.tif"
+    write_phase(path, field.phase, acquisition=Acquisition(), method={})
+    out = tmp_path / "out"
+    argv = ["measure", str(path), "--out", str(out), "--quiet"]
+    assert main([*argv, "--wavelength", "633", "--pixel-size", "0.3"]) == 0
+    table = read_table_csv(out / "bare_cells.csv")
+    assert np.isfinite(table["dry_mass_pg"]).all()
+    assert np.median(table["dry_mass_pg"]) == pytest.approx(np.median(field.dry_mass_pg), rel=0.03)

@@ -48,12 +48,13 @@ _BACKGROUND_BIAS_WARNING = 0.02
 #: The one line said when dry mass cannot be computed (the column is there, empty).
 NO_WAVELENGTH = (
     "No dry mass: it needs the wavelength (dry mass = wavelength / (2 pi alpha) x integrated "
-    'phase); give it in the file\'s metadata (a FILE.json sidecar {"qpi": {"wavelength_nm": 633}}) '
-    "or in the widget's wavelength field."
+    "phase); give it with --wavelength NM, in the file's metadata or a FILE.json sidecar "
+    '({"qpi": {"wavelength_nm": 633}}), or in the widget\'s wavelength field.'
 )
 NO_PIXEL_SIZE = (
     "No pixel size: lengths and areas are in pixels and dry mass (which needs the pixel area) is "
-    'empty; give it in the file\'s metadata (a FILE.json sidecar {"qpi": {"pixel_size_um": 0.1}}).'
+    "empty; give it with --pixel-size UM, or in the file's metadata or a FILE.json sidecar "
+    '({"qpi": {"pixel_size_um": 0.1}}).'
 )
 
 

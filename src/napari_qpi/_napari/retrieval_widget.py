@@ -43,6 +43,7 @@ from .actions import ActionsBar
 from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .pickers import background_rank, hologram_rank, layer_picker
+from .refocus_panel import RefocusPanel
 from .task import Job, TaskControls
 
 WHOLE_STACK = "whole stack"
@@ -156,6 +157,7 @@ class PhaseRetrievalWidget(Container):
         self.controls = TaskControls(self._make_job, self._add_result, on_cancel=self._keep_partial)
         self.actions = ActionsBar(viewer)
         self._partial: dict[str, Any] | None = None
+        self.refocus = RefocusPanel(self)  # refocus section (its own module)
         super().__init__(
             widgets=[
                 self.hologram,
@@ -171,6 +173,7 @@ class PhaseRetrievalWidget(Container):
                 self.medium_index,
                 self.mask_file,
                 self.export_masks,
+                self.refocus,
                 self.controls,
                 self.actions,
             ]
@@ -278,6 +281,7 @@ class PhaseRetrievalWidget(Container):
             radius_fraction=float(self.radius_fraction.value),
             background_order=int(self.background_order.value),
             resolution=self.resolution.value,
+            refocus_um=self.refocus.refocus_um(),
         )
 
     def _make_job(self) -> Job:

@@ -309,19 +309,19 @@ class FieldRefocus:
         }
 
 
-def zstack(
+def iter_zstack(
     hologram: np.ndarray,
     zs: Sequence[float],
     *,
     reference: np.ndarray | None = None,
     acquisition: Acquisition | None = None,
     settings: OffAxisSettings | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Generator[tuple[int, int], None, tuple[np.ndarray, np.ndarray]]:
     """Phase (unwrapped, rad) and amplitude (relative) of a hologram refocused to each z (um).
 
     Returns two float32 stacks ``(Z, H, W)`` at the resolution of ``settings``. The sideband sign
-    is resolved once (at the sharpest plane) so every plane uses the same convention.
+    is resolved once (at the sharpest plane) so every plane uses the same convention. Yields
+    ``(planes done, planes in all)``; :func:`zstack` runs it to the end.
     """
     from dataclasses import replace
 
@@ -359,9 +359,19 @@ def zstack(
         phases.append(result.phase)
         amp = np.abs(propagate_like(hfield, z))
         amplitudes.append(amp / np.float32(np.median(amp) or 1.0))
-        if progress is not None:
-            progress(i + 1, len(zs))
+        yield i + 1, len(zs)
     return np.stack(phases).astype(np.float32), np.stack(amplitudes).astype(np.float32)
+
+
+def zstack(
+    hologram: np.ndarray,
+    zs: Sequence[float],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Phase and amplitude stacks refocused to each z; arguments of :func:`iter_zstack`."""
+    return drain(iter_zstack(hologram, zs, **kwargs), progress)
 
 
 __all__ = [
@@ -371,6 +381,7 @@ __all__ = [
     "hologram_autofocus",
     "hologram_field",
     "iter_hologram_autofocus",
+    "iter_zstack",
     "optics",
     "propagate_like",
     "zstack",

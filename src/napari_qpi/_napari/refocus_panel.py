@@ -1,0 +1,316 @@
+"""The refocus section of *Phase retrieval*: a z slider with a live preview, Autofocus, z-stacks.
+
+Refocusing works on the complex field of the classical method (:mod:`napari_qpi.retrieval.refocus`);
+the section shows only for it. The slider's z (um, positive downstream) is applied by *Run* when
+*refocus on Run* is ticked. The live preview retrieves the viewed plane at native resolution in a
+worker thread: while one preview runs, slider moves only remember the latest z, which is shown
+next, so the GUI never waits. *Autofocus* searches the viewed plane (in the drawn shape's bounding
+box if a shapes layer is chosen) with a progress bar and Cancel, then sets the slider. *Send
+z-stack to viewer* adds the phase refocused from START to STOP in STEP um as a ZYX layer whose z
+scale is STEP um.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label
+from napari.qt.threading import thread_worker
+
+from ..errors import InputError, QPIError
+from ..reconstruct import CLASSICAL_METHODS, output_acquisition, settings_record
+from ..retrieval import retrieve_offaxis
+from ..retrieval.autofocus import DEFAULT_METRIC, METRICS, default_range
+from ..retrieval.refocus import iter_hologram_autofocus, iter_zstack, optics
+from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .pickers import layer_picker
+from .task import Job, TaskControls, wrapping_label
+
+if TYPE_CHECKING:
+    from .retrieval_widget import PhaseRetrievalWidget
+
+
+def shapes_rank(layer: Any) -> int | None:
+    """Shapes layers (a drawn focus region)."""
+    return 0 if isinstance(layer, napari.layers.Shapes) else None
+
+
+class RefocusPanel(Container):
+    """Refocus controls for the hologram chosen in a :class:`PhaseRetrievalWidget`."""
+
+    def __init__(self, retrieval: PhaseRetrievalWidget) -> None:
+        self.retrieval = retrieval
+        self.viewer = retrieval.viewer
+        self.title = Label(value="<b>Refocus</b> (classical method)")
+        self.apply = CheckBox(text="refocus on Run", value=False)
+        self.apply.tooltip = "Run propagates the field to z before unwrapping"
+        self.z = FloatSlider(label="z (um)", min=-100.0, max=100.0, step=0.1, value=0.0)
+        self.z.tooltip = "refocus distance in um; positive: the focus moves along the light"
+        self.preview = CheckBox(text="live preview", value=False)
+        self.preview.tooltip = "show the viewed plane refocused to z (native resolution)"
+        self.region = layer_picker(
+            self.viewer,
+            shapes_rank,
+            label="focus region",
+            tooltip="a shapes layer: autofocus scores its last shape's box (empty: whole field)",
+            nullable=True,
+            follow=None,
+        )
+        self.metric = ComboBox(label="focus metric", choices=sorted(METRICS), value=DEFAULT_METRIC)
+        self.autofocus = TaskControls(
+            self._autofocus_job, self._autofocus_done, run_text="Autofocus"
+        )
+        self.z_start = FloatSpinBox(label="z-stack from (um)", min=-1e4, max=1e4, value=-20.0)
+        self.z_stop = FloatSpinBox(label="to (um)", min=-1e4, max=1e4, value=20.0)
+        self.z_step = FloatSpinBox(label="step (um)", min=0.01, max=1e3, value=2.0)
+        self.zstack = TaskControls(
+            self._zstack_job, self._zstack_done, run_text="Send z-stack to viewer"
+        )
+        self.status = wrapping_label(Label(value=""))
+        super().__init__(
+            widgets=[
+                self.title,
+                self.apply,
+                self.z,
+                self.preview,
+                self.region,
+                self.metric,
+                self.autofocus,
+                self.z_start,
+                self.z_stop,
+                self.z_step,
+                self.zstack,
+                self.status,
+            ]
+        )
+        self.preview_worker: Any = None
+        self._pending: float | None = None
+        self.previews = 0
+        self.usable = True
+        self.z.changed.connect(self._request_preview)
+        self.preview.changed.connect(self._request_preview)
+        retrieval.hologram.changed.connect(self._fit_range)
+        retrieval.pixel_size.changed.connect(self._fit_range)
+        retrieval.hologram.changed.connect(self._show)
+        retrieval.method.changed.connect(self._show)
+        self._fit_range()
+        self._show()
+
+    # --- what the retrieval widget asks --------------------------------------------------------
+
+    def refocus_um(self) -> float | None:
+        """The z that *Run* applies, or ``None``."""
+        return float(self.z.value) if self.apply.value and self.usable else None
+
+    def _show(self, *_: Any) -> None:
+        """Shown for the classical method on a hologram only."""
+        self.usable = (
+            self.retrieval.method.value in CLASSICAL_METHODS
+            and self.retrieval._cdp_record() is None
+        )
+        if self.native.parent() is not None or not self.usable:
+            self.native.setVisible(self.usable)  # never shows a parentless panel as a window
+
+    def _fit_range(self, *_: Any) -> None:
+        """Slider range: plus or minus the field width (um), when the pixel size is known."""
+        layer = self.retrieval.hologram.value
+        if layer is None:
+            return
+        try:
+            pixel = (
+                float(self.retrieval.pixel_size.value)
+                or acquisition_of(layer.metadata).pixel_size_um
+            )
+        except QPIError:
+            pixel = None
+        if not pixel and float(layer.scale[-1]) != 1.0:
+            pixel = float(layer.scale[-1])
+        if pixel:
+            _, high = default_range(layer.data.shape, pixel)
+            self.z.min, self.z.max = -round(high, 1), round(high, 1)
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def inputs(self) -> dict[str, Any]:
+        """The viewed hologram plane, its reference, acquisition and settings (checked)."""
+        retrieval = self.retrieval
+        layer = retrieval.hologram.value
+        if layer is None:
+            raise InputError("Open a hologram first: there is no image layer to refocus.")
+        if retrieval._cdp_record() is not None:
+            raise InputError(
+                "Refocusing needs an off-axis hologram; this is a coded diffraction pattern stack."
+            )
+        if retrieval.method.value not in CLASSICAL_METHODS:
+            raise InputError(
+                f"Refocusing needs the complex field of the classical method; the network "
+                f"'{retrieval.method.value}' gives only a phase image."
+            )
+        index = tuple(int(i) for i in self.viewer.dims.current_step[: layer.data.ndim - 2])
+        plane = np.asarray(layer.data[index])
+        reference_layer = retrieval.reference.value
+        reference = None
+        if reference_layer is not None:
+            reference = np.asarray(reference_layer.data)
+            reference = reference[index] if reference.ndim > 2 else reference
+        acquisition = retrieval.acquisition(layer)
+        optics(acquisition)  # says what is missing
+        settings = replace(retrieval.settings(), refocus_um=None)
+        return {
+            "layer": layer,
+            "plane": plane,
+            "reference": reference,
+            "acquisition": acquisition,
+            "settings": settings,
+        }
+
+    def _region_box(self, layer: Any) -> tuple[int, int, int, int] | None:
+        shapes = self.region.value
+        if shapes is None or len(shapes.data) == 0:
+            return None
+        corners = np.array([layer.world_to_data(shapes.data_to_world(v)) for v in shapes.data[-1]])
+        lo = np.floor(corners.min(axis=0)[-2:]).astype(int)
+        hi = np.ceil(corners.max(axis=0)[-2:]).astype(int)
+        return int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1])
+
+    # --- live preview --------------------------------------------------------------------------
+
+    def _request_preview(self, *_: Any) -> None:
+        if not self.preview.value:
+            return
+        self._pending = float(self.z.value)
+        if self.preview_worker is None:
+            self._start_preview()
+
+    def _start_preview(self) -> None:
+        z, self._pending = self._pending, None
+        try:
+            job = self.inputs()
+        except QPIError as error:
+            self.status.value = str(error)
+            return
+        settings = replace(job["settings"], resolution="native", refocus_um=z)
+        worker = _preview(job["plane"], job["reference"], job["acquisition"], settings)
+        worker.returned.connect(lambda result: self._show_preview(result, job["layer"], z))
+        worker.finished.connect(self._preview_finished)
+        self.preview_worker = worker
+        worker.start()
+
+    def _preview_finished(self) -> None:
+        self.preview_worker = None
+        if self._pending is not None and self.preview.value:
+            self._start_preview()
+
+    def _show_preview(self, result: Any, source: Any, z: float) -> None:
+        if isinstance(result, Exception):
+            self.status.value = str(result)
+            return
+        phase, factor = result
+        name = f"{source.name} refocus preview"
+        scale = np.array(source.scale[-2:], dtype=float) * factor
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = phase
+            layer.scale = tuple(scale)
+        else:
+            layer = self.viewer.add_image(
+                phase,
+                name=name,
+                scale=tuple(scale),
+                translate=tuple(source.translate[-2:]),
+                colormap="viridis",
+                contrast_limits=phase_contrast_limits(phase),
+            )
+        layer.metadata["refocus_um"] = z
+        self.previews += 1
+        self.status.value = f"preview at z = {z:+.2f} um"
+
+    # --- autofocus -----------------------------------------------------------------------------
+
+    def _autofocus_job(self) -> Job:
+        job = self.inputs()
+        region = self._region_box(job["layer"])
+        z_range = (float(self.z.min), float(self.z.max))
+        return iter_hologram_autofocus(
+            job["plane"],
+            reference=job["reference"],
+            acquisition=job["acquisition"],
+            settings=job["settings"],
+            z_range=z_range,
+            metric=self.metric.value,
+            region=region,
+        )
+
+    def _autofocus_done(self, result: tuple[float, Any]) -> None:
+        z, search = result
+        self.z.value = float(np.clip(z, self.z.min, self.z.max))
+        self.status.value = (
+            f"in focus at z = {z:+.2f} um ({search.metric}, {search.evaluations} planes)"
+        )
+
+    # --- z-stack -------------------------------------------------------------------------------
+
+    def _zstack_job(self) -> Job:
+        job = self.inputs()
+        start, stop, step = (float(w.value) for w in (self.z_start, self.z_stop, self.z_step))
+        if stop < start:
+            raise InputError(f"The z-stack from {start:g} to {stop:g} um is empty: swap them.")
+        zs = np.arange(start, stop + step / 2, step)
+
+        def run() -> Job:
+            phase, _ = yield from iter_zstack(
+                job["plane"],
+                zs,
+                reference=job["reference"],
+                acquisition=job["acquisition"],
+                settings=job["settings"],
+            )
+            return {**job, "phase": phase, "zs": zs, "step": step}
+
+        return run()
+
+    def _zstack_done(self, result: dict[str, Any]) -> None:
+        source, phase = result["layer"], result["phase"]
+        factor = source.data.shape[-1] / phase.shape[-1]
+        acquisition = output_acquisition(result["acquisition"], factor)
+        method = {
+            "name": "classical",
+            "settings": settings_record(result["settings"]),
+            "source": source.name,
+            "zstack_um": [float(z) for z in result["zs"]],
+        }
+        data, kwargs, _ = image_layer(
+            phase,
+            name=f"{source.name} z-stack",
+            acquisition=acquisition,
+            axes="ZYX",
+            extra_metadata={METHOD_KEY: method},
+            colormap="viridis",
+            contrast_limits=phase_contrast_limits(phase),
+        )
+        pixel = np.array(source.scale[-2:], dtype=float) * factor
+        kwargs["scale"] = (result["step"], *pixel)
+        kwargs["translate"] = (float(result["zs"][0]), *source.translate[-2:])
+        kwargs["units"] = ("um", "um", "um")
+        if kwargs["name"] in self.viewer.layers:
+            self.viewer.layers.remove(kwargs["name"])
+        layer = self.viewer.add_image(data, **kwargs)
+        self.status.value = f"z-stack of {len(phase)} planes in '{layer.name}'"
+
+
+@thread_worker
+def _preview(plane, reference, acquisition, settings) -> Any:
+    """Phase of one plane refocused (native resolution), or the error to show."""
+    try:
+        result = retrieve_offaxis(
+            plane, reference=reference, acquisition=acquisition, settings=settings
+        )
+    except QPIError as error:
+        return error
+    return result.phase, result.pixel_size_factor
+
+
+__all__ = ["RefocusPanel", "shapes_rank"]

@@ -273,3 +273,13 @@ def test_cli_bad_refocus_requests_get_one_line(argv, message, holograms, tmp_pat
     assert status == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert "Traceback" not in stderr
+
+
+def test_cli_optics_from_the_command_line_fill_what_the_file_lacks(holograms, tmp_path, capsys):
+    out = tmp_path / "out"
+    optics = ["--wavelength", "532", "--pixel-size", str(PIXEL_UM), "--medium-index", "1.335"]
+    argv = [holograms / "bare.tif", "--reference", tmp_path / "background.tif", "--out", out]
+    status, stdout, stderr = _run([*argv, *optics, "--refocus", "auto"], capsys)
+    assert status == 0, stderr
+    z = read_image(out / "bare_phase.ome.tif").extra["method"]["refocus_um"]
+    assert abs(z - 20.0) <= 1.0 and f"refocus_um = {z:+.2f}" in stdout

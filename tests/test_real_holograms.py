@@ -196,3 +196,31 @@ def test_wrapped_output_and_one_line_warnings(tmp_path, capsys):
     lines = [line for line in err.splitlines() if "warning" in line]
     assert lines and "No cells stand out" in lines[0]
     assert ".py" not in err and "warnings.warn" not in err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_dropping_each_corpus_file_in_napari_gives_its_phase(case, tmp_path):
+    """The reader (what a drag-and-drop runs) returns the hologram and its phase; an npz's
+    ``bg_data`` is used as its background."""
+    import npe2
+
+    if case.name == "npz hologram alone":
+        path = tmp_path / "alone.npy"
+        with np.load(DATA / case.file) as npz:
+            np.save(path, npz["data"])
+    else:
+        path = DATA / case.file
+    layers = npe2.read([str(path)], stack=False, plugin_name="napari-qpi")
+    assert [kind for _, _, kind in layers] == ["image", "image"]
+    data = np.asarray(layers[1][0] if case.frame is None else layers[1][0][case.frame])
+    _assert_agrees(corpus.agreement(data, REFERENCES[case.reference]), case.name)
+
+
+def test_a_stack_reconstructed_in_one_go_decides_its_sign_once():
+    from napari_qpi.reconstruct import iter_reconstruct
+
+    series = read_image(DATA / "hl60_series_raw-oah.h5")
+    results = list(iter_reconstruct(series.data, acquisition=series.acquisition))
+    assert [r.info["sign_from"] for r in results] == ["sign carrier", "sign carrier"]
+    for result in results:
+        _assert_agrees(corpus.agreement(result.phase, REFERENCES["h5"]), "series in one go")

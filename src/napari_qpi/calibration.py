@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,43 @@ def decide_sign_carrier(
     return (float(carrier[0]), float(carrier[1])), record
 
 
+def with_stack_sign(
+    data: Any,
+    *,
+    method: str = "classical",
+    reference: Any = None,
+    acquisition: Acquisition | None = None,
+    settings: OffAxisSettings | None = None,
+) -> OffAxisSettings | None:
+    """``settings`` with the sign voted once over a stack's first, middle and last planes.
+
+    For a 2-D image, a network, or when the carrier or the sign is already known (settings,
+    acquisition metadata, profile), ``settings`` come back unchanged: each plane then decides as
+    before. ``data`` and ``reference`` are indexable plane by plane (numpy, dask, ...).
+    """
+    shape = tuple(data.shape)
+    known = settings is not None and (settings.carrier or settings.sign_carrier)
+    if (
+        method != "classical"
+        or len(shape) < 3
+        or known
+        or (acquisition is not None and acquisition.carrier_cycles_per_px)
+    ):
+        return settings
+    per_plane = reference is not None and tuple(reference.shape) == shape
+    planes = [
+        (
+            np.asarray(data[index]),
+            None if reference is None else np.asarray(reference[index] if per_plane else reference),
+        )
+        for index in voting_indices(shape)
+    ]
+    carrier, _ = decide_sign_carrier(planes, acquisition=acquisition, settings=settings)
+    if carrier is None:
+        return settings
+    return replace(settings or OffAxisSettings(), sign_carrier=carrier)
+
+
 def planes_of(
     read: Callable[[tuple[int, ...]], np.ndarray], shape: tuple[int, ...]
 ) -> list[np.ndarray]:
@@ -90,4 +128,10 @@ def planes_of(
     return [np.asarray(read(index)) for index in voting_indices(shape)]
 
 
-__all__ = ["VOTING_PLANES", "decide_sign_carrier", "planes_of", "voting_indices"]
+__all__ = [
+    "VOTING_PLANES",
+    "decide_sign_carrier",
+    "planes_of",
+    "voting_indices",
+    "with_stack_sign",
+]

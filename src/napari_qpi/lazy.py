@@ -226,7 +226,12 @@ def lazy_reconstruct(
     """
     import dask.array as da
 
+    from .calibration import with_stack_sign
+
     shape = tuple(data.shape)
+    settings = with_stack_sign(
+        data, method=method, reference=reference, acquisition=acquisition, settings=settings
+    )
     first_index = (0,) * (len(shape) - 2)
     first = reconstruct_plane(
         data,

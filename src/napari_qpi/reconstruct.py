@@ -75,8 +75,15 @@ def iter_reconstruct(
 
     ``data`` may be a numpy array or any lazy array (dask, zarr) indexable plane by plane; only the
     plane being processed is loaded. ``reference`` is an optional background hologram of the same
-    field of view without cells (2-D, or a stack of the same shape as ``data``).
+    field of view without cells (2-D, or a stack of the same shape as ``data``). For a stack, the
+    phase sign is decided once, on its first, middle and last planes
+    (:func:`napari_qpi.calibration.with_stack_sign`), so it never flips between planes.
     """
+    from .calibration import with_stack_sign
+
+    settings = with_stack_sign(
+        data, method=method, reference=reference, acquisition=acquisition, settings=settings
+    )
     retrieve = make_retriever(method, settings)
     shape = tuple(data.shape)
     indices = plane_indices(shape)

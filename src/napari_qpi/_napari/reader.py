@@ -130,8 +130,13 @@ def _phase_of(image: ImageData, path: Path) -> list[LayerDataTuple]:
     method = str(options.get("method") or "classical")
     settings = OffAxisSettings()
     try:
+        reference = image.background if method == "classical" else None  # an npz's bg_data
         lazy = lazy_reconstruct(
-            image.data, method=method, acquisition=image.acquisition, settings=settings
+            image.data,
+            method=method,
+            reference=reference,
+            acquisition=image.acquisition,
+            settings=settings,
         )
     except QPIError as error:
         show_warning(f"Opened {path.name} without its phase: {error}")

@@ -254,6 +254,7 @@ def test_cli_zstack_writes_phase_and_amplitude_stacks(holograms, tmp_path, capsy
         (["{cells}", "--refocus", "1e7"], "100x the field width"),
         (["{cells}", "--refocus", "far"], "'auto' or a distance"),
         (["{cells}", "--refocus-range", "-5", "5"], "add it"),
+        (["{cells}", "--refocus-hold"], "add it"),
         (["{cells}", "--zstack", "10", "0", "1"], "is empty"),
         (["{cells}", "--refocus", "auto", "--method", "unet"], "network 'unet'"),
         (["{cdp}", "--refocus", "auto"], "coded diffraction pattern stack"),
@@ -283,3 +284,26 @@ def test_cli_optics_from_the_command_line_fill_what_the_file_lacks(holograms, tm
     assert status == 0, stderr
     z = read_image(out / "bare_phase.ome.tif").extra["method"]["refocus_um"]
     assert abs(z - 20.0) <= 1.0 and f"refocus_um = {z:+.2f}" in stdout
+
+
+def test_cli_stack_is_focused_plane_by_plane_or_held(tmp_path, background, capsys):
+    phantom = _cells(4)
+    stack = np.stack(
+        [simulate_defocused_hologram(phantom, z, SYSTEM, seed=4) for z in (10.0, 25.0)]
+    )
+    path = tmp_path / "stack.ome.tif"
+    from napari_qpi.io import write_image
+
+    write_image(path, stack, acquisition=SYSTEM.acquisition(), axes="TYX")
+    tifffile.imwrite(tmp_path / "background.tif", background)
+    argv = [path, "--reference", tmp_path / "background.tif", "--refocus", "auto"]
+    status, stdout, stderr = _run([*argv, "--out", tmp_path / "a"], capsys)
+    assert status == 0, stderr
+    written = read_image(tmp_path / "a" / "stack_phase.ome.tif")
+    assert np.asarray(written.data).shape == (2, *SHAPE)
+    first, second = written.extra["method"]["refocus_um"]
+    assert abs(first - 10.0) <= 1.0 and abs(second - 25.0) <= 1.0
+    assert "per plane" in stdout
+    status, stdout, _ = _run([*argv, "--refocus-hold", "--out", tmp_path / "b"], capsys)
+    held = read_image(tmp_path / "b" / "stack_phase.ome.tif").extra["method"]["refocus_um"]
+    assert status == 0 and 10.0 <= held <= 25.0 and "one z for 2 planes" in stdout

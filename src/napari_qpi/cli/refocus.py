@@ -3,8 +3,9 @@
 Refocusing works on the complex field of an off-axis hologram (the classical method), so it needs
 the wavelength and the pixel size in the sample plane (file metadata, a JSON sidecar, a profile or
 the command line) and is refused for networks (phase out, no field) and CDP stacks. ``auto`` finds
-the plane per file (a stack is held at one z, found on up to :data:`AUTOFOCUS_PLANES` of its
-planes); the z goes into the output's method record under ``refocus_um`` and the summary.
+the plane per file and, for a stack, per plane (``--refocus-hold``: one z for the stack, found on
+up to :data:`AUTOFOCUS_PLANES` of its planes); the z (a list, one per plane, for a stack focused
+plane by plane) goes into the output's method record under ``refocus_um`` and the summary.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def add_refocus_arguments(parser: argparse.ArgumentParser) -> None:
         help="z range (um) searched by --refocus auto (default: +- the field width)",
     )
     group.add_argument(
+        "--refocus-hold",
+        action="store_true",
+        help="with --refocus auto on a stack: one z for all its planes (default: one per plane)",
+    )
+    group.add_argument(
         "--focus-metric",
         default=DEFAULT_METRIC,
         choices=sorted(METRICS),
@@ -66,8 +72,9 @@ def add_refocus_arguments(parser: argparse.ArgumentParser) -> None:
 
 def refocus_requested(args: argparse.Namespace) -> bool:
     """Whether any refocus option was given."""
-    return any(getattr(args, name, None) is not None for name in ("refocus", "zstack")) or (
-        getattr(args, "refocus_range", None) is not None
+    given = ("refocus", "zstack", "refocus_range")
+    return any(getattr(args, name, None) is not None for name in given) or bool(
+        getattr(args, "refocus_hold", False)
     )
 
 
@@ -75,6 +82,8 @@ def check_refocus_request(args: argparse.Namespace, cdp_stacks: Sequence[Path]) 
     """Refuse what cannot be refocused, before any work is done (one-line messages)."""
     if args.refocus_range is not None and (args.refocus or "").lower() != "auto":
         raise InputError("--refocus-range is the range searched by --refocus auto; add it.")
+    if args.refocus_hold and (args.refocus or "").lower() != "auto":
+        raise InputError("--refocus-hold holds the z --refocus auto finds for a stack; add it.")
     if cdp_stacks:
         raise InputError(
             f"{cdp_stacks[0].name} is a coded diffraction pattern stack: refocusing needs the "
@@ -222,6 +231,80 @@ def write_zstack(
     return written
 
 
+def _per_plane(path: Path, args: argparse.Namespace) -> bool:
+    """Whether this file is a stack to focus plane by plane."""
+    from ..io import read_image
+
+    if (args.refocus or "").lower() != "auto" or args.refocus_hold:
+        return False
+    return read_image(path).data.ndim > 2
+
+
+def write_per_plane(
+    path: Path, args: argparse.Namespace, settings: OffAxisSettings, reference: Any
+) -> Path:
+    """A stack focused plane by plane: each plane's z found and applied, written as one stack."""
+    from ..batch import PHASE_SUFFIX, output_stem
+    from ..io import write_phase
+    from ..reconstruct import output_acquisition, settings_record
+    from ..retrieval import retrieve_offaxis
+    from ..retrieval.refocus import hologram_autofocus
+
+    if args.measure:
+        raise InputError(
+            f"{path.name}: --measure with a stack focused plane by plane is not supported; run "
+            "`napari-qpi measure` on the output, or add --refocus-hold."
+        )
+    image, acquisition = _acquisition(path, args)
+    out = Path(args.out) / f"{output_stem(path)}{PHASE_SUFFIX}"
+    if out.exists() and not args.overwrite:
+        print(f"napari-qpi: {path.name}: {out} exists, skipped (--overwrite to redo)")
+        return out
+    lead = image.data.shape[:-2]
+    references = np.asarray(reference) if reference is not None else None
+    phases, zs, factor = [], [], 1.0
+    for index in np.ndindex(*lead):
+        plane = np.asarray(image.data[index])
+        ref = references
+        if references is not None and references.ndim > 2:
+            ref = references[index]
+        z, _ = hologram_autofocus(
+            plane,
+            reference=ref,
+            acquisition=acquisition,
+            settings=settings,
+            z_range=args.refocus_range,
+            metric=args.focus_metric,
+        )
+        result = retrieve_offaxis(
+            plane, reference=ref, acquisition=acquisition, settings=replace(settings, refocus_um=z)
+        )
+        phases.append(result.phase)
+        zs.append(round(z, 3))
+        factor = result.pixel_size_factor
+    phase = np.stack(phases).reshape(*lead, *phases[0].shape)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_phase(
+        out,
+        phase,
+        acquisition=output_acquisition(acquisition, factor),
+        method={
+            "name": "classical",
+            "settings": settings_record(settings),
+            "source": path.name,
+            "reference": reference is not None,
+            "refocus_um": zs,
+        },
+        overwrite=args.overwrite,
+        axes=image.axes,
+    )
+    print(
+        f"napari-qpi: {path.name}: refocus_um per plane {min(zs):+.2f} to {max(zs):+.2f} "
+        f"({len(zs)} planes, autofocus, {args.focus_metric}) -> {out}"
+    )
+    return out
+
+
 def cmd_reconstruct_refocus(
     args: argparse.Namespace,
     inputs: Sequence[Path],
@@ -241,6 +324,9 @@ def cmd_reconstruct_refocus(
         if args.refocus is None:
             return status
     for path in inputs:
+        if _per_plane(path, args):
+            write_per_plane(path, args, settings, reference)
+            continue
         z, how = file_refocus(path, args, settings, reference)
         print(f"napari-qpi: {path.name}: refocus_um = {z:+.2f} ({how})", file=sys.stdout)
         status = max(status, run_batch(replace(settings, refocus_um=z), [path]))
@@ -256,5 +342,6 @@ __all__ = [
     "cmd_reconstruct_refocus",
     "file_refocus",
     "refocus_requested",
+    "write_per_plane",
     "write_zstack",
 ]

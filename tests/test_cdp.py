@@ -690,3 +690,47 @@ def test_shipped_students_use_the_data_and_the_samples_use_the_shipped_masks() -
         phase, info = reconstruct_cdp(stack.patterns, stack.masks, method=name)
         assert info["method"] == name and phase.shape == stack.truth.shape
         assert relative_error(np.exp(1j * phase), stack.truth) < 0.5
+
+
+def test_a_sample_image_that_fails_to_load_is_an_error_not_a_skip(monkeypatch):
+    import skimage.data
+
+    from napari_qpi.physics import cdp
+
+    def refused():
+        raise OSError("no such file")
+
+    cdp._bundled_images.cache_clear()
+    monkeypatch.setattr(skimage.data, "coins", refused)
+    try:
+        with pytest.raises(InputError, match=r"coins \(OSError: no such file\)"):
+            image_objects(2, (16, 16), seed=0)
+    finally:
+        cdp._bundled_images.cache_clear()
+    monkeypatch.undo()
+    assert len(cdp._bundled_images()) == len(cdp.BUNDLED_IMAGES)
+
+
+def test_an_existing_cdp_output_is_skipped_before_solving(tmp_path, capsys, monkeypatch):
+    import napari_qpi.reconstruct as reconstruct
+    from napari_qpi.cli import main
+
+    obj = cell_objects(1, (16, 16), seed=3)[0]
+    _stack_file(tmp_path / "four.npz", random_phase_masks(4, (16, 16), seed=9), obj)
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tmp_path / "four.npz"), "--out", str(out), "--iterations", "20"]
+    assert main(args) == 0
+    written = (out / "four_phase.ome.tif").read_bytes()
+    capsys.readouterr()
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("solved although the output exists")
+
+    monkeypatch.setattr(reconstruct, "reconstruct_cdp", no_solve)
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "1 CDP stack(s) skipped (output exists; --overwrite to redo)" in printed.out
+    assert "failed" not in printed.err
+    assert (out / "four_phase.ome.tif").read_bytes() == written
+    with pytest.raises(AssertionError, match="solved although"):
+        main([*args, "--overwrite"])

@@ -284,12 +284,20 @@ def reconstruct_cdp_file(
     trained with exactly these masks. Writes ``OUT/<stem>_phase.ome.tif`` (float32 radians,
     background at 0, the acquisition record of the stack) and returns its path and the method
     record.
+
+    Raises
+    ------
+    OutputExistsError
+        The output exists and ``overwrite`` is false; raised before anything is solved.
     """
     from pathlib import Path
 
     from .io import read_cdp_stack, write_phase
+    from .io._atomic import check_writable
 
     path = Path(path)
+    stem = path.name[: -len(path.suffix)]
+    out = check_writable(Path(out_dir) / f"{stem}_phase.ome.tif", overwrite)
     stack = read_cdp_stack(path)
     if method == "classical":
         method = default_cdp_method(stack.n_patterns)
@@ -300,8 +308,6 @@ def reconstruct_cdp_file(
         oversampling=stack.oversampling,
         iterations=iterations,
     )
-    stem = path.name[: -len(path.suffix)]
-    out = Path(out_dir) / f"{stem}_phase.ome.tif"
     record = {"name": method, "source": str(path), "n_patterns": stack.n_patterns, **info}
     write_phase(
         out,

@@ -189,6 +189,7 @@ def _reconstruct(
 
 def cmd_reconstruct_cdp(args: argparse.Namespace, stacks: Sequence[Path]) -> int:
     """Coded diffraction pattern stacks (``.npz``): phase from the patterns and their masks."""
+    from ..io import OutputExistsError
     from ..reconstruct import available_cdp_methods, reconstruct_cdp_file
 
     method = "classical" if args.method == "classical" else args.method
@@ -201,13 +202,16 @@ def cmd_reconstruct_cdp(args: argparse.Namespace, stacks: Sequence[Path]) -> int
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed = skipped = 0
     for path in stacks:
         start = time.perf_counter()
         try:
             written, record = reconstruct_cdp_file(
                 path, out, method=method, iterations=args.iterations, overwrite=args.overwrite
             )
+        except OutputExistsError:
+            skipped += 1
+            continue
         except QPIError as error:
             failed += 1
             print(f"  failed: {path}: {error}", file=sys.stderr)
@@ -216,6 +220,8 @@ def cmd_reconstruct_cdp(args: argparse.Namespace, stacks: Sequence[Path]) -> int
             f"napari-qpi: {path.name}: {record['n_patterns']} pattern(s), {record['name']}, "
             f"{time.perf_counter() - start:.2f} s -> {written}"
         )
+    if skipped:
+        print(f"napari-qpi: {skipped} CDP stack(s) skipped (output exists; --overwrite to redo)")
     return 1 if failed else 0
 
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 SeedLike = int | np.random.Generator | None
 
-#: scikit-image sample images shipped inside the package (no download); missing ones are skipped.
+#: scikit-image sample images shipped inside the package (no download); all of them are needed.
 BUNDLED_IMAGES: tuple[str, ...] = (
     "camera",
     "astronaut",
@@ -348,26 +348,35 @@ def cell_objects(
 
 @lru_cache(maxsize=1)
 def _bundled_images() -> tuple[np.ndarray, ...]:
+    """Every image of :data:`BUNDLED_IMAGES`, grey, float32 in [0, 1].
+
+    Raises
+    ------
+    InputError
+        One of them could not be loaded: the training objects would then depend on the
+        installation, so this is an error, not a skip.
+    """
     import skimage.data
     from skimage.color import rgb2gray
 
-    images = []
+    images, failed = [], []
     for name in BUNDLED_IMAGES:
         try:
-            image = getattr(skimage.data, name)()
-        except Exception:
+            image = np.asarray(getattr(skimage.data, name)())
+        except Exception as error:  # a missing file, a download refused, an old scikit-image
+            failed.append(f"{name} ({type(error).__name__}: {error})")
             continue
-        image = np.asarray(image)
         if image.ndim == 3:
             image = rgb2gray(image[..., :3])
         image = image.astype(np.float32)
         span = float(image.max() - image.min())
-        if span > 0:
-            images.append((image - image.min()) / span)
-    if not images:
+        images.append((image - image.min()) / max(span, 1e-12))
+    if failed:
         raise InputError(
-            "No scikit-image sample image could be loaded; reinstall scikit-image, or train on "
-            "cell objects only."
+            f"scikit-image {skimage.__version__} could not load its sample image(s) "
+            f"{'; '.join(failed)}; the training objects would differ from the recorded ones. "
+            "Reinstall scikit-image (>= 0.21, with its bundled data), or train on cell objects "
+            "only (--sources cells)."
         )
     return tuple(images)
 

@@ -42,3 +42,15 @@ class QPIWarning(UserWarning):
     The command line prints them as ``warning: <message>`` (no source path), the widgets as napari
     notifications.
     """
+
+
+class QPIWarning(UserWarning):
+    """Base class of the warnings napari-qpi gives on purpose: one line each, for people."""
+
+
+class OutOfRangeWarning(QPIWarning):
+    """A measurement outside what a network was trained on (fringe period, pixel size, phase)."""
+
+
+class ConsistencyWarning(QPIWarning):
+    """A network's phase does not explain the hologram it came from (see retrieval.consistency)."""

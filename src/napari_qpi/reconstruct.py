@@ -132,7 +132,9 @@ def make_retriever(method: str, settings: OffAxisSettings | None):
                 f"Model '{method}' works on the hologram alone; a background hologram is used "
                 "only by the classical method. Leave the background empty."
             )
-        return retrieve_deep(plane, model=model, acquisition=acq, background_order=background_order)
+        return retrieve_deep(
+            plane, model=model, acquisition=acq, background_order=background_order, check=True
+        )
 
     return run
 

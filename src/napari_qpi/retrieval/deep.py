@@ -17,6 +17,7 @@ import functools
 import math
 import os
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,13 +27,15 @@ import torch
 from torch import nn
 
 from ..acquisition import Acquisition
-from ..errors import InputError, ModelError
+from ..errors import ConsistencyWarning, InputError, ModelError, OutOfRangeWarning
 from ..models.card import ModelCard, normalise
 from ..models.registry import load_model, select_device
 from ..nn.sign import cells_positive_sign
 from .background import background_mask as auto_background_mask
 from .background import fit_background
+from .consistency import RELATIVE_WARN, SidebandTarget, consistency, sideband_target
 from .fourier import looks_like_hologram
+from .model_range import check_hologram, check_phase
 from .offaxis import PhaseResult
 
 #: Smallest image side accepted.
@@ -394,19 +397,58 @@ def _subtract_background(phase: np.ndarray, order: int, mask: np.ndarray | None)
     return phase
 
 
+class _Checks:
+    """The trust checks of ``retrieve_deep(check=True)`` for a stack of raw holograms."""
+
+    def __init__(self, card: ModelCard, holograms: np.ndarray, acquisition: Acquisition) -> None:
+        self.card = card
+        self.targets: list[SidebandTarget] = []
+        self.range: dict[str, Any] = {}
+        for i, plane in enumerate(holograms):
+            with warnings.catch_warnings():
+                if i:  # the range warnings once per stack
+                    warnings.simplefilter("ignore", OutOfRangeWarning)
+                sideband, record = check_hologram(card, plane, acquisition)
+            self.range = self.range or record
+            self.targets.append(sideband_target(plane, sideband=sideband))
+
+    def after(self, phase: np.ndarray) -> dict[str, Any]:
+        """Range of the output and consistency of each plane; warnings; the info entries."""
+        check_phase(self.card, phase, self.range)
+        scores = [consistency(t, p) for t, p in zip(self.targets, phase, strict=True)]
+        failed = [i for i, c in enumerate(scores) if not c.trusted]
+        if failed:
+            worst = max(scores, key=lambda c: c.relative)
+            planes = "" if len(scores) == 1 else f" in {len(failed)} of {len(scores)} planes"
+            warnings.warn(
+                f"Model {self.card.name!r} does not explain this hologram{planes}: its phase "
+                f"leaves {100 * min(worst.relative, 9.99):.0f}% of the cells' fringe pattern "
+                f"unexplained (residual {worst.residual:.3f}; trusted up to "
+                f"{100 * RELATIVE_WARN:.0f}%). Use the classical method, or check the result.",
+                ConsistencyWarning,
+                stacklevel=3,
+            )
+        records = [c.to_dict() for c in scores]
+        return {
+            "training_range": self.range,
+            "consistency": records[0] if len(records) == 1 else records,
+        }
+
+
 def retrieve_deep(
     hologram: np.ndarray,
     *,
     model: ModelSpec,
     acquisition: Acquisition | None = None,
     device: str | torch.device | None = None,
-    tile: int | None = 512,
+    tile: int | None = None,
     overlap: int = 32,
     batch_size: int = 4,
     max_memory: int | None = None,
     background_order: int | None = None,
     background_mask: np.ndarray | None = None,
     progress: Progress | None = None,
+    check: bool = False,
 ) -> PhaseResult:
     """Phase in radians of a hologram (or CDP measurement), or of a stack, from a network.
 
@@ -425,9 +467,11 @@ def retrieve_deep(
         ``"cpu"``, ``"cuda"``, ``"mps"``, ``None`` for the best available.
     tile
         Largest tile side in pixels (rounded down to a multiple of the network's stride);
-        ``None`` runs whole images. Tiles start on the stride grid and blend away seams, but a
-        network that pools globally (PRNet's ``G``) sees one tile at a time: use a tile at least
-        the size it was trained on. Coded diffraction patterns always run whole.
+        ``None`` (default) runs whole images whenever one network call fits ``max_memory``, and
+        tiles only when it does not. Tiles start on the stride grid and blend away seams, but a
+        network that pools globally (PRNet's ``G``) or reads coordinate channels sees one tile
+        at a time, which can leave blocks: tile only when memory says so. Coded diffraction
+        patterns always run whole.
     overlap
         Pixels by which neighbouring tiles overlap; blended with raised-cosine weights.
     batch_size
@@ -445,6 +489,15 @@ def retrieve_deep(
     progress
         Called as ``progress(done, total)`` after each network call (it may raise
         :class:`~napari_qpi.errors.CancelledError` to stop).
+    check
+        For a hologram model, check the data against the model before and after running, as the
+        napari widget and the command line do: no sideband is refused
+        (:class:`~napari_qpi.errors.SidebandError`, as by the classical method); a fringe
+        period, pixel size or phase outside the card's training range gives an
+        :class:`~napari_qpi.errors.OutOfRangeWarning` (:mod:`.model_range`); and each plane's
+        phase is scored against its hologram's sideband (:mod:`.consistency`), in
+        ``info["consistency"]``, with a :class:`~napari_qpi.errors.ConsistencyWarning` when it
+        does not explain the hologram. Off by default for code that runs networks on other data.
 
     Returns
     -------
@@ -454,6 +507,8 @@ def retrieve_deep(
 
     Raises
     ------
+    SidebandError
+        With ``check``: a hologram model given an image without off-axis fringes.
     InputError
         Wrong dimensions, non-finite values, a phase image, bad tiling parameters, a
         measurement whose copies (:data:`HOST_COPIES`) do not fit the free memory, or too
@@ -479,6 +534,7 @@ def retrieve_deep(
                 f"The background mask has shape {background_mask.shape} but the images are "
                 f"{(height, width)}."
             )
+    checks = _Checks(card, batch[:, 0], acq) if check and card.modality == "hologram" else None
     axes = (2, 3) if card.normalisation.get("per_channel", False) else (1, 2, 3)
     batch = normalise(batch, card.normalisation, axes=axes)
     stride = _stride(module, card)
@@ -530,6 +586,8 @@ def retrieve_deep(
             "order": int(background_order),
             "mask": "given" if background_mask is not None else "auto",
         }
+    t_checks = time.perf_counter()
+    checked = checks.after(phase) if checks is not None else {}
     info: dict[str, Any] = {
         "method": "deep",
         "model": card.name,
@@ -545,9 +603,11 @@ def retrieve_deep(
         **plan,
         "memory": memory,
         "background": background,
+        **checked,
         "time_ms": {
             "prepare": 1e3 * (t_ready - t0),
             "network": 1e3 * (t_network - t_ready),
+            "checks": 1e3 * (time.perf_counter() - t_checks),
             "total": 1e3 * (time.perf_counter() - t0),
         },
     }

@@ -106,7 +106,7 @@ def score_real(models: list[str]) -> None:
             a = agreement(phase, reference)
             print(
                 f"{case.name:24} {name:16} {c.residual:8.4f} {c.relative:8.3f} "
-                f"{str(not c.trusted):7} {a['correlation']:5.2f} {a['slope']:6.2f}"
+                f"{not c.trusted!s:7} {a['correlation']:5.2f} {a['slope']:6.2f}"
             )
 
 

@@ -347,12 +347,13 @@ def test_a_network_is_loaded_once_per_worker(client, tmp_path):
     )
     save_user_model(PRNet(config), card, overwrite=True)
     try:
-        source = write_stack(tmp_path / "h.tif", holograms(8, size=64, seed=0))
+        # 128^2: a network, like the classical method, refuses a plane without clear fringes
+        source = write_stack(tmp_path / "h.tif", holograms(8, size=128, seed=0))
         report = reconstruct_batch([source], tmp_path / "out", method=card.name, client=client)
     finally:
         delete_user_model(card.name)
     assert report.planes == 8 and not report.failed
-    assert tifffile.imread(tmp_path / "out" / "h_phase.ome.tif").shape == (8, 64, 64)
+    assert tifffile.imread(tmp_path / "out" / "h_phase.ome.tif").shape == (8, 128, 128)
     builds: dict[str, set[int]] = {}
     for outcome in report.outcomes:
         builds.setdefault(outcome.worker, set()).add(outcome.retriever_builds)

@@ -61,8 +61,8 @@ def test_widget_offers_a_user_model_and_runs_it(make_napari_viewer, qtbot, tiny_
 def test_cli_runs_a_model_by_name_and_refuses_unknown_ones(tmp_path, tiny_model, capsys):
     system = OffAxisSystem()
     hologram = simulate_hologram(
-        random_cells((64, 64), n_cells=1, seed=2).phase, None, system, seed=2
-    )
+        random_cells((96, 96), n_cells=1, seed=2).phase, None, system, seed=2
+    )  # the smallest field whose fringes the sideband search finds: a network needs them too
     tifffile.imwrite(tmp_path / "h.tif", hologram)
     out = tmp_path / "out"
     assert (
@@ -80,7 +80,7 @@ def test_cli_runs_a_model_by_name_and_refuses_unknown_ones(tmp_path, tiny_model,
         == 0
     )
     written = read_image(out / "h_phase.ome.tif")
-    assert written.data.shape == (64, 64)
+    assert written.data.shape == (96, 96)
     assert written.extra["method"]["name"] == tiny_model
     assert (
         main(

@@ -44,10 +44,6 @@ class QPIWarning(UserWarning):
     """
 
 
-class QPIWarning(UserWarning):
-    """Base class of the warnings napari-qpi gives on purpose: one line each, for people."""
-
-
 class OutOfRangeWarning(QPIWarning):
     """A measurement outside what a network was trained on (fringe period, pixel size, phase)."""
 

@@ -330,7 +330,14 @@ class PRNet(nn.Module):
         """Every (stage, input) connection of the decoder."""
         return [(stage, name) for stage, inputs in self.connectivity.items() for name in inputs]
 
-    def forward(self, x: Tensor, fix_sign: bool | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        fix_sign: bool | None = None,
+        *,
+        coords: Tensor | None = None,
+        global_feature: Tensor | None = None,
+    ) -> Tensor:
         """Phase of a batch of holograms.
 
         Parameters
@@ -340,6 +347,11 @@ class PRNet(nn.Module):
         fix_sign
             Apply the cells-positive sign rule to each image; default: ``config.cells_positive``.
             Tiles of one image are run with ``False`` and the rule applied to the whole image.
+        coords, global_feature
+            For a tile of a larger image (``napari_qpi.retrieval.deep``): the whole image's
+            coordinate channels cut to the tile, (B, 2, H, W), and the whole image's ``G``
+            (B, C, 1, 1; the mean of :meth:`last_endpoint`), so every tile sees the field as
+            the whole image does.
 
         Returns
         -------
@@ -353,11 +365,12 @@ class PRNet(nn.Module):
             )
         size = x.shape[-2:]
         if self.config.coord_channels:
-            x = torch.cat([x, coordinate_grid(x)], dim=1)
+            x = torch.cat([x, coordinate_grid(x) if coords is None else coords], dim=1)
         endpoints = self.encoder(x)
         features = {f"E{i}": e for i, e in enumerate(endpoints)}
         if self.uses_global:
-            features[GLOBAL] = endpoints[-1].mean(dim=(-2, -1), keepdim=True)
+            mean = endpoints[-1].mean(dim=(-2, -1), keepdim=True)
+            features[GLOBAL] = mean if global_feature is None else global_feature
         for stage, block in self.decoder.items():
             features[stage] = block(features, endpoints[STAGES.index(stage)].shape[-2:])
         phase = self.head(features[self.output_stage])
@@ -365,6 +378,12 @@ class PRNet(nn.Module):
         if self.config.cells_positive if fix_sign is None else fix_sign:
             return make_cells_positive(phase)
         return phase
+
+    def last_endpoint(self, x: Tensor, *, coords: Tensor | None = None) -> Tensor:
+        """The last encoder endpoint of a batch (``G`` is its mean over the image)."""
+        if self.config.coord_channels:
+            x = torch.cat([x, coordinate_grid(x) if coords is None else coords], dim=1)
+        return self.encoder(x)[-1]
 
 
 def coordinate_grid(x: Tensor) -> Tensor:

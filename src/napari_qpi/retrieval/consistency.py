@@ -47,6 +47,7 @@ import scipy.fft as sfft
 
 from ..acquisition import Acquisition
 from ..errors import InputError
+from ..threads import fft_workers
 from .background import evaluate_polynomial
 from .fourier import Sideband, as_image, demodulate, filter_window, find_sideband, half_spectrum
 from .unwrap import least_squares_unwrap
@@ -71,8 +72,6 @@ FREE_BACKGROUND = False
 BACKGROUND_TOLERANCE = 0.5
 #: Fewer claimed background pixels than this share and the fit uses all pixels.
 MIN_BACKGROUND_SHARE = 0.1
-
-_WORKERS = -1
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,8 @@ def sideband_target(
 
 
 def _band_limit(field_: np.ndarray, window: np.ndarray) -> np.ndarray:
-    return sfft.ifft2(sfft.fft2(field_, workers=_WORKERS) * window, workers=_WORKERS)
+    workers = fft_workers()
+    return sfft.ifft2(sfft.fft2(field_, workers=workers) * window, workers=workers)
 
 
 def _block_mean(z: np.ndarray, k: int) -> np.ndarray:

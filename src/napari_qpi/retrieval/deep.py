@@ -182,10 +182,15 @@ def _axis_plan(length: int, tile: int, overlap: int, stride: int) -> tuple[int, 
 
 
 def _ramp(size: int, overlap: int, rise: bool, fall: bool) -> np.ndarray:
-    """1-D blending weights: raised-cosine edges of ``overlap`` pixels where a neighbour exists."""
+    """1-D blending weights where a neighbour exists: over the ``overlap`` pixels of the edge,
+    zero for the outer half (a halo: the network's view there is cut short by the tile's border)
+    and a raised cosine over the inner half."""
     weights = np.ones(size, dtype=np.float32)
     if overlap > 0:
-        edge = (0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)).astype(np.float32)
+        halo = overlap // 2
+        blend = max(overlap - halo, 1)
+        edge = np.zeros(overlap, dtype=np.float32)
+        edge[halo:] = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap - halo) + 0.5) / blend)
         if rise:
             weights[:overlap] = edge
         if fall:
@@ -297,6 +302,82 @@ def _check_int(name: str, value: object, low: int) -> int:
     return int(value)
 
 
+class _FieldContext:
+    """What a tile of a PRNet needs to see the field as the whole image does.
+
+    A PRNet reading coordinate channels gets the whole padded image's coordinates cut to the
+    tile instead of its own [-1, 1] grid; one pooling globally (``G``) gets the whole image's
+    ``G``, estimated in a first pass as the mean of the tiles' ``G`` weighted by their share of
+    the blending weights. Without this each tile sees its own field, and tiles disagree.
+    """
+
+    def __init__(self, module: nn.Module, shape: tuple[int, int], device: torch.device) -> None:
+        config = getattr(module, "config", None)
+        able = callable(getattr(module, "last_endpoint", None))
+        self.module = module
+        self.uses_coords = able and bool(getattr(config, "coord_channels", False))
+        self.uses_global = able and bool(getattr(module, "uses_global", False))
+        self.device = device
+        flags = (("coords", self.uses_coords), ("G", self.uses_global))
+        self.used = [name for name, on in flags if on]
+        self.grid: torch.Tensor | None = None
+        if self.uses_coords:
+            from ..nn.prnet import coordinate_grid
+
+            self.grid = coordinate_grid(torch.empty((1, 1, *shape), device=device))
+        self.global_: dict[int, torch.Tensor] = {}
+
+    def _coords(self, chunk: list[tuple[int, int, int]], size: tuple[int, int]) -> torch.Tensor:
+        assert self.grid is not None
+        th, tw = size
+        return torch.cat([self.grid[..., y : y + th, x : x + tw] for _, y, x in chunk])
+
+    def arguments(self, chunk: list[tuple[int, int, int]], size: tuple[int, int]) -> dict:
+        """Keyword arguments of the network call for a chunk of ``(plane, y, x)`` tiles."""
+        extra: dict[str, torch.Tensor] = {}
+        if self.uses_coords:
+            extra["coords"] = self._coords(chunk, size)
+        if self.uses_global:
+            extra["global_feature"] = torch.cat([self.global_[i] for i, _, _ in chunk])
+        return extra
+
+    def measure_global(
+        self,
+        batch: np.ndarray,
+        windows: dict[tuple[int, int], np.ndarray],
+        weight: np.ndarray,
+        batch_size: int,
+        calls: int,
+        progress: Progress | None,
+    ) -> None:
+        """First pass: each plane's ``G`` as the mean of its tiles' last endpoints, blended.
+
+        Each endpoint cell counts with the tile's share of the blending weight over the pixels
+        it covers, so the halo of a tile (weight 0) does not count and the result is the mean of
+        the blended endpoint map: the whole image's ``G`` where the tiles agree with it.
+        """
+        tile_h, tile_w = next(iter(windows.values())).shape
+        jobs = [(i, y, x) for i in range(batch.shape[0]) for (y, x) in windows]
+        sums: dict[int, torch.Tensor] = {}
+        counts: dict[int, float] = {}
+        for done in range(0, len(jobs), batch_size):
+            chunk = jobs[done : done + batch_size]
+            tiles = np.stack([batch[i, :, y : y + tile_h, x : x + tile_w] for i, y, x in chunk])
+            inputs = torch.from_numpy(tiles).to(self.device)
+            coords = self._coords(chunk, (tile_h, tile_w)) if self.uses_coords else None
+            endpoints = self.module.last_endpoint(inputs, coords=coords)
+            for (i, y, x), endpoint in zip(chunk, endpoints, strict=True):
+                share = windows[(y, x)] / weight[y : y + tile_h, x : x + tile_w]
+                h, w = endpoint.shape[-2:]
+                cells = share.reshape(h, tile_h // h, w, tile_w // w).mean(axis=(1, 3))
+                cells_t = torch.from_numpy(np.ascontiguousarray(cells)).to(endpoint)
+                sums[i] = sums.get(i, 0) + (endpoint * cells_t).sum(dim=(-2, -1))
+                counts[i] = counts.get(i, 0.0) + float(cells.sum())
+            if progress is not None:
+                progress(min(done + batch_size, len(jobs)), calls)
+        self.global_ = {i: (sums[i] / counts[i])[None, :, None, None] for i in sums}
+
+
 def _run_tiles(
     module: nn.Module,
     batch: np.ndarray,
@@ -339,10 +420,17 @@ def _run_tiles(
     for (y, x), window in windows.items():
         weight[y : y + tile_h, x : x + tile_w] += window
     jobs = [(i, y, x) for i in range(n) for y in ys for x in xs]
+    context = _FieldContext(module, (pad_h, pad_w), device) if len(windows) > 1 else None
+    calls = len(jobs) * (2 if context is not None and context.uses_global else 1)
+    if context is not None and context.uses_global:
+        context.measure_global(batch, windows, weight, batch_size, calls, progress)
+    first = calls - len(jobs)
     for done in range(0, len(jobs), batch_size):
         chunk = jobs[done : done + batch_size]
         tiles = np.stack([batch[i, :, y : y + tile_h, x : x + tile_w] for i, y, x in chunk])
-        output = call(torch.from_numpy(tiles).to(device))
+        inputs = torch.from_numpy(tiles).to(device)
+        extra = {} if context is None else context.arguments(chunk, tiles.shape[-2:])
+        output = call(inputs, **extra)
         if tuple(output.shape) != (len(chunk), 1, tile_h, tile_w):
             raise ModelError(
                 f"The network returned shape {tuple(output.shape)} for input "
@@ -352,7 +440,7 @@ def _run_tiles(
         for (i, y, x), plane in zip(chunk, phase, strict=True):
             total[i, y : y + tile_h, x : x + tile_w] += plane * windows[(y, x)]
         if progress is not None:
-            progress(min(done + batch_size, len(jobs)), len(jobs))
+            progress(first + min(done + batch_size, len(jobs)), calls)
     total /= weight
     total = np.ascontiguousarray(total[:, :height, :width])
     if fix_sign:
@@ -363,6 +451,8 @@ def _run_tiles(
         "tiles": len(windows),
         "padded_shape": [pad_h, pad_w],
     }
+    if context is not None and context.used:
+        plan["field_context"] = context.used
     return total, plan
 
 
@@ -442,7 +532,7 @@ def retrieve_deep(
     acquisition: Acquisition | None = None,
     device: str | torch.device | None = None,
     tile: int | None = None,
-    overlap: int = 32,
+    overlap: int = 128,
     batch_size: int = 4,
     max_memory: int | None = None,
     background_order: int | None = None,

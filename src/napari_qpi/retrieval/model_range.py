@@ -4,18 +4,21 @@ A network trained on synthetic holograms has only seen some fringe periods (pixe
 some pixel sizes in the sample plane and some phases; outside them its output is a guess. The
 model card says what it saw, in ``extra["training_range"]``::
 
-    {"fringe_period_px": [3.0, 6.0], "pixel_size_um": [0.2, 0.45],
-     "peak_phase_rad": [0.5, 7.0], "field_px": 128, "from": "..."}
+    {"fringe_period_px": [3.0, 6.0], "fringe_angle_deg": [0.0, 360.0],
+     "pixel_size_um": [0.2, 0.45], "peak_phase_rad": [0.5, 7.0], "field_px": 128,
+     "from": "..."}
 
-(``peak_phase_rad``: the peak phase of each training cell, compensated, i.e. above the medium).
+(``fringe_angle_deg``: direction of the carrier from +x towards +y, either sideband;
+``peak_phase_rad``: the peak phase of each training cell, compensated, i.e. above the medium).
 A card without it is read from its recorded training data settings (``training["data"]``: the
 ``DataConfig`` of :mod:`napari_qpi.training.data`), and a fine-tuned model without either takes
 its base model's.
 
 Before a network runs on a hologram, :func:`check_hologram` finds the sideband as the classical
 method does: no fringes (noise, a photograph, a phase image) is refused with the classical
-method's :class:`~napari_qpi.errors.SidebandError`; a fringe period (``1 / |f_c|`` px) or a pixel
-size (from the metadata) outside the card's range gives a one-line :class:`OutOfRangeWarning`.
+method's :class:`~napari_qpi.errors.SidebandError`; a fringe period (``1 / |f_c|`` px), a carrier
+direction or a pixel size (from the metadata) outside the card's range gives a one-line
+:class:`~napari_qpi.errors.OutOfRangeWarning`.
 After it ran, :func:`check_phase` warns when the phase spans more than the card's peak phase.
 """
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,7 @@ class TrainingRange:
     """The conditions a network was trained on; ``None`` where the card does not say."""
 
     fringe_period_px: Range | None = None
+    fringe_angle_deg: Range | None = None
     pixel_size_um: Range | None = None
     peak_phase_rad: Range | None = None
     field_px: int | None = None
@@ -53,6 +57,7 @@ class TrainingRange:
         """The card's ``extra["training_range"]`` form."""
         out: dict[str, Any] = {
             "fringe_period_px": _listed(self.fringe_period_px),
+            "fringe_angle_deg": _listed(self.fringe_angle_deg),
             "pixel_size_um": _listed(self.pixel_size_um),
             "peak_phase_rad": _listed(self.peak_phase_rad),
             "field_px": self.field_px,
@@ -77,10 +82,11 @@ def _from_mapping(values: dict[str, Any], source: str) -> TrainingRange:
     size = values.get("field_px", values.get("size"))
     return TrainingRange(
         fringe_period_px=_range(values.get("fringe_period_px", values.get("carrier_period_px"))),
+        fringe_angle_deg=_range(values.get("fringe_angle_deg", values.get("carrier_angle_deg"))),
         pixel_size_um=_range(values.get("pixel_size_um")),
         peak_phase_rad=_range(values.get("peak_phase_rad")),
         field_px=int(size) if isinstance(size, (int, float)) and size > 0 else None,
-        source=str(values.get("from", source)),
+        source=source,
     )
 
 
@@ -102,18 +108,19 @@ def training_range(card: ModelCard) -> TrainingRange | None:
         if base.name != card.name:
             found = training_range(base)
             if found is not None:
-                return TrainingRange(
-                    found.fringe_period_px,
-                    found.pixel_size_um,
-                    found.peak_phase_rad,
-                    found.field_px,
-                    f"its base model {base.name!r}",
-                )
+                return replace(found, source=f"its base model {base.name!r}")
     return None
 
 
 def _outside(value: float, bounds: Range | None) -> bool:
     return bounds is not None and not bounds[0] <= value <= bounds[1]
+
+
+def _angle_outside(angle: float, bounds: Range | None) -> bool:
+    """Whether neither sideband's direction (``angle`` or ``angle + 180``) lies in ``bounds``."""
+    if bounds is None or bounds[1] - bounds[0] >= 360:
+        return False
+    return not any(bounds[0] <= angle + turn <= bounds[1] for turn in (-360, -180, 0, 180, 360))
 
 
 def check_hologram(
@@ -136,6 +143,7 @@ def check_hologram(
     except SidebandError as error:
         raise SidebandError(f"Model {card.name!r} needs an off-axis hologram. {error}") from None
     period = 1.0 / sideband.carrier_distance
+    angle = math.degrees(math.atan2(*sideband.center_cycles_per_px))
     trained = training_range(card)
     messages: list[str] = []
     if trained is None:
@@ -151,6 +159,13 @@ def check_hologram(
                 f"was trained on {low:g}-{high:g} px: its phase may be wrong; compare with the "
                 "classical method."
             )
+        if _angle_outside(angle, trained.fringe_angle_deg):
+            low, high = trained.fringe_angle_deg or (0, 0)
+            messages.append(
+                f"This hologram's carrier points at {angle:.0f} deg, but model {card.name!r} was "
+                f"trained on {low:g} to {high:g} deg: its phase may be wrong; compare with the "
+                "classical method."
+            )
         pixel = acq.pixel_size_um
         if pixel is not None and _outside(pixel, trained.pixel_size_um):
             low, high = trained.pixel_size_um or (0, 0)
@@ -163,6 +178,7 @@ def check_hologram(
         warnings.warn(message, OutOfRangeWarning, stacklevel=3)
     record: dict[str, Any] = {
         "fringe_period_px": round(period, 3),
+        "fringe_angle_deg": round(angle, 1),
         "pixel_size_um": acq.pixel_size_um,
         "trained": None if trained is None else trained.to_dict(),
         "warnings": messages,

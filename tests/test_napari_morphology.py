@@ -146,3 +146,54 @@ def test_track_cells_on_a_single_image_says_it_needs_a_time_lapse(phase_viewer, 
     widget.track.value = True
     assert widget.controls.start() is None
     assert "needs a time-lapse" in widget.controls.status.value
+
+
+def _click(qtbot, canvas, axes, xy) -> None:
+    """A real left click on the matplotlib canvas at data coordinates ``xy``."""
+    from qtpy.QtCore import QPoint, Qt
+
+    canvas.draw()
+    x, y = axes.transData.transform(xy)
+    ratio = canvas.device_pixel_ratio or 1.0
+    point = QPoint(round(x / ratio), round(canvas.figure.bbox.height / ratio - y / ratio))
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)
+
+
+def test_plots_mass_curves_and_selection_both_ways(movie_viewer, qtbot, tmp_path):
+    from napari_qpi._napari.plots import HISTOGRAM, MASS_OVER_TIME, SCATTER
+
+    viewer, _ = movie_viewer
+    widget = CellMorphologyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.phase.value = viewer.layers["movie"]
+    widget.track.value = True
+    _run(widget, qtbot)
+    plots, cells = widget.plots, viewer.layers["movie cells"]
+    features = cells.features
+    assert plots.native.isVisibleTo(widget.native) and plots.kind.value == MASS_OVER_TIME
+    assert set(plots.lines) == set(features["track_id"])
+    # click the middle of the longest track's curve: its cell is selected in the viewer
+    track = int(features.groupby("track_id").size().idxmax())
+    rows = features[features["track_id"] == track].sort_values("frame")
+    middle = rows.iloc[len(rows) // 2]
+    _click(qtbot, plots.canvas, plots.axes, (middle["frame"], middle["dry_mass_pg"]))
+    frame = viewer.dims.current_step[0]
+    expected = rows[rows["frame"] == frame]["index"].iloc[0]
+    assert cells.selected_label == expected
+    assert plots.highlighted_track == track
+    # the reverse: select another cell in the viewer, its curve is highlighted
+    other = features[features["track_id"] != track].iloc[0]
+    cells.selected_label = int(other["index"])
+    assert plots.highlighted_track == int(other["track_id"])
+    # histogram and scatter of any columns; saved as PNG and SVG with the numbers
+    plots.kind.value = SCATTER
+    plots.x.value, plots.y.value = "area_um2", "dry_mass_pg"
+    assert len(plots.points.get_offsets()) == len(features)
+    written = plots.save(tmp_path / "scatter.svg")
+    assert written[0].read_text().lstrip().startswith("<?xml")
+    assert written[1].read_text().splitlines()[0].startswith("index,track_id,frame,area_um2")
+    plots.kind.value = HISTOGRAM
+    png = plots.save(tmp_path / "hist.png")[0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(Exception, match="already exists"):
+        plots.save(tmp_path / "hist.png")

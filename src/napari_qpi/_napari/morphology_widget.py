@@ -20,6 +20,7 @@ from ..morphology import (
 from ..morphology.tracking import Tracks, track_cells, tracks_layer_data
 from .layers import MORPHOLOGY_KEY, acquisition_of
 from .pickers import layer_picker, phase_rank
+from .plots import CellPlots
 from .task import Job, TaskControls
 
 #: Columns shown in the dock table (all columns stay in ``layer.features`` and in the CSV).
@@ -105,6 +106,7 @@ class CellMorphologyWidget(Container):
         )
         self.controls = TaskControls(self._make_job, self._add_result, run_text="Measure")
         self.table = Table(value=None, visible=False)
+        self.plots = CellPlots(viewer)
         super().__init__(
             widgets=[
                 self.phase,
@@ -120,6 +122,7 @@ class CellMorphologyWidget(Container):
                 self.frame_interval,
                 self.controls,
                 self.table,
+                self.plots,
             ]
         )
         self.phase.changed.connect(self._fill_wavelength)
@@ -219,7 +222,7 @@ class CellMorphologyWidget(Container):
         features = table.to_dataframe()  # its "index" column maps label value -> row
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.viewer.add_labels(
+        labels_layer = self.viewer.add_labels(
             result["labels"],
             name=name,
             features=features,
@@ -231,6 +234,7 @@ class CellMorphologyWidget(Container):
         if result.get("tracks") is not None:
             self._add_tracks(source, result["tracks"])
         shown = [c for c in SHOWN_COLUMNS if c in table.columns]
+        self.plots.show_layer(labels_layer)
         self.table.value = {c: np.asarray(table.columns[c]).tolist() for c in shown}
         self.table.visible = True
         if table.metadata.get("pixel_size_missing"):

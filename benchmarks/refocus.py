@@ -36,7 +36,11 @@ flattest in focus, so they go to a plane far from it. With a minimum-variance sc
 lands near focus. The refocused phase is only as good as the z: a few um off leaves the rims of
 thick cells blurred. Out of focus the object's own intensity term ``|O|^2`` spreads over the
 spectrum and part of it falls inside the sideband filter, which refocusing cannot take out: the
-largest defocus in units of the field costs the most.
+largest defocus in units of the field costs the most. At 0.5 um pixels our z comes out 1.5-1.7 um
+long: the sideband filter cuts the rims of cells steeper than its band, and the flattest amplitude
+of the band-limited field lies off the true plane (measured on the 50 um case without noise: the
+search on the cells' own field, not band-limited, is within 0.01 um; on the demodulated field
++1.2 um, whatever the fringe visibility).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,31 @@ def test_gradient_steps_on_the_loss_make_a_wrong_phase_more_consistent(field) ->
         loss.backward()
         optimiser.step()
     assert float(loss) < 0.7 * start
+
+
+CORPUS = Path(__file__).parent / "data" / "real_holograms"
+
+
+def test_the_cli_reports_the_check_and_warns_in_one_line_each(tmp_path, capsys) -> None:
+    """A real HL60 hologram (2.8 px fringes, 85 nm pixels) through a network that fails on it."""
+    from napari_qpi.cli import main
+    from napari_qpi.io import read_image
+
+    source = CORPUS / "hl60_single_raw-oah.h5"
+    args = ["reconstruct", str(source), "--model", "unet", "--workers", "0", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "net")]) == 0
+    out, err = capsys.readouterr()
+    assert "network vs hologram: median" in out and "1 plane(s) not explained" in out
+    lines = [line for line in err.splitlines() if "warning:" in line]
+    assert any("fringes are 2.8 px apart" in line and "3-6 px" in line for line in lines)
+    assert any("pixels are 0.0847 um" in line for line in lines)
+    assert any("does not explain this hologram" in line and "classical" in line for line in lines)
+    record = read_image(tmp_path / "net" / "hl60_single_raw-oah_phase.ome.tif").extra
+    retrieval = record["method"]["retrieval"]
+    assert retrieval["consistency"]["trusted"] is False
+    assert retrieval["consistency"]["relative"] > RELATIVE_WARN
+    assert retrieval["training_range"]["fringe_period_px"] == pytest.approx(2.8, abs=0.1)
+    # the classical method is not a network: no check, no such line
+    classical = ["reconstruct", str(source), "--workers", "0", "--quiet", "--out", str(tmp_path)]
+    assert main(classical) == 0
+    assert "network vs hologram" not in capsys.readouterr().out

@@ -199,6 +199,7 @@ class BatchReport:
     outcomes: list[PlaneOutcome] = field(default_factory=list)
     warnings: list[tuple[Path, int, str]] = field(default_factory=list)
     sign: dict[str, Any] = field(default_factory=dict)
+    consistency: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -221,6 +222,7 @@ class PlaneOutcome:
     peak_memory_mb: float | None = None
     retriever_builds: int = 0
     warnings: list[str] = field(default_factory=list)
+    consistency: dict[str, Any] | None = None
 
 
 @dataclass
@@ -515,6 +517,7 @@ def _run_plane(
                 hologram, index, retriever, reference, recipe.acquisition_of(image)
             )
         outcome.warnings = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        outcome.consistency = result.info.get("consistency")
         phase = result.phase
         acquisition = output_acquisition(recipe.acquisition_of(image), result.pixel_size_factor)
         method = {**(job.method_record or {}), "retrieval": retrieval_record(result.info)}
@@ -586,6 +589,8 @@ RECORDED_INFO = (
     "unwrap",
     "warnings",
     "refocus_um",
+    "consistency",
+    "training_range",
 )
 
 
@@ -1195,6 +1200,8 @@ def _account(report: BatchReport, outcome: PlaneOutcome) -> None:
     report.notes.extend(n for n in outcome.notes if n not in report.notes)
     for message in outcome.warnings:
         report.warnings.append((Path(outcome.source), outcome.frame, message))
+    if outcome.consistency is not None:
+        report.consistency.append(outcome.consistency)
     if outcome.peak_memory_mb is not None:
         previous = report.peak_memory_mb.get(outcome.worker, 0.0)
         report.peak_memory_mb[outcome.worker] = max(previous, outcome.peak_memory_mb)

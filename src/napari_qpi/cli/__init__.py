@@ -380,6 +380,17 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _consistency_summary(records: Sequence[dict]) -> str:
+    """How well a network's phases explain their holograms (napari_qpi.retrieval.consistency)."""
+    unexplained = float(np.median([r["relative"] for r in records]))
+    flagged = sum(not r["trusted"] for r in records)
+    verdict = f"{flagged} plane(s) not explained" if flagged else "all planes explained"
+    return (
+        f"network vs hologram: median {100 * unexplained:.0f}% of the cells' fringes "
+        f"unexplained, {verdict}"
+    )
+
+
 def _summary(report: BatchReport, out_dir: Path, elapsed: float) -> str:
     planes = f", {report.planes} plane(s)" if report.planes else ""
     where = f" {report.executor}" if report.executor else ""
@@ -393,6 +404,8 @@ def _summary(report: BatchReport, out_dir: Path, elapsed: float) -> str:
             else ""
         )
         parts.append(f"{report.cells} cell(s){mass}")
+    if report.consistency:
+        parts.append(_consistency_summary(report.consistency))
     if report.resumed:
         parts.append(f"{report.resumed} plane(s) done by an earlier run kept")
     if report.skipped:

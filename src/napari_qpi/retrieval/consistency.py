@@ -61,7 +61,7 @@ FIT_GRID = 256
 #: baseline, so the relative residual alone would be noisy there). Calibrated by
 #: ``benchmarks/consistency.py``; the figures are in ``docs/consistency.md``.
 RESIDUAL_WARN = 0.01
-RELATIVE_WARN = 0.6
+RELATIVE_WARN = 0.35
 
 #: Fit the background polynomial over every pixel (True) instead of the pixels the phase claims
 #: are background (False, :func:`claimed_background`). A fit over every pixel forgives low-order

@@ -30,9 +30,8 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
-from qtpy.QtWidgets import QFileDialog, QSizePolicy, QWidget
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QFileDialog
 
 from ..errors import InputError, QPIError
 from ..models import export_model, get_card, import_model, list_models
@@ -49,11 +48,10 @@ from ..training.finetune import (
     resumable,
 )
 from ..training.loop import StopFlag
+from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
-from .task import Job, TaskControls, wrapping_label
-
-#: Weight of the newest step in the smoothed training curve.
-SMOOTHING = 0.1
+from .loss_plot import LossPlot
+from .task import Job, TaskControls, _Failure, _run_in_thread, wrapping_label
 
 #: Set once the one-off imports of the first training run are done (see :func:`warm_up`).
 WARMED_UP = threading.Event()
@@ -80,136 +78,6 @@ def warm_up() -> threading.Event:
 
             threading.Thread(target=work, name="qpi-warm-up", daemon=True).start()
     return WARMED_UP
-
-
-class LossPlot(QWidget):
-    """A small live plot of training loss (raw and smoothed) and validation loss against step.
-
-    Drawn with QPainter (no plotting library); the loss axis is logarithmic when every value is
-    positive.
-    """
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setMinimumHeight(170)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.train: list[tuple[int, float]] = []
-        self.smooth: list[tuple[int, float]] = []
-        self.validation: list[tuple[int, float]] = []
-        self.total = 1
-
-    def clear(self, total: int = 1) -> None:
-        """Forget the curves; the step axis runs to ``total``."""
-        self.train, self.smooth, self.validation = [], [], []
-        self.total = max(int(total), 1)
-        self.update()
-
-    def set_total(self, total: int) -> None:
-        self.total = max(int(total), 1)
-
-    def add_step(self, step: int, loss: float) -> None:
-        if not math.isfinite(loss):
-            return
-        self.train.append((step, loss))
-        previous = self.smooth[-1][1] if self.smooth else loss
-        self.smooth.append((step, (1 - SMOOTHING) * previous + SMOOTHING * loss))
-        self.update()
-
-    def add_validation(self, step: int, loss: float) -> None:
-        if math.isfinite(loss):
-            self.validation.append((step, loss))
-            self.update()
-
-    def paintEvent(self, event: Any) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        palette = self.palette()
-        text = palette.color(palette.ColorRole.WindowText)
-        painter.fillRect(self.rect(), palette.color(palette.ColorRole.Base))
-        metrics = painter.fontMetrics()
-        left, right = metrics.horizontalAdvance("0.000e-0") + 8, 10
-        top, bottom = 22, metrics.height() + 10
-        area = QRectF(left, top, self.width() - left - right, self.height() - top - bottom)
-        painter.setPen(QPen(text, 1))
-        painter.drawRect(area)
-        values = [v for _, v in self.train] + [v for _, v in self.validation]
-        if not values:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss appears here as it trains")
-            painter.end()
-            return
-        log = min(values) > 0
-        transform = math.log10 if log else float
-        low, high = (transform(v) for v in (min(values), max(values)))
-        if high - low < 1e-9:
-            low, high = low - 0.5, high + 0.5
-        pad = 0.05 * (high - low)
-        low, high = low - pad, high + pad
-
-        def point(step: float, value: float) -> QPointF:
-            x = area.left() + area.width() * step / self.total
-            y = area.bottom() - area.height() * (transform(value) - low) / (high - low)
-            return QPointF(x, y)
-
-        for fraction in (0.0, 0.5, 1.0):
-            level = low + fraction * (high - low)
-            y = area.bottom() - fraction * area.height()
-            label = f"{10**level if log else level:.3g}"
-            painter.drawText(QRectF(0, y - 8, left - 4, 16), Qt.AlignmentFlag.AlignRight, label)
-        painter.drawText(
-            QRectF(area.left(), area.bottom() + 2, area.width(), bottom),
-            Qt.AlignmentFlag.AlignHCenter,
-            f"step (of {self.total})",
-        )
-        painter.drawText(
-            QRectF(area.right() - 40, area.bottom() + 2, 40, bottom),
-            Qt.AlignmentFlag.AlignRight,
-            str(self.total),
-        )
-        painter.save()
-        painter.setClipRect(area)
-        self._curve(painter, self.train, QColor(120, 160, 220, 90), 1, point)
-        self._curve(painter, self.smooth, QColor(90, 150, 255), 2, point)
-        self._curve(painter, self.validation, QColor(255, 150, 40), 2, point, dots=True)
-        painter.restore()
-        x = area.left() + 6
-        for colour, name in (
-            (QColor(90, 150, 255), "training"),
-            (QColor(255, 150, 40), "validation"),
-        ):
-            painter.setPen(QPen(colour, 3))
-            painter.drawLine(QPointF(x, 11), QPointF(x + 18, 11))
-            painter.setPen(QPen(text, 1))
-            painter.drawText(QPointF(x + 22, 15), name)
-            x += 30 + metrics.horizontalAdvance(name)
-        painter.setPen(QPen(text, 1))
-        painter.drawText(
-            QRectF(x, 0, area.right() - x, 20),
-            Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-            "loss (log scale)" if log else "loss",
-        )
-        painter.end()
-
-    @staticmethod
-    def _curve(
-        painter: QPainter,
-        data: list[tuple[int, float]],
-        colour: QColor,
-        width: int,
-        point: Any,
-        *,
-        dots: bool = False,
-    ) -> None:
-        if not data:
-            return
-        painter.setPen(QPen(colour, width))
-        path = QPainterPath(point(*data[0]))
-        for step, value in data[1:]:
-            path.lineTo(point(step, value))
-        painter.drawPath(path)
-        if dots:
-            painter.setBrush(colour)
-            for step, value in data:
-                painter.drawEllipse(point(step, value), 3, 3)
 
 
 class FinetuneControls(TaskControls):
@@ -311,7 +179,11 @@ class FinetuneWidget(Container):
         )
         for select in (self.inputs, self.targets):
             select.native.setMaximumHeight(72)
-        self.fill_button = PushButton(text="Fill targets (classical)")
+        self.fill_button = PushButton(
+            text="Fill targets (classical)",
+            tooltip="make a target phase layer per input with the classical method (in the "
+            "background) and select them as targets",
+        )
         self.fill_order = SpinBox(
             label="background order",
             value=OffAxisSettings().background_order,
@@ -326,22 +198,59 @@ class FinetuneWidget(Container):
             options={"nullable": True, "tooltip": "labels layer: painted pixels are ignored"},
         )
         self.pairs = wrapping_label(Label(value=""))
-        self.base = ComboBox(label="base model", choices=self._base_choices)
+        self.base = ComboBox(
+            label="base model",
+            choices=self._base_choices,
+            tooltip="the installed model to start from (only models for the inputs' kind)",
+        )
         self.self_supervised = CheckBox(
             text="self-supervised (no targets)",
             value=False,
             visible=False,
             tooltip="CDP models: learn from the measurements alone (measurement consistency)",
         )
-        self.epochs = SpinBox(label="epochs", value=defaults.epochs, min=1, max=100_000)
-        self.lr = FloatSpinBox(
-            label="learning rate", value=defaults.lr, min=1e-5, max=0.1, step=1e-5
+        self.epochs = SpinBox(
+            label="epochs",
+            value=defaults.epochs,
+            min=1,
+            max=100_000,
+            tooltip="passes over the training data (the time limit may end training sooner)",
         )
-        self.batch_size = SpinBox(label="batch", value=defaults.batch_size, min=1, max=256)
-        self.crop = SpinBox(label="crop (px)", value=defaults.crop, min=32, max=4096, step=32)
-        self.augment = CheckBox(text="flips, 90° rotations", value=defaults.augment)
+        self.lr = FloatSpinBox(
+            label="learning rate",
+            value=defaults.lr,
+            min=1e-5,
+            max=0.1,
+            step=1e-5,
+            tooltip="step size of the optimiser; small values adapt the model gently",
+        )
+        self.batch_size = SpinBox(
+            label="batch",
+            value=defaults.batch_size,
+            min=1,
+            max=256,
+            tooltip="crops per training step (halved automatically if memory runs out)",
+        )
+        self.crop = SpinBox(
+            label="crop (px)",
+            value=defaults.crop,
+            min=32,
+            max=4096,
+            step=32,
+            tooltip="side of the square patches cut from the images for each step",
+        )
+        self.augment = CheckBox(
+            text="flips, 90° rotations",
+            value=defaults.augment,
+            tooltip="show the network flipped and rotated copies (more variety from few images)",
+        )
         self.val_fraction = FloatSpinBox(
-            label="validation", value=defaults.val_fraction, min=0.0, max=0.5, step=0.05
+            label="validation",
+            value=defaults.val_fraction,
+            min=0.0,
+            max=0.5,
+            step=0.05,
+            tooltip="fraction of the data held out to score the model (the orange curve)",
         )
         self.minutes = FloatSpinBox(
             label="time limit (min)",
@@ -351,12 +260,26 @@ class FinetuneWidget(Container):
             step=0.5,
             tooltip="0: no limit (the epochs decide)",
         )
-        self.model_name = LineEdit(label="model name", value="")
-        self.resume = CheckBox(text="resume a stopped run of this name", value=True)
+        self.model_name = LineEdit(
+            label="model name",
+            value="",
+            tooltip="name of the new model; it appears under this name in Phase retrieval",
+        )
+        self.resume = CheckBox(
+            text="resume a stopped run of this name",
+            value=True,
+            tooltip="continue a run that was stopped, if it used the same data and settings",
+        )
         self.controls = FinetuneControls(self._make_job, self._on_saved, self._on_event)
         self.plot = LossPlot()
-        self.export_button = PushButton(text="Export model...")
-        self.import_button = PushButton(text="Import model...")
+        self.export_button = PushButton(
+            text="Export model...",
+            tooltip="save the model trained last (else the base model) as a .zip for another "
+            "computer",
+        )
+        self.import_button = PushButton(
+            text="Import model...", tooltip="install a model exported on another computer"
+        )
         super().__init__(
             widgets=[
                 self.inputs,
@@ -397,6 +320,20 @@ class FinetuneWidget(Container):
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
         self._base_changed()
+        remember(
+            "finetune",
+            {
+                "fill_order": self.fill_order,
+                "epochs": self.epochs,
+                "lr": self.lr,
+                "batch_size": self.batch_size,
+                "crop": self.crop,
+                "augment": self.augment,
+                "val_fraction": self.val_fraction,
+                "minutes": self.minutes,
+                "resume": self.resume,
+            },
+        )
         warm_up()
 
     # choices ------------------------------------------------------------------------------------
@@ -447,14 +384,14 @@ class FinetuneWidget(Container):
 
     # actions ------------------------------------------------------------------------------------
 
-    def fill_targets(self, *_: Any) -> list[napari.layers.Image]:
-        """Add a target layer per input from the classical method and select them as targets.
+    def fill_targets(self, *_: Any) -> Any:
+        """Make a target layer per input with the classical method, in a worker; select them.
 
-        The targets are ordinary phase layers: correct them (e.g. replace bad regions) or mark
-        where they are wrong in the ignore layer.
+        The planes are retrieved off the GUI thread (progress on the status line); the targets
+        are ordinary phase layers: correct them (e.g. replace bad regions) or mark where they are
+        wrong in the ignore layer. Returns the started worker (``None`` if refused).
         """
         layers = list(self.inputs.value)
-        added = []
         try:
             if not layers:
                 raise InputError("pick the input hologram layers first")
@@ -463,46 +400,51 @@ class FinetuneWidget(Container):
                     "the classical target button works on holograms; for CDP stacks give targets "
                     "or tick self-supervised"
                 )
-            for layer in layers:
-                acquisition = acquisition_of(layer.metadata)
-                data = np.asarray(layer.data)
-                planes = [
-                    r.phase
-                    for r in iter_reconstruct(
-                        data,
-                        method="classical",
-                        acquisition=acquisition,
-                        settings=OffAxisSettings(
-                            resolution="full", background_order=int(self.fill_order.value)
-                        ),
-                    )
-                ]
-                phase = np.stack(planes).reshape(data.shape).astype(np.float32)
-                out, kwargs, _ = image_layer(
-                    phase,
-                    name=f"{layer.name} target",
-                    acquisition=acquisition.replace(modality="phase", carrier_cycles_per_px=None),
-                    extra_metadata={METHOD_KEY: {"name": "classical", "source": layer.name}},
-                    colormap="viridis",
-                    contrast_limits=phase_contrast_limits(phase),
-                )
-                kwargs["scale"] = tuple(layer.scale)
-                kwargs["translate"] = tuple(layer.translate)
-                name = kwargs["name"]
-                if name in self.viewer.layers:
-                    self.viewer.layers[name].data = out
-                    added.append(self.viewer.layers[name])
-                else:
-                    added.append(self.viewer.add_image(out, **kwargs))
         except QPIError as error:
-            self.controls.status.value = str(error)
+            self.controls.say(str(error))
             show_warning(str(error))
-            return []
+            return None
+        settings = OffAxisSettings(resolution="full", background_order=int(self.fill_order.value))
+        jobs = [(layer.name, layer.data, acquisition_of(layer.metadata)) for layer in layers]
+        worker = _run_in_thread(_fill_job(jobs, settings))
+        worker.yielded.connect(
+            lambda p: self.controls.say(f"filling targets: plane {p[0]} / {p[1]}")
+        )
+        worker.returned.connect(lambda result: self._add_targets(layers, result))
+        worker.finished.connect(lambda: setattr(self.fill_button, "enabled", True))
+        self.fill_button.enabled = False
+        self.fill_worker = worker
+        QTimer.singleShot(0, worker.start)
+        return worker
+
+    def _add_targets(self, layers: list[Any], result: Any) -> None:
+        if isinstance(result, _Failure):
+            self.controls.say(str(result.error))
+            show_warning(str(result.error))
+            return
+        added = []
+        for layer, (phase, acquisition) in zip(layers, result, strict=True):
+            out, kwargs, _ = image_layer(
+                phase,
+                name=f"{layer.name} target",
+                acquisition=acquisition.replace(modality="phase", carrier_cycles_per_px=None),
+                extra_metadata={METHOD_KEY: {"name": "classical", "source": layer.name}},
+                colormap="viridis",
+                contrast_limits=phase_contrast_limits(phase),
+            )
+            kwargs["scale"] = tuple(layer.scale)
+            kwargs["translate"] = tuple(layer.translate)
+            name = kwargs["name"]
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = out
+                added.append(self.viewer.layers[name])
+            else:
+                added.append(self.viewer.add_image(out, **kwargs))
         self.reset_choices()
         self.inputs.value = layers
         self.targets.value = added
         self._show_pairs()
-        return added
+        self.controls.say(f"{len(added)} target layer(s) filled with the classical method")
 
     def settings(self) -> FinetuneSettings:
         """The settings shown (raises :class:`QPIError` for an invalid name or value)."""
@@ -535,33 +477,55 @@ class FinetuneWidget(Container):
         resume = bool(self.resume.value)
         replace = check_new_name(settings.name, checkpoint_path=checkpoint, resume=resume)
         ignore_layer = self.ignore.value
-        plan = plan_finetune(
-            base,
-            [np.asarray(layer.data) for layer in inputs],
+        measurements = [np.asarray(layer.data) for layer in inputs]
+        target_arrays = (
             None
             if settings.self_supervised or not targets
-            else [np.asarray(layer.data) for layer in targets],
-            None if ignore_layer is None else np.asarray(ignore_layer.data),
-            settings=settings,
-            modality=self.input_modality(),
-            names=[layer.name for layer in inputs],
-            target_names=[layer.name for layer in targets],
-            command="napari Fine-tune widget",
-            masks=next(
-                (layer.metadata[CDP_KEY]["masks"] for layer in inputs if CDP_KEY in layer.metadata),
-                None,
-            ),
+            else [np.asarray(layer.data) for layer in targets]
         )
+        # a copy: the user may paint on the ignore layer while the worker reads it
+        ignore = None if ignore_layer is None else np.array(ignore_layer.data, copy=True)
+        modality = self.input_modality()
+        masks = next(
+            (layer.metadata[CDP_KEY]["masks"] for layer in inputs if CDP_KEY in layer.metadata),
+            None,
+        )
+        names = [layer.name for layer in inputs]
+        target_names = [layer.name for layer in targets]
         stop = StopFlag()
         self.controls.stop_flag = stop
         self.controls.budget_s = None if settings.minutes is None else 60.0 * settings.minutes
-        self.plot.clear(plan.total_steps)
-        previous = resumable(checkpoint) if resume else None
-        if previous is not None and previous.get("fingerprint") == plan.fingerprint:
-            show_info(f"resuming the stopped run of {settings.name!r}")
-        return iter_finetune(
-            plan, stop=stop, checkpoint_path=checkpoint, resume=resume, overwrite=replace
-        )
+        self.plot.clear(1)
+
+        plan_name = settings.name
+
+        def run() -> Job:
+            # checking, pairing and hashing the data (the resume fingerprint) run here, off the
+            # GUI thread; bad input still comes back as a one-line message
+            plan = plan_finetune(
+                base,
+                measurements,
+                target_arrays,
+                ignore,
+                settings=settings,
+                modality=modality,
+                names=names,
+                target_names=target_names,
+                command="napari Fine-tune widget",
+                masks=masks,
+            )
+            previous = resumable(checkpoint) if resume else None
+            if previous is not None and previous.get("fingerprint") == plan.fingerprint:
+                yield FinetuneEvent(
+                    kind="notice", message=f"resuming the stopped run of {plan_name!r}"
+                )
+            return (
+                yield from iter_finetune(
+                    plan, stop=stop, checkpoint_path=checkpoint, resume=resume, overwrite=replace
+                )
+            )
+
+        return run()
 
     def _on_event(self, event: FinetuneEvent) -> None:
         if event.kind == "start":
@@ -642,3 +606,20 @@ def _free_name(stem: str) -> str:
         number += 1
         name = f"{stem}-{number}"
     return name
+
+
+def _fill_job(jobs: list[tuple[str, Any, Any]], settings: OffAxisSettings) -> Job:
+    """Classical phase of every plane of every input, yielding ``(plane, total)`` as it goes."""
+    total = sum(int(np.prod(data.shape[:-2], dtype=int)) for _, data, _ in jobs)
+    done, results = 0, []
+    for _, data, acquisition in jobs:
+        planes = []
+        for result in iter_reconstruct(
+            data, method="classical", acquisition=acquisition, settings=settings
+        ):
+            planes.append(result.phase)
+            done += 1
+            yield done, total
+        phase = np.stack(planes).reshape(data.shape).astype(np.float32)
+        results.append((phase, acquisition))
+    return results

@@ -226,8 +226,10 @@ def read_cdp_layers(path: str | list[str]) -> list[LayerDataTuple]:
         colormap="magma",
         gamma=0.5,
     )
-    for key in ("scale", "units"):  # patterns live in the detector (Fourier) plane, not the sample
-        patterns[1].pop(key, None)
+    # The patterns live in the detector (Fourier) plane; they are drawn on the sample-plane grid
+    # of the zero-padded field (one detector pixel per sample pixel) only so that every layer
+    # shares the viewer's units (napari warns "Inconsistent units across layers" otherwise).
+    patterns[1]["metadata"]["qpi_display"] = "detector pixels drawn at the sample pixel pitch"
     masks = image_layer(
         stack.masks,
         name=f"{name} masks",

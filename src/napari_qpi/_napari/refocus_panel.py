@@ -59,13 +59,36 @@ class RefocusPanel(Container):
             nullable=True,
             follow=None,
         )
-        self.metric = ComboBox(label="focus metric", choices=sorted(METRICS), value=DEFAULT_METRIC)
+        self.metric = ComboBox(
+            label="focus metric",
+            choices=sorted(METRICS),
+            value=DEFAULT_METRIC,
+            tooltip="how autofocus scores sharpness of the refocused field at each z",
+        )
         self.autofocus = TaskControls(
             self._autofocus_job, self._autofocus_done, run_text="Autofocus"
         )
-        self.z_start = FloatSpinBox(label="z-stack from (um)", min=-1e4, max=1e4, value=-20.0)
-        self.z_stop = FloatSpinBox(label="to (um)", min=-1e4, max=1e4, value=20.0)
-        self.z_step = FloatSpinBox(label="step (um)", min=0.01, max=1e3, value=2.0)
+        self.z_start = FloatSpinBox(
+            label="z-stack from (um)",
+            min=-1e4,
+            max=1e4,
+            value=-20.0,
+            tooltip="first refocus distance of the z-stack sent to the viewer",
+        )
+        self.z_stop = FloatSpinBox(
+            label="to (um)",
+            min=-1e4,
+            max=1e4,
+            value=20.0,
+            tooltip="last refocus distance of the z-stack",
+        )
+        self.z_step = FloatSpinBox(
+            label="step (um)",
+            min=0.01,
+            max=1e3,
+            value=2.0,
+            tooltip="distance between the planes of the z-stack",
+        )
         self.zstack = TaskControls(
             self._zstack_job, self._zstack_done, run_text="Send z-stack to viewer"
         )

@@ -41,6 +41,7 @@ from napari_qpi.retrieval import (
     fit_background,
     retrieve_offaxis,
 )
+from napari_qpi.training.metrics import psnr_from_mse
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = OffAxisSystem(
@@ -87,7 +88,7 @@ def errors(phase: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     err = phase.astype(np.float64) - truth
     err -= err.mean()
     rmse = float(np.sqrt(np.mean(err**2)))
-    psnr = float(20 * np.log10((truth.max() - truth.min()) / rmse))
+    psnr = psnr_from_mse(rmse**2, float(truth.max() - truth.min()))
     off = float(np.mean(np.abs(err - np.median(err)) > np.pi))
     return {"rmse": rmse, "psnr": psnr, "off": off}
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import math
 import os
 import platform
@@ -51,6 +50,7 @@ from _docs import DOCS, machine, write_section
 from napari_qpi.acquisition import Acquisition
 from napari_qpi.errors import ModelError, QPIError
 from napari_qpi.models import CARD_FILE, ModelCard, list_models, load_model
+from napari_qpi.models.weights import load_model_folder
 from napari_qpi.nn import build_network, count_parameters
 from napari_qpi.retrieval import retrieve_offaxis
 from napari_qpi.retrieval.deep import retrieve_deep
@@ -116,25 +116,6 @@ class Results:
     thread_check: float
 
 
-def load_folder(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
-    """A model folder (``card.json`` + safetensors weights) that need not be registered.
-
-    The weights' sha256 is checked against the card; nothing is unpickled.
-    """
-    import safetensors.torch
-
-    folder = Path(path)
-    if folder.name == CARD_FILE:
-        folder = folder.parent
-    card = ModelCard.load(folder)
-    data = (folder / card.weights["file"]).read_bytes()
-    if card.sha256 and hashlib.sha256(data).hexdigest() != card.sha256:
-        raise ModelError(f"{folder}: the weights do not match the sha256 of the card")
-    module = build_network(card.network, card.config)
-    module.load_state_dict(safetensors.torch.load(data), strict=True)
-    return module.float().eval(), card
-
-
 def resolve_networks(specs: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[Network]:
     """Registered hologram models by name, or model folders by path.
 
@@ -145,7 +126,7 @@ def resolve_networks(specs: Sequence[str] | None, exclude: Sequence[str] = ()) -
     networks = []
     for spec in specs:
         if (Path(spec) / CARD_FILE).is_file() or spec.endswith(CARD_FILE):
-            module, card = load_folder(spec)
+            module, card = load_model_folder(spec)
             networks.append(Network(card.name, module, card, f"folder {spec}"))
         else:
             module, card = load_model(spec, device="cpu", cached=False)
@@ -258,7 +239,7 @@ def run(
     torch.set_num_threads(threads)
     retrained = None
     if transfer_model:
-        module, card = load_folder(transfer_model)
+        module, card = load_model_folder(transfer_model)
         retrained = Network(card.name, module, card, f"folder {transfer_model}")
     networks = resolve_networks(models, exclude=[retrained.name] if retrained else [])
     held_out = {split: held_out_set(split, n=n, size=FIELD_SIZE) for split in SPLITS}

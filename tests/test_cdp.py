@@ -487,8 +487,8 @@ def tiny_cdp_models(tmp_path, monkeypatch):
 
 def test_export_mask_command_writes_the_masks_as_trained(tiny_cdp_models, tmp_path, capsys):
     from napari_qpi.cli import main
+    from napari_qpi.io import read_mask_tiff
     from napari_qpi.models import load_model
-    from napari_qpi.training.distill import read_mask_tiff
 
     path = tmp_path / "masks.tif"
     assert main(["models", "export-mask", "tiny-cdp-2", str(path)]) == 0
@@ -580,7 +580,7 @@ def test_widget_exports_the_masks_and_runs_the_model(
     tiny_cdp_models, make_napari_viewer, qtbot, tmp_path
 ):
     from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
-    from napari_qpi.training.distill import read_mask_tiff
+    from napari_qpi.io import read_mask_tiff
 
     viewer = make_napari_viewer()
     masks = tiny_cdp_models["tiny-cdp-1"].masks.export()
@@ -662,8 +662,9 @@ def test_shipped_cdp_model_reproduces_its_card(name: str, one_thread: None) -> N
 def read_mask_tiff_of(card: ModelCard) -> tuple[np.ndarray, dict]:
     from importlib.resources import as_file
 
+    from napari_qpi.io import read_mask_tiff
     from napari_qpi.models import shipped_models_dir
-    from napari_qpi.training.distill import MASKS_FILE, read_mask_tiff
+    from napari_qpi.training.distill import MASKS_FILE
 
     with as_file(shipped_models_dir() / card.name / MASKS_FILE) as path:
         return read_mask_tiff(path)

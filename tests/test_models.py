@@ -617,3 +617,36 @@ def test_command_record_writes_paths_that_travel(tmp_path, monkeypatch) -> None:
     assert command_line(args) == (
         f"napari-qpi train --out results/unet --connectivity {elsewhere / 'c.json'}"
     )
+
+
+def test_training_writers_replace_a_model_folder_atomically(dirs, monkeypatch) -> None:
+    """search's and distillation's folder writers: a write that fails leaves the old folder."""
+    from napari_qpi.models import weights
+    from napari_qpi.training.search import save_model_folder
+
+    folder = dirs["tmp"] / "tiny-unet"
+    first = tiny_network()
+    save_model_folder(folder, first, make_card())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    writes = []
+
+    def card_write_fails(path: Path, data: bytes) -> None:
+        writes.append(path.name)
+        if path.name == "card.json":
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    real_write = weights._write_file
+    monkeypatch.setattr(weights, "_write_file", card_write_fails)
+    second = build_network("unet", UNET)  # other weights
+    with pytest.raises(OSError, match="No space"):
+        save_model_folder(folder, second, make_card(), overwrite=True)
+    assert writes == ["model.safetensors", "card.json"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["shipped", "tiny-unet"]
+    monkeypatch.undo()
+    save_model_folder(folder, second, make_card(), overwrite=True)
+    loaded, card = weights.load_model_folder(folder)
+    assert card.sha256 != json.loads(before["card.json"])["weights"]["sha256"]
+    with torch.no_grad():
+        assert torch.equal(loaded(batch()), fp16_copy(second)(batch()))

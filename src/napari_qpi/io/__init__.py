@@ -5,7 +5,16 @@ Plain numpy / tifffile / imageio / dask; nothing here imports napari or Qt. See
 """
 
 from ._atomic import OutputExistsError, atomic_write
-from .cdp import CDP_FORMAT, CDP_VERSION, CDPStack, is_cdp_stack, read_cdp_stack, write_cdp_stack
+from .cdp import (
+    CDP_FORMAT,
+    CDP_VERSION,
+    CDPStack,
+    is_cdp_stack,
+    read_cdp_stack,
+    read_mask_tiff,
+    write_cdp_stack,
+    write_mask_tiff,
+)
 from .images import (
     DEFAULT_LAZY_THRESHOLD,
     SUPPORTED_EXTENSIONS,
@@ -37,12 +46,14 @@ __all__ = [
     "is_cdp_stack",
     "read_cdp_stack",
     "read_image",
+    "read_mask_tiff",
     "read_sidecar",
     "record_from_json",
     "sidecar_paths",
     "validate_hologram",
     "write_cdp_stack",
     "write_image",
+    "write_mask_tiff",
     "write_phase",
     "write_sidecar",
 ]

@@ -360,3 +360,37 @@ def write_cdp_stack(
     with atomic_write(path, overwrite) as tmp:
         save(tmp, **arrays)
     return path
+
+
+def write_mask_tiff(
+    path: str | os.PathLike[str], masks: Any, *, overwrite: bool = True, **info: Any
+) -> Path:
+    """Write phase masks as a float32 (K, H, W) TIFF of radians, atomically.
+
+    The ImageJ-readable description is JSON: ``{"napari_qpi": "cdp-masks", "unit": "rad"}`` and
+    any ``info`` (e.g. ``levels``, ``oversampling``, the model's name).
+    """
+    import tifffile
+
+    path = Path(path)
+    masks = np.asarray(masks, np.float32)
+    if masks.ndim == 2:
+        masks = masks[None]
+    description = {"napari_qpi": "cdp-masks", "unit": "rad", **info}
+    with atomic_write(path, overwrite) as tmp:
+        tifffile.imwrite(tmp, masks, description=json.dumps(description), metadata=None)
+    return path
+
+
+def read_mask_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Masks (float32 (K, H, W), radians) and the description of a :func:`write_mask_tiff` file."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        masks = tif.asarray().astype(np.float32)
+        text = tif.pages[0].description
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = {}
+    return (masks[None] if masks.ndim == 2 else masks), info

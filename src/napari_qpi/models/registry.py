@@ -12,7 +12,6 @@ PyTorch is imported only when a model is loaded or saved, so listing models stay
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import shutil
@@ -21,13 +20,21 @@ import threading
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FileFormatError, InputError, ModelError
-from .card import CARD_FILE, MODALITIES, WEIGHTS_FILE, ModelCard, _now, validate_name
+from .card import CARD_FILE, MODALITIES, ModelCard, _now, validate_name
+from .weights import (
+    build_model,
+    decode_weights,
+    encode_weights,
+    read_weights,
+    sha256,
+    write_model_folder,
+)
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -224,62 +231,6 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_weights(card: ModelCard, folder: Traversable) -> bytes:
-    """The weights file of a registered model, after checking its sha256 against the card."""
-    try:
-        data = folder.joinpath(card.weights["file"]).read_bytes()
-    except OSError as exc:
-        raise ModelError(
-            f"Cannot read the weights of model {card.name!r} ({exc.strerror or exc}). Re-install "
-            "or re-import the model."
-        ) from None
-    if _sha256(data) != card.sha256:
-        raise ModelError(
-            f"The weights file of model {card.name!r} is corrupt or was changed after it was "
-            "saved (its sha256 does not match the model card). Re-install the model, or export "
-            "it again from where it was made."
-        )
-    return data
-
-
-def _decode(data: bytes, label: str) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file (never unpickles)."""
-    import safetensors.torch
-
-    try:
-        return safetensors.torch.load(data)
-    except Exception as exc:
-        raise ModelError(
-            f"The weights of model {label!r} are not a valid safetensors file ({exc})."
-        ) from None
-
-
-def _build(card: ModelCard, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """The card's network with ``state`` loaded, float32, in eval mode, on the CPU."""
-    from ..nn import build_network
-
-    try:
-        network = build_network(card.network, card.config)
-    except ModelError as exc:
-        raise ModelError(f"Cannot build the network of model {card.name!r}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ModelError(
-            f"The architecture in the card of model {card.name!r} is invalid: {exc}"
-        ) from None
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(
-            f"The weights of model {card.name!r} do not fit the architecture its card describes: "
-            f"{exc}"
-        ) from None
-    return network.float().eval()
-
-
 def _stamp(file: Traversable) -> tuple[int, int] | None:
     if not isinstance(file, Path):
         return None
@@ -334,8 +285,8 @@ def load_model(
         if cached and key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key][0], card
-        data = _read_weights(card, folder)
-        module = _build(card, _decode(data, card.name)).to(dev)
+        data = read_weights(card, folder)
+        module = build_model(card, decode_weights(data, card.name)).to(dev)
         if cached:
             _CACHE[key] = (module, card)
             while len(_CACHE) > CACHE_SIZE:
@@ -369,41 +320,6 @@ def _check_name_free(name: str, overwrite: bool) -> None:
         )
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_folder(final: Path, card: ModelCard, data: bytes, *, replace: Path | None) -> None:
-    """Write a model folder atomically: fill a temporary sibling, then rename it into place.
-
-    ``replace`` is an existing folder to swap out (it is removed only once ``final`` is in
-    place); without it an existing ``final`` is never touched.
-    """
-    token = secrets.token_hex(4)
-    tmp = final.with_name(f".tmp-{token}-{final.name}")
-    tmp.mkdir(parents=True)
-    try:
-        _write_file(tmp / card.weights["file"], data)
-        _write_file(tmp / CARD_FILE, card.to_json().encode("utf-8"))
-        if replace is None:
-            os.rename(tmp, final)
-            return
-        old = final.with_name(f".old-{token}-{replace.name}")
-        os.rename(replace, old)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            os.rename(old, replace)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _install(card: ModelCard, data: bytes, overwrite: bool) -> Path:
     """Put a card and its weights into the user folder; returns the model's folder."""
     _check_name_free(card.name, overwrite)
@@ -412,7 +328,9 @@ def _install(card: ModelCard, data: bytes, overwrite: bool) -> Path:
     existing = _find_folder(root, card.name)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _write_folder(final, card, data, replace=existing if isinstance(existing, Path) else None)
+        write_model_folder(
+            final, card, data, replace=existing if isinstance(existing, Path) else None
+        )
     except OSError as exc:
         if final.exists() and not overwrite:
             raise ModelError(
@@ -454,33 +372,13 @@ def save_user_model(model: nn.Module, card: ModelCard, *, overwrite: bool = Fals
         Invalid or taken name, weights beyond the float16 range, or a card whose architecture
         does not match ``model``.
     """
-    import safetensors.torch
-    import torch
-
     from .. import __version__
 
     validate_name(card.name)
     _check_name_free(card.name, overwrite)
-    dtype_name = card.weights.get("dtype", "float16")
-    dtype = getattr(torch, dtype_name)
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in model.state_dict().items():
-        tensor = tensor.detach().to("cpu")
-        if tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-            if not bool(torch.isfinite(tensor).all()):
-                raise ModelError(
-                    f"Cannot save model {card.name!r}: {key} has values that are not finite in "
-                    f"{dtype_name} (too large, or NaN from training)."
-                )
-        state[key] = tensor.contiguous().clone()
-    _build(card, state)
-    data = safetensors.torch.save(state, metadata={"format": "pt", "napari_qpi_model": card.name})
-    saved = card.replace(
-        weights={"file": WEIGHTS_FILE, "sha256": _sha256(data), "dtype": dtype_name},
-        napari_qpi_version=__version__,
-        created=_now(),
-    )
+    state, data, weights = encode_weights(model, card.name, card.weights.get("dtype", "float16"))
+    build_model(card, state)
+    saved = card.replace(weights=weights, napari_qpi_version=__version__, created=_now())
     return _install(saved, data, overwrite)
 
 
@@ -500,7 +398,7 @@ def export_model(name: str, path: str | os.PathLike[str], *, overwrite: bool = F
     from ..io._atomic import atomic_write
 
     card = get_card(name)
-    data = _read_weights(card, _root(card.source or "user").joinpath(card.name))
+    data = read_weights(card, _root(card.source or "user").joinpath(card.name))
     path = Path(path)
     if path.suffix.lower() == ".zip":
         with atomic_write(path, overwrite) as tmp, zipfile.ZipFile(tmp, "w") as archive:
@@ -517,7 +415,7 @@ def export_model(name: str, path: str | os.PathLike[str], *, overwrite: bool = F
     try:
         if path.is_dir() and existing is None:
             path.rmdir()
-        _write_folder(path, card, data, replace=existing)
+        write_model_folder(path, card, data, replace=existing)
     except OSError as exc:
         raise FileFormatError(f"Cannot export model {name!r} to {path}: {exc}") from None
     return path
@@ -596,12 +494,12 @@ def import_model(
     card.validate(require_sha256=True)
     if name is not None:
         card = card.replace(name=validate_name(name))
-    if _sha256(data) != card.sha256:
+    if sha256(data) != card.sha256:
         raise ModelError(
             f"The weights in {path} are corrupt or were changed after export (their sha256 does "
             "not match the model card). Export the model again."
         )
-    _build(card, _decode(data, card.name))
+    build_model(card, decode_weights(data, card.name))
     _install(card, data, overwrite)
     return get_card(card.name)
 

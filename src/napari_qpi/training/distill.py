@@ -54,7 +54,6 @@ trained, float32 radians, quantised if levelled).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -68,7 +67,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
-from ..models.card import CARD_FILE, WEIGHTS_FILE, ModelCard
+from ..io import write_mask_tiff
+from ..models.card import ModelCard
+from ..models.weights import load_model_folder, save_model_folder
 from ..nn.cdpnet import CDPNet, CDPNetConfig, complex_mse
 from ..physics.cdp import add_poisson_noise, coded_diffraction_patterns, random_objects
 from ..retrieval.cdp_solvers import global_phase_align, solve_cdp
@@ -540,50 +541,11 @@ def evaluate_solver(
     return {**cdp_metrics(np.stack(estimates), objects), "seconds_per_image": seconds}
 
 
-def write_mask_tiff(
-    path: str | Path, source: CDPNet | np.ndarray, *, overwrite: bool = True, **info: Any
-) -> Path:
-    """Write masks as a float32 (K, H, W) TIFF of phases in radians, as realised (atomically).
-
-    ``source`` is a :class:`~napari_qpi.nn.cdpnet.CDPNet` (its masks as trained: wrapped to
-    [-pi, pi) and quantised to its levels, if any) or an array of phases. The ImageJ-readable
-    description is JSON with the unit, the number of levels (``null``: free phases), the
-    oversampling the masks were trained for and any ``info`` (e.g. the model's name).
-    """
-    import tifffile
-
-    from ..io import atomic_write
-
-    path = Path(path)
-    if isinstance(source, CDPNet):
-        masks = source.masks.export()
-        info = {
-            "levels": source.config.mask_levels,
-            "oversampling": source.config.oversampling,
-            **info,
-        }
-    else:
-        masks = np.asarray(source, np.float32)
-        if masks.ndim == 2:
-            masks = masks[None]
-    description = {"napari_qpi": "cdp-masks", "unit": "rad", **info}
-    with atomic_write(path, overwrite) as tmp:
-        tifffile.imwrite(tmp, masks, description=json.dumps(description), metadata=None)
-    return path
-
-
-def read_mask_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Masks (float32 (K, H, W), radians) and the description of a :func:`write_mask_tiff` file."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        masks = tif.asarray().astype(np.float32)
-        text = tif.pages[0].description
-    try:
-        info = json.loads(text)
-    except ValueError:
-        info = {}
-    return (masks[None] if masks.ndim == 2 else masks), info
+def model_masks(model: CDPNet) -> tuple[np.ndarray, dict[str, Any]]:
+    """A CDP network's masks as trained (wrapped to [-pi, pi), quantised to its levels, if any),
+    (K, H, W) radians, and what :func:`~napari_qpi.io.write_mask_tiff` records with them."""
+    info = {"levels": model.config.mask_levels, "oversampling": model.config.oversampling}
+    return model.masks.export(), info
 
 
 def export_model_masks(
@@ -604,57 +566,39 @@ def export_model_masks(
             "model (see `napari-qpi models`)."
         )
     model, _ = load_model(name, device="cpu")
-    written = write_mask_tiff(path, model, overwrite=overwrite, model=name)
-    return written, model.masks.export()
+    masks, info = model_masks(model)
+    return write_mask_tiff(path, masks, overwrite=overwrite, **info, model=name), masks
 
 
 def save_cdp_model(model: CDPNet, folder: str | Path, card: ModelCard) -> Path:
     """Write a model folder: ``card.json``, fp16 ``model.safetensors`` and ``masks.tif``.
 
-    The format is the registry's (the card records the weights' sha256); the folder is replaced
-    if it exists. Returns the folder.
+    The format is the registry's (:func:`napari_qpi.models.weights.save_model_folder`: the card
+    records the weights' sha256); an existing folder is replaced atomically, once the new one is
+    complete. The masks are snapped to their levels and rounded to fp16 first, so that
+    ``masks.tif`` holds what loads. Returns the folder.
     """
-    import safetensors.torch
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     snap_masks(model)
     with torch.no_grad():  # the masks as stored (fp16), so that masks.tif is what loads
         model.masks.latent.copy_(model.masks.latent.half().float())
-    state = {
-        key: tensor.detach().cpu().to(torch.float16).contiguous()
-        for key, tensor in model.state_dict().items()
-    }
-    if not all(bool(torch.isfinite(t).all()) for t in state.values()):
-        raise ModelError(f"Cannot save {card.name!r}: its weights are not finite in float16.")
-    data = safetensors.torch.save(state, metadata={"format": "pt", "napari_qpi_model": card.name})
-    card = card.replace(
-        weights={
-            "file": WEIGHTS_FILE,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "dtype": "float16",
-        }
+    masks, info = model_masks(model)
+    folder, _ = save_model_folder(
+        folder,
+        model,
+        card,
+        overwrite=True,
+        extras=lambda tmp: write_mask_tiff(tmp / MASKS_FILE, masks, **info),
     )
-    (folder / WEIGHTS_FILE).write_bytes(data)
-    card.save(folder / CARD_FILE)
-    write_mask_tiff(folder / MASKS_FILE, model)
     return folder
 
 
 def load_cdp_model(folder: str | Path) -> tuple[CDPNet, ModelCard]:
     """Read a folder written by :func:`save_cdp_model` (sha256 checked, never unpickled)."""
-    import safetensors.torch
-
-    folder = Path(folder)
-    card = ModelCard.load(folder)
-    data = (folder / card.weights["file"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != card.sha256:
-        raise ModelError(f"The weights in {folder} do not match their card (sha256 differs).")
+    card = ModelCard.load(Path(folder))
     if card.network != "cdpnet":
         raise ModelError(f"{folder} holds a {card.network!r} network, not a CDP model.")
-    model = CDPNet(CDPNetConfig.from_dict(card.config))
-    model.load_state_dict(safetensors.torch.load(data))
-    return model.float().eval(), card
+    model, card = load_model_folder(folder)
+    return model, card
 
 
 def make_card(
@@ -805,8 +749,8 @@ __all__ = [
     "make_card",
     "mask_gram",
     "mask_gram_loss",
+    "model_masks",
     "object_batches",
-    "read_mask_tiff",
     "reconstruction_loss",
     "run_distillation",
     "save_cdp_model",
@@ -814,5 +758,4 @@ __all__ = [
     "teacher_initial_masks",
     "train_student",
     "train_teacher",
-    "write_mask_tiff",
 ]

@@ -65,6 +65,7 @@ from ..nn import count_parameters, pad_to_multiple
 from .data import pairs_from_arrays
 from .loop import FitResult, StopFlag, fit
 from .losses import Reduction, offset_free_difference, phase_loss
+from .metrics import psnr_from_mse
 
 #: Largest side (px) of a validation image scored at once; larger ones are centre-cropped.
 VALIDATION_WINDOW = 512
@@ -775,10 +776,7 @@ def _masked_psnr(difference: np.ndarray, target: np.ndarray, valid: np.ndarray) 
     """PSNR of an offset-free difference over the valid pixels (data range: the target's)."""
     values = target[valid]
     data_range = float(values.max() - values.min()) if values.size else 0.0
-    mse = float(np.mean(np.square(difference[valid], dtype=np.float64)))
-    if data_range <= 0:
-        return math.nan
-    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+    return psnr_from_mse(float(np.mean(np.square(difference[valid], dtype=np.float64))), data_range)
 
 
 def _validation_fn(plan: FinetunePlan) -> Callable[[nn.Module], dict[str, float]] | None:
@@ -1096,21 +1094,6 @@ def _write_description(checkpoint: Path, plan: FinetunePlan, batch_size: int) ->
     os.replace(partial, description)
 
 
-def _loss_curve(result: FitResult, points: int = 100) -> list[list[float]]:
-    """(step, mean training loss) over about ``points`` equal windows of the run."""
-    history = result.history
-    window = max(1, math.ceil(len(history) / points))
-    return [
-        [
-            history[min(i + window, len(history)) - 1]["step"],
-            round(
-                sum(r["loss"] for r in history[i : i + window]) / len(history[i : i + window]), 6
-            ),
-        ]
-        for i in range(0, len(history), window)
-    ]
-
-
 def _card(plan: FinetunePlan, result: FitResult, best: _BestWeights, batch_size: int) -> ModelCard:
     settings, base = plan.settings, plan.base
     loss_name = (
@@ -1144,7 +1127,7 @@ def _card(plan: FinetunePlan, result: FitResult, best: _BestWeights, batch_size:
         "seconds": round(result.seconds, 1),
         "threads": torch.get_num_threads(),
         "device": str(plan.device),
-        "loss_curve": _loss_curve(result),
+        "loss_curve": result.loss_curve(points=100, digits=6),
         "validation": [
             {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
             for row in result.validation[-100:]

@@ -99,6 +99,20 @@ class FitResult:
         rows = self.history[-last:]
         return sum(row["loss"] for row in rows) / len(rows) if rows else math.nan
 
+    def loss_curve(
+        self, key: str = "loss", points: int = 50, digits: int | None = None
+    ) -> list[list[float]]:
+        """(step, mean of ``history[key]``) over about ``points`` equal windows of the run, the
+        curve a model card records (rounded to ``digits`` if given)."""
+        history = self.history
+        window = max(1, math.ceil(len(history) / points))
+        curve = []
+        for i in range(0, len(history), window):
+            rows = history[i : i + window]
+            mean = sum(row[key] for row in rows) / len(rows)
+            curve.append([rows[-1]["step"], mean if digits is None else round(mean, digits)])
+        return curve
+
 
 def learning_rate_factor(
     progress: float, schedule: Schedule = "cosine", warmup: float = 0.0, floor: float = 0.0

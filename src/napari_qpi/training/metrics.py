@@ -16,6 +16,7 @@ Definitions, per image, then averaged over the images of a set:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -44,8 +45,19 @@ class PhaseSet(Protocol):
     labels: np.ndarray
 
 
+def psnr_from_mse(mse: float, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / mse)``: the one definition
+    every score of napari-qpi uses. ``inf`` for ``mse == 0``; ``nan`` for ``data_range <= 0``."""
+    if not data_range > 0:
+        return float("nan")
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * math.log10(data_range**2 / mse))
+
+
 def psnr(prediction: np.ndarray, truth: np.ndarray, data_range: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB, ``10 log10(data_range^2 / MSE)``.
+    """Peak signal-to-noise ratio in dB of ``prediction`` against ``truth``
+    (:func:`psnr_from_mse`).
 
     ``data_range`` defaults to ``truth.max() - truth.min()``. Returns ``inf`` for identical images
     and ``nan`` for a flat truth with no range given.
@@ -54,11 +66,7 @@ def psnr(prediction: np.ndarray, truth: np.ndarray, data_range: float | None = N
     mse = float(np.mean(np.square(np.asarray(prediction, np.float64) - truth)))
     if data_range is None:
         data_range = float(truth.max() - truth.min())
-    if data_range <= 0:
-        return float("nan")
-    if mse == 0:
-        return float("inf")
-    return float(10.0 * np.log10(data_range**2 / mse))
+    return psnr_from_mse(mse, data_range)
 
 
 def align_to_truth(

@@ -20,8 +20,6 @@ to a constant), see :mod:`.metrics`.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,7 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError, ModelError
-from ..models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, validate_name
+from ..models.card import ModelCard, validate_name
+from ..models.weights import save_model_folder as write_folder
 from ..nn import build_network, clamp_gates_, count_parameters, gate_table, prune, sparsity_loss
 from ..nn.sparsemask import PRUNE_THRESHOLD, gate_parameters
 from .data import NORMALISATION, held_out_set, split_config, synthetic_batches
@@ -307,28 +306,13 @@ def _run(
             "evaluate_s": round(time.perf_counter() - start, 2),
             "threads": torch.get_num_threads(),
         },
-        "loss_curve": _loss_curve(result),
-        "phase_loss_curve": _loss_curve(result, "phase") if sparsity_weight else None,
+        "loss_curve": result.loss_curve(),
+        "phase_loss_curve": result.loss_curve("phase") if sparsity_weight else None,
         "validation": result.validation,
         "validation_split": settings.data if settings.val_images > 0 else None,
         "metrics": metrics,
     }
     return result, record
-
-
-def _loss_curve(result: FitResult, key: str = "loss", points: int = 50) -> list[list[float]]:
-    """(step, mean of ``history[key]``) over about ``points`` equal windows of the run."""
-    history = result.history
-    if not history:
-        return []
-    window = max(1, math.ceil(len(history) / points))
-    return [
-        [
-            history[min(i + window, len(history)) - 1]["step"],
-            sum(row[key] for row in history[i : i + window]) / len(history[i : i + window]),
-        ]
-        for i in range(0, len(history), window)
-    ]
 
 
 def search(
@@ -529,9 +513,10 @@ def model_card(
 def save_model_folder(
     folder: str | Path, model: nn.Module, card: ModelCard, *, overwrite: bool = False
 ) -> Path:
-    """Write ``model.safetensors`` (fp16) and ``card.json`` into ``folder``.
+    """Write ``model.safetensors`` (fp16) and ``card.json`` into ``folder``, atomically.
 
-    The card's ``weights`` entry gets the file name, dtype and sha256 of the file written.
+    The card's ``weights`` entry gets the file name, dtype and sha256 of the file written
+    (:func:`napari_qpi.models.weights.save_model_folder`).
 
     Raises
     ------
@@ -539,26 +524,7 @@ def save_model_folder(
         The folder already holds a model (without ``overwrite``), or a weight is not finite in
         float16.
     """
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    if (folder / CARD_FILE).exists() and not overwrite:
-        raise ModelError(f"{folder} already holds a model; choose another --out or --overwrite")
-    state = {}
-    for key, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu()
-        if tensor.is_floating_point():
-            tensor = tensor.half()
-            if not bool(torch.isfinite(tensor).all()):
-                raise ModelError(f"cannot store {key} in float16: values out of range")
-        state[key] = tensor.contiguous()
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS_FILE
-    save_file(state, str(weights), metadata={"format": "pt", "napari_qpi_model": card.name})
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    card = card.replace(weights={"file": WEIGHTS_FILE, "sha256": digest, "dtype": "float16"})
-    card.save(folder / CARD_FILE)
-    return folder
+    return write_folder(folder, model, card, overwrite=overwrite)[0]
 
 
 __all__ = [

@@ -88,3 +88,16 @@ def ndi_erode(mask):
     from scipy import ndimage as ndi
 
     return ndi.binary_erosion(mask, iterations=3)
+
+
+def test_real_hl60_phases_give_one_cell_each_with_and_without_a_pixel_size():
+    """The peers' phase of each real hologram of the corpus holds one HL60 cell."""
+    from test_benchmarks import load_script
+
+    corpus = load_script("real_holograms")
+    for key, phase in corpus.load_references().items():
+        for pixel in (0.08475, None):
+            labels = _segment(phase, pixel_size_um=pixel)
+            assert labels.max() == 1, (key, pixel, labels.max())
+        table = measure_cells(phase, labels, pixel_size_um=0.08475, wavelength_nm=532.0)
+        assert 100 < table["dry_mass_pg"][0] < 300, key  # HL60: 120-260 pg here

@@ -337,7 +337,7 @@ def _add_measure_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="UM2",
         help="smallest cell area kept, um^2 (px^2 without a pixel size); default: learnt from "
-        "the image (0.3 of a disc of the typical cell radius)",
+        "the image (0.1 of a disc of the typical cell radius)",
     )
     parser.add_argument(
         "--threshold",

@@ -33,7 +33,7 @@
    are one irregular cell and merged. Slivers smaller than the minimum area are merged into the
    neighbour they share the longest border with. ``"phase"`` markers (peaks of the smoothed phase)
    follow nuclei but split a red blood cell, whose phase peaks on a ring.
-7. Objects smaller than ``min_area_um2`` (default: ``0.3 pi r^2``, learnt) or larger than
+7. Objects smaller than ``min_area_um2`` (default: ``0.1 pi r^2``, learnt) or larger than
    ``max_area_um2``, and with ``exclude_border`` objects touching the border of the field, are
    removed; labels are renumbered 1..N.
 
@@ -75,7 +75,7 @@ _MASK_SNR = 4.0
 _MAX_FOREGROUND_FRACTION = 0.9
 _OFFSET_HINT_RAD = 0.1
 _NECK_MERGE_RATIO = 0.94
-_MIN_AREA_OF_TYPICAL = 0.3
+_MIN_AREA_OF_TYPICAL = 0.1
 _MARKER_SPACING_OF_RADIUS = 0.5
 _AUTO_THRESHOLDS = ("auto", "otsu", "li", "triangle")
 
@@ -100,7 +100,7 @@ class SegmentationSettings:
         noise standard deviations. ``None`` uses the detection level on the smoothed phase instead
         (plain thresholding: smaller, smoother outlines).
     min_area_um2, max_area_um2
-        Objects outside this area range are removed. ``min_area_um2=None`` learns it: 0.3 pi r^2
+        Objects outside this area range are removed. ``min_area_um2=None`` learns it: 0.1 pi r^2
         with r the typical inscribed radius of the cells; ``max_area_um2=None``: no upper bound.
     split_touching
         Split touching cells with a marker-controlled watershed.

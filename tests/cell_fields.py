@@ -288,12 +288,16 @@ def make_timelapse(
     drift_px: tuple[float, float] = (2.5, -1.5),
     jitter_px: float = 1.0,
     division_frame: int = 4,
+    enter_frame: int | None = None,
+    leave_frame: int | None = None,
     noise_rad: float = 0.08,
     seed: int = 0,
 ) -> TimeLapse:
     """Round cells growing exponentially (rate 0.03-0.08 per frame), drifting ``drift_px`` per
     frame plus random motion of ``jitter_px``; cell 1 divides at ``division_frame`` into two
     daughters of half its mass (truth ids ``n_cells + 1`` and ``n_cells + 2``) that move apart.
+    With ``enter_frame`` cell ``n_cells - 1`` is there only from that frame on (it enters); with
+    ``leave_frame`` cell ``n_cells`` only before it (it leaves).
     """
     rng = np.random.default_rng(seed)
     wl_um = WAVELENGTH_NM / 1000.0
@@ -329,6 +333,12 @@ def make_timelapse(
         radii[daughter] = np.where(np.arange(n_frames) >= division_frame, r, np.nan)
     radii[mother] = np.where(np.arange(n_frames) < division_frame, radii[mother], np.nan)
     centres[mother][division_frame:] = np.nan
+    if enter_frame is not None:
+        radii[n_cells - 1][:enter_frame] = np.nan
+        centres[n_cells - 1][:enter_frame] = np.nan
+    if leave_frame is not None:
+        radii[n_cells][leave_frame:] = np.nan
+        centres[n_cells][leave_frame:] = np.nan
     y, x = np.indices(shape, dtype=np.float64)
     stack = np.zeros((n_frames, *shape))
     for t in range(n_frames):

@@ -75,6 +75,33 @@ def test_a_division_gives_two_daughters_that_record_their_parent(lapse):
     assert (tracks.table["parent_track_id"][rows] == mother_track).all()
 
 
+def test_the_field_drift_is_estimated_from_the_cells(lapse):
+    movie, table, _ = lapse
+    drift = track_cells(table).table.metadata["tracking"]["drift"]
+    for frame in range(movie.phase.shape[0]):
+        # truth: 2.5, -1.5 px per frame plus the cells' own random steps (1 px), whose median
+        # over ten cells is a fraction of a pixel
+        expected = np.array([2.5, -1.5]) * frame * movie.pixel_size_um
+        assert np.allclose(drift[str(frame)], expected, atol=2 * movie.pixel_size_um)  # 2 px
+
+
+def test_cells_entering_and_leaving_start_and_end_tracks_without_disturbing_others():
+    movie = make_timelapse(n_frames=8, n_cells=8, enter_frame=3, leave_frame=5, seed=4)
+    table, _ = measure_stack(
+        movie.phase, pixel_size_um=movie.pixel_size_um, wavelength_nm=movie.wavelength_nm
+    )
+    tracks = track_cells(table)
+    summary = tracks.summary
+    row = {int(t): k for k, t in enumerate(summary["track_id"])}
+    entering = {_track_of(tracks, movie, 7, t) for t in range(3, 8)}
+    leaving = {_track_of(tracks, movie, 8, t) for t in range(5)}
+    assert len(entering) == 1 and len(leaving) == 1 and None not in entering | leaving
+    assert summary["first_frame"][row[entering.pop()]] == 3
+    assert summary["last_frame"][row[leaving.pop()]] == 4
+    for cell in range(2, 7):  # the cells there all along (1 divides)
+        assert len({_track_of(tracks, movie, cell, t) for t in range(8)}) == 1, cell
+
+
 def test_user_labels_with_gaps_in_their_numbering_are_tracked_with_their_values(lapse):
     movie, _, labels = lapse
     gapped = np.where(labels > 0, labels * 7 + 100, 0)  # 107, 114, ...: gaps everywhere

@@ -30,3 +30,38 @@ def _discover_plugins() -> None:
     import npe2
 
     npe2.PluginManager.instance().discover()
+
+
+#: The tiny searched PRNet the tests register as a user model (seconds to run on a CPU).
+TINY_PRNET = {"width": 0.25, "decoder_channels": 8, "connectivity": {"D0": ["E0", "E2", "G"]}}
+
+
+@pytest.fixture
+def register_tiny_prnet():
+    """``register(name)`` saves an untrained tiny PRNet (seed 0) as the user model ``name`` and
+    returns the name; the models registered this way, and only they, are deleted afterwards."""
+    import torch
+
+    from napari_qpi.models import ModelCard, delete_user_model, save_user_model
+    from napari_qpi.nn import PRNet, PRNetConfig
+    from napari_qpi.training.data import NORMALISATION
+
+    names: list[str] = []
+
+    def register(name: str) -> str:
+        torch.manual_seed(0)
+        config = PRNetConfig(**TINY_PRNET)
+        card = ModelCard(
+            name=name,
+            family="searched",
+            modality="hologram",
+            architecture={"network": "prnet", "config": config.to_dict()},
+            normalisation=dict(NORMALISATION),
+        )
+        save_user_model(PRNet(config), card, overwrite=True)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        delete_user_model(name)

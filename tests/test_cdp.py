@@ -440,29 +440,40 @@ def test_a_free_teacher_hands_a_quantised_mask_to_a_levelled_student() -> None:
         DistillConfig(student_mask_levels=1).network_config("student")
 
 
-@pytest.mark.slow
-def test_distilled_student_beats_the_control(one_thread: None) -> None:
-    """The setting of the short experiments in docs/cdp.md (32 px, 100 photons per pixel)."""
+def test_the_kd_student_is_taught_by_the_teacher_and_the_control_is_not(one_thread: None) -> None:
+    """What distillation does, step by step. Whether it pays (student vs control, over seeds and
+    masks) is measured by benchmarks/cdp_kd_ablation.py, not asserted on one seed here."""
     config = DistillConfig(
-        size=32,
-        photons_per_pixel=100.0,
-        teacher_steps=600,
-        student_steps=600,
-        batch_size=8,
-        val_objects=32,
+        size=16,
+        teacher_channels=4,
+        student_channels=4,
+        depth=2,
+        feature_layers=("dec0",),
+        teacher_steps=8,
+        student_steps=6,
+        batch_size=2,
+        val_objects=2,
+        feature_weight=0.1,
+        mask_weight=1.0,
         seed=0,
     )
     teacher, _ = train_teacher(config)
+    k = config.student_mask
+    initial = teacher_initial_masks(config)[k].detach().numpy()
+    trained = teacher.masks.export()[k]
+
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(np.angle(np.exp(1j * (a - b)))).max())
+
+    assert distance(trained, initial) > 1e-3  # the teacher's training moved its mask k
+    config.mask_lr = 0.0  # the students' masks stay where they start
     student, kd = train_student(config, teacher)
     control, alone = train_student(config, None, steps=kd.step)
-    objects = held_out_objects(config)
-    teacher_scores = evaluate_model(teacher, objects)
-    kd_scores = evaluate_model(student, objects)
-    control_scores = evaluate_model(control, objects)
-    assert teacher_scores["psnr_db"] > kd_scores["psnr_db"] > control_scores["psnr_db"]
-    assert kd_scores["relative_error"] < control_scores["relative_error"]
-    kd_reconstruction = np.mean([row["reconstruction"] for row in kd.history[-50:]])
-    assert kd_reconstruction < alone.mean_loss(50)
+    assert distance(student.masks.export()[0], trained) < 1e-5  # the teacher's trained mask
+    assert distance(control.masks.export()[0], initial) < 1e-5  # the mask before its training
+    assert kd.step == alone.step == config.student_steps
+    assert all(row["feature"] > 0 and row["mask"] > 0 for row in kd.history)
+    assert not any("feature" in row or "mask" in row for row in alone.history)
 
 
 # --- shipped models, files and the command line -----------------------------------------------

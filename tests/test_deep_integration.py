@@ -5,34 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi.cli import main
 from napari_qpi.io import read_image
-from napari_qpi.models import ModelCard, delete_user_model, save_user_model
-from napari_qpi.nn import PRNet, PRNetConfig
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
-from napari_qpi.training.data import NORMALISATION
 
 MODEL = "tiny-test-prnet"
 
 
 @pytest.fixture
-def tiny_model():
-    torch.manual_seed(0)
-    config = PRNetConfig(width=0.25, decoder_channels=8, connectivity={"D0": ["E0", "E2", "G"]})
-    net = PRNet(config)
-    card = ModelCard(
-        name=MODEL,
-        family="searched",
-        modality="hologram",
-        architecture={"network": "prnet", "config": config.to_dict()},
-        normalisation=dict(NORMALISATION),
-    )
-    save_user_model(net, card, overwrite=True)
-    yield MODEL
-    delete_user_model(MODEL)
+def tiny_model(register_tiny_prnet):
+    return register_tiny_prnet(MODEL)
 
 
 def test_widget_offers_a_user_model_and_runs_it(make_napari_viewer, qtbot, tiny_model):

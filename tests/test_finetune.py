@@ -7,7 +7,7 @@ import importlib.util
 import os
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +30,8 @@ from napari_qpi.models import (
     load_model,
     save_user_model,
 )
-from napari_qpi.nn import PRNet, PRNetConfig
+from napari_qpi.nn import PRNet
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
-from napari_qpi.training.data import NORMALISATION
 from napari_qpi.training.finetune import (
     FinetuneSettings,
     check_new_name,
@@ -54,21 +53,15 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
+#: Every model this file's tests create is named with this prefix (and only those are deleted).
+MADE_HERE = "tiny-ft-"
+
+
 @pytest.fixture
-def base_model():
-    torch.manual_seed(0)
-    config = PRNetConfig(width=0.25, decoder_channels=8, connectivity={"D0": ["E0", "E2", "G"]})
-    card = ModelCard(
-        name=BASE,
-        family="searched",
-        modality="hologram",
-        architecture={"network": "prnet", "config": config.to_dict()},
-        normalisation=dict(NORMALISATION),
-    )
-    save_user_model(PRNet(config), card, overwrite=True)
-    yield BASE
+def base_model(register_tiny_prnet):
+    yield register_tiny_prnet(BASE)
     for card in list_models():
-        if card.source == "user":
+        if card.source == "user" and card.name.startswith(MADE_HERE) and card.name != BASE:
             delete_user_model(card.name)
 
 
@@ -131,8 +124,11 @@ def test_finetune_saves_a_user_model_that_exports_and_imports(base_model, tmp_pa
     assert data["validation_split"] == "images" and data["ignored_fraction"] == pytest.approx(0.125)
     assert card.training["settings"]["lr"] == pytest.approx(1e-3)
     scores = card.metrics["finetune_validation"]
-    assert np.isfinite(scores["psnr_db"]) and scores["n"] == 1
-    assert card.training["best_step"] in [row["step"] for row in card.training["validation"]]
+    assert scores["n"] == 1 and scores["step"] == card.training["best_step"]
+    rows = {row["step"]: row for row in card.training["validation"]}
+    best = rows[card.training["best_step"]]  # the weights kept are the lowest validation loss
+    assert best["val_loss"] == min(row["val_loss"] for row in rows.values())
+    assert scores["psnr_db"] == pytest.approx(best["psnr_db"], abs=1e-4) and scores["psnr_db"] > 0
 
     save_finetuned(model, card, checkpoint_path=checkpoint)
     assert not checkpoint.exists() and resumable(checkpoint) is None
@@ -405,21 +401,21 @@ def _viewer_with_data(make_napari_viewer, n: int = 2):
 
 
 class _Heartbeat:
-    """A 10 ms timer on the GUI thread; the longest gap between its ticks measures how long the
-    event loop was blocked."""
+    """A 10 ms timer on the GUI thread that samples ``probe()`` at every tick it gets. A tick that
+    sees work half done proves the event loop ran during that work (no wall-clock bound)."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe) -> None:
         from qtpy.QtCore import QTimer
 
-        self.ticks: list[float] = []
+        self.seen: list = []
         self.timer = QTimer()
         self.timer.setInterval(10)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(lambda: self.seen.append(probe()))
         self.timer.start()
 
-    def max_gap_ms(self) -> float:
+    def stop(self) -> list:
         self.timer.stop()
-        return 1e3 * float(np.max(np.diff(self.ticks)))
+        return self.seen
 
 
 def _widgets(viewer):
@@ -439,25 +435,21 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
     widget, retrieval = _widgets(viewer)
     widget.inputs.value = [viewer.layers[f"holo{i}"] for i in range(3)]
     assert warm_up_display().wait(60) and warm_up().wait(60)  # as while a user fills the form
-    heartbeat = _Heartbeat()
-    add_targets, added_at = widget._add_targets, []
+    retrieved_on: set[str] = set()
+    module = sys.modules[FinetuneWidget.__module__]
+    real_reconstruct = module.iter_reconstruct
 
-    def timed(*args):
-        added_at.append(time.perf_counter())
-        add_targets(*args)
-        added_at.append(time.perf_counter())
+    def recorded(*args, **kwargs):
+        retrieved_on.add(threading.current_thread().name)
+        yield from real_reconstruct(*args, **kwargs)
 
-    widget._add_targets = timed
-    with qtbot.waitSignal(widget.fill_targets().finished, timeout=30_000):
-        pass  # the classical targets are made in a worker
-    heartbeat.timer.stop()
-    ticks = np.array([t for t in heartbeat.ticks if t <= added_at[0]] + [added_at[0]])
-    fill_gap = 1e3 * float(np.max(np.diff(ticks)))
-    print(
-        f"event loop while filling targets: longest gap {fill_gap:.0f} ms; adding the 3 layers "
-        f"{1e3 * (added_at[1] - added_at[0]):.0f} ms"
-    )
-    assert fill_gap < 200, "the GUI froze while filling targets"
+    module.iter_reconstruct = recorded
+    try:
+        with qtbot.waitSignal(widget.fill_targets().finished, timeout=30_000):
+            pass  # the classical targets are made in a worker
+    finally:
+        module.iter_reconstruct = real_reconstruct
+    assert retrieved_on and threading.main_thread().name not in retrieved_on
     targets = list(widget.targets.value)
     assert [t.name for t in targets] == ["holo0 target", "holo1 target", "holo2 target"]
     assert list(widget.targets.value) == targets and "holo0 → holo0 target" in widget.pairs.value
@@ -469,16 +461,14 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
     assert "tiny-ft-gui" not in retrieval.method.choices
 
     assert warm_up().wait(60)
-    heartbeat = _Heartbeat()
+    heartbeat = _Heartbeat(lambda: len(widget.plot.train))
     worker = widget.controls.start()
     assert worker is not None
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
-    gap = heartbeat.max_gap_ms()
-    steps = len(widget.plot.train)
-    print(f"event loop: longest gap {gap:.0f} ms over {steps} training steps")
-    assert gap < 200, "the GUI froze while training"
-    assert steps == 20 and widget.plot.validation
+    seen = heartbeat.stop()
+    assert any(0 < steps < 20 for steps in seen), "the GUI froze while training"
+    assert len(widget.plot.train) == 20 and widget.plot.validation
     assert widget.controls.status.value.startswith("saved model 'tiny-ft-gui' (finished")
     assert "tiny-ft-gui" in retrieval.method.choices
     assert get_card("tiny-ft-gui").training["data"]["ignored_fraction"] == pytest.approx(1 / 16)
@@ -496,37 +486,42 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
     assert phase.data.shape == (64, 64) and phase.metadata["qpi_method"]["name"] == "tiny-ft-gui"
 
 
-def test_widget_stop_saves_within_seconds_and_train_resumes(make_napari_viewer, qtbot, base_model):
+def test_widget_stop_saves_the_stopped_run_and_train_resumes_it(
+    make_napari_viewer, qtbot, base_model
+):
     viewer, phases = _viewer_with_data(make_napari_viewer)
     widget, _ = _widgets(viewer)
     for i in range(2):
         viewer.add_image(phases[i], name=f"phase{i}")
     widget.inputs.value = [viewer.layers["holo0"], viewer.layers["holo1"]]
     widget.targets.value = [viewer.layers["phase0"], viewer.layers["phase1"]]
-    widget.epochs.value = 30
+    total = 5000  # one step an epoch: a run that cannot end before Stop is pressed
+    widget.epochs.value = total
     widget.val_fraction.value = 0.5
     widget.model_name.value = "tiny-ft-stop"
     worker = widget.controls.start()
-    qtbot.waitUntil(lambda: widget.controls.progress.value >= 3, timeout=30_000)
-    stopped_at = time.perf_counter()
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    qtbot.waitUntil(lambda: widget.controls.progress.value >= 3, timeout=60_000)
+    clicked_at = widget.controls.progress.value
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
         widget.controls.cancel_button.changed.emit(True)
-    seconds = time.perf_counter() - stopped_at
-    print(f"Stop to saved model: {seconds:.2f} s")
-    assert seconds < 2.0
     card = get_card("tiny-ft-stop")
-    assert card.training["status"] == "stopped"
+    assert card.training["status"] == "stopped" and card.training["total_steps"] == total
     step = card.training["steps"]
-    assert 3 <= step < 30 and "resume" in widget.controls.status.value
+    assert clicked_at <= step < total and "resume" in widget.controls.status.value
+    assert widget.plot.train[-1][0] == step  # the saved run is the one the plot showed
 
     worker = widget.controls.start()
     assert worker is not None
-    qtbot.waitUntil(lambda: widget.controls.progress.max == 30, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.controls.progress.max == total, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: bool(widget.plot.train) and widget.plot.train[-1][0] > step, timeout=60_000
+    )
     with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
-    assert widget.plot.train[0][0] == step + 1
+        widget.controls.cancel_button.changed.emit(True)
+    resumed = [row[0] for row in widget.plot.train]
+    assert resumed[0] == step + 1 and resumed == list(range(step + 1, resumed[-1] + 1))
     card = get_card("tiny-ft-stop")
-    assert card.training["status"] == "finished" and card.training["steps"] == 30
+    assert card.training["status"] == "stopped" and card.training["steps"] == resumed[-1]
 
 
 def test_widget_offers_cdp_models_and_trains_self_supervised(make_napari_viewer, qtbot, base_model):

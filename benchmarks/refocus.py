@@ -5,14 +5,15 @@
 
 Simulated holograms (``napari_qpi.physics``): round cells (HL-60-like, 10-14 um, 2-8 rad peak
 phase), 532 nm in a medium of index 1.335, recorded ``z`` um out of focus
-(:func:`napari_qpi.physics.defocus.simulate_defocused_hologram`: the cells' field propagated by
-``-z`` before the hologram is formed), carrier period 4 px at 30 degrees, tilt and defocus
+(:func:`napari_qpi.physics.defocus.simulate_defocused_hologram`: the cells' field, in an empty
+medium twice the field's size, propagated by ``-z`` before the hologram is formed; whole cells at
+least 1/16 of the field from its borders), carrier period 4 px at 30 degrees, tilt and defocus
 aberrations, fringe visibility 0.5 (reference beam stronger), 10,000 e- full well, 12 bit; a
 background hologram of the same optics. Pixel sizes 0.1-0.5 um, defocus 10-100 um.
 
 * ours: :func:`~napari_qpi.retrieval.refocus.hologram_autofocus` (Tamura coefficient of the
   amplitude, coarse-to-fine, default range +- the field width), then ``retrieve_offaxis`` with
-  ``refocus_um``;
+  ``refocus_um`` (mirror-padded propagation);
 * peer: PyHoloscope 1.1 (``off_axis_find_mod`` / ``off_axis_find_crop_radius`` /
   ``off_axis_demod`` on hologram and background, their ratio, ``find_focus`` (bounded Brent,
   ``max_iter=30``) over the same range with its Brenner score, and with the standard deviation of
@@ -33,14 +34,15 @@ called in turn (same load), medians; and a whole autofocus from the hologram arr
 Reading the tables: PyHoloscope's built-in scores (Brenner here) reward sharp amplitude, the
 criterion for amplitude objects (in-line holograms of absorbing particles); a phase object is
 flattest in focus, so they go to a plane far from it. With a minimum-variance score its search
-lands near focus. The refocused phase is only as good as the z: a few um off leaves the rims of
-thick cells blurred. Out of focus the object's own intensity term ``|O|^2`` spreads over the
-spectrum and part of it falls inside the sideband filter, which refocusing cannot take out: the
-largest defocus in units of the field costs the most. At 0.5 um pixels our z comes out 1.5-1.7 um
-long: the sideband filter cuts the rims of cells steeper than its band, and the flattest amplitude
-of the band-limited field lies off the true plane (measured on the 50 um case without noise: the
-search on the cells' own field, not band-limited, is within 0.01 um; on the demodulated field
-+1.2 um, whatever the fringe visibility).
+usually lands near focus, but a bounded Brent search over the whole range can stop in a side
+minimum. The refocused phase is only as good as the z: a few um off leaves the rims of thick cells
+blurred. Out of focus the object's own intensity term ``|O|^2`` spreads over the spectrum and part
+of it falls inside the sideband filter, which refocusing cannot take out: the largest defocus in
+units of the field costs the most. At 0.5 um pixels our z comes out about 1.5 um long: the sideband
+filter cuts the rims of cells steeper than its band, and the flattest amplitude of the band-limited
+field lies off the true plane (measured on the 50 um case without noise: the search on the cells'
+own field, not band-limited, is within 0.01 um; on the demodulated field +1.2 um, whatever the
+fringe visibility).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def simulate(size: int, pixel_um: float, z_um: float, seed: int):
         n_cells=(cells, cells + 3),
         kinds=("round",),
         peak_phase_rad=(2.0, 8.0),
+        margin_px=size / 16,
         seed=seed,
     )
     hologram = simulate_defocused_hologram(phantom, z_um, optics, seed=seed + 1)

@@ -23,7 +23,9 @@ SYSTEM = OffAxisSystem(
 @pytest.fixture
 def widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    phantom = random_cells(SHAPE, pixel_size_um=0.2, n_cells=(3, 5), kinds=("round",), seed=4)
+    phantom = random_cells(
+        SHAPE, pixel_size_um=0.2, n_cells=(3, 5), kinds=("round",), margin_px=24.0, seed=4
+    )
     metadata = {"qpi": SYSTEM.acquisition().to_dict()}
     viewer.add_image(
         simulate_background(SHAPE, SYSTEM, seed=9),

@@ -41,6 +41,7 @@ def _cells(seed: int):
         n_cells=(3, 5),
         kinds=("round",),
         peak_phase_rad=(2.0, 8.0),
+        margin_px=24.0,  # whole cells: light that leaves the field is lost to any refocus
         seed=seed,
     )
 

@@ -206,7 +206,7 @@ def hologram_autofocus(
 
 
 def propagate_like(hfield: HologramField, z_um: float, sign: int = 1) -> np.ndarray:
-    """``hfield.field`` propagated by ``z_um`` with its optics."""
+    """``hfield.field`` propagated by ``z_um`` with its optics (mirror-padded)."""
     return propagate(
         hfield.field,
         z_um,
@@ -214,6 +214,7 @@ def propagate_like(hfield: HologramField, z_um: float, sign: int = 1) -> np.ndar
         pixel_size_um=hfield.pixel_size_um,
         medium_index=hfield.medium_index,
         sign=sign,
+        pad=True,
     )
 
 
@@ -250,6 +251,7 @@ class FieldRefocus:
             pixel_size_um=pixel_um,
             medium_index=self.medium_index,
             sign=sign,
+            pad=True,
         )
 
     def native(self, obj_n: np.ndarray, ref_n: np.ndarray | None) -> tuple[np.ndarray, None]:

@@ -1,0 +1,251 @@
+"""Checking a fine-tuning run before it starts: the base model, the data, the step plan
+(:func:`plan_finetune`)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import InputError, ModelError
+from ...models.card import ModelCard
+from ...models.registry import (
+    load_model,
+    select_device,
+)
+from .data import (
+    TIMED_VALIDATION_STEPS,
+    VALIDATIONS_PER_RUN,
+    Arrays,
+    BaseSpec,
+    FinetunePlan,
+    FinetuneSettings,
+    OptionalArrays,
+    _fingerprint,
+    collect_pairs,
+    split_pairs,
+)
+
+# Models ----------------------------------------------------------------------------------------
+
+
+def _load_base(base: BaseSpec, device: str | torch.device | None) -> tuple[nn.Module, ModelCard]:
+    """A private, trainable copy of the base model and its card."""
+    if isinstance(base, str):
+        return load_model(base, device=device, cached=False)
+    if (
+        not isinstance(base, tuple)
+        or len(base) != 2
+        or not isinstance(base[0], nn.Module)
+        or not isinstance(base[1], ModelCard)
+    ):
+        raise InputError(
+            "the base model must be a registered model's name or a (torch.nn.Module, ModelCard) "
+            f"pair, got {type(base).__name__}"
+        )
+    module = copy.deepcopy(base[0]).float()
+    return module.to(select_device(device)), base[1]
+
+
+def _stride(model: nn.Module, card: ModelCard) -> int:
+    return int(getattr(model, "stride", None) or card.architecture.get("stride") or 1)
+
+
+def _oversampling(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "oversampling", None)
+
+
+def _check_masks(model: nn.Module, card: ModelCard, masks: np.ndarray) -> None:
+    own = getattr(model, "masks", None)
+    if own is None or not hasattr(own, "export"):
+        return
+    expected = np.asarray(own.export(), dtype=np.float32)
+    masks = masks[None] if masks.ndim == 2 else masks
+    if expected.shape != masks.shape or not np.allclose(
+        np.angle(np.exp(1j * (expected - masks))), 0, atol=1e-2
+    ):
+        raise ModelError(
+            f"these patterns were recorded through other masks than model {card.name!r} has: a "
+            "CDP network only works with its own masks; choose the model made for these optics"
+        )
+
+
+def _freeze_masks(model: nn.Module) -> int:
+    """Freeze a CDP model's phase masks (hardware); returns the number of frozen tensors."""
+    masks = getattr(model, "masks", None)
+    if not isinstance(masks, nn.Module):
+        return 0
+    frozen = 0
+    for parameter in masks.parameters():
+        parameter.requires_grad_(False)
+        frozen += 1
+    return frozen
+
+
+def plan_finetune(
+    base: BaseSpec,
+    measurements: Arrays,
+    targets: OptionalArrays = None,
+    ignore: OptionalArrays = None,
+    *,
+    settings: FinetuneSettings,
+    modality: str | None = None,
+    names: Sequence[str] | None = None,
+    target_names: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    command: str = "",
+    masks: np.ndarray | None = None,
+) -> FinetunePlan:
+    """Load the base model and check, pair and split the data (see :func:`collect_pairs`).
+
+    Parameters
+    ----------
+    base
+        A registered model's name, or a ``(module, card)`` pair (the module is copied).
+    measurements, targets, ignore
+        See :func:`collect_pairs`; ``targets`` may be ``None`` only with
+        ``settings.self_supervised`` on a CDP model.
+    settings
+        :class:`FinetuneSettings`.
+    modality
+        What the measurements are (``"hologram"`` or ``"cdp"``, e.g. from their acquisition
+        metadata); a base model of another modality is refused.
+    names, target_names
+        For messages and the model card.
+    device
+        Where to train (``None``: the best available, see
+        :func:`~napari_qpi.models.select_device`).
+    command
+        How the run was started, recorded in the card.
+    masks
+        CDP models: the phase masks (K, H, W) the measurements were recorded through, if known;
+        they must be the model's own (a network works only with the optics it was made for).
+
+    Raises
+    ------
+    ModelError
+        Unknown base model, or one of another modality.
+    InputError
+        Data that do not fit (see :func:`collect_pairs`), missing targets, images smaller than
+        the network's stride.
+    """
+    model, card = _load_base(base, device)
+    kinds = {"hologram": "off-axis holograms", "cdp": "coded diffraction patterns"}
+    if modality is not None and modality not in kinds:
+        raise InputError(f"unknown modality {modality!r}; the inputs must be holograms or CDPs")
+    if modality is not None and modality != card.modality:
+        raise ModelError(
+            f"the base model {card.name!r} reconstructs {kinds[card.modality]}, but the inputs "
+            f"are {kinds[modality]}: choose a {modality} model as the base"
+        )
+    if settings.self_supervised and card.modality != "cdp":
+        raise InputError(
+            "self-supervised fine-tuning needs a CDP model (it checks the estimate against the "
+            "measured patterns through the model's masks); for holograms give target phases, "
+            "e.g. from the classical method"
+        )
+    if targets is None and not settings.self_supervised:
+        raise InputError(
+            "choose target phase layers (one per input; the 'fill' button makes them with the "
+            "classical method), or, for a CDP model, tick self-supervised"
+        )
+    if settings.self_supervised:
+        targets = None
+    oversampling = _oversampling(model) if card.modality == "cdp" else None
+    if masks is not None and card.modality == "cdp":
+        _check_masks(model, card, np.asarray(masks, dtype=np.float32))
+    if card.modality == "hologram" and card.normalisation.get("method") != "mean_std":
+        raise ModelError(
+            f"model {card.name!r} normalises its input with "
+            f"{card.normalisation.get('method')!r}; fine-tuning supports hologram models that "
+            "normalise by mean and standard deviation (all models trained by napari-qpi do)"
+        )
+    pairs = collect_pairs(
+        card,
+        measurements,
+        targets,
+        ignore,
+        names=names,
+        target_names=target_names,
+        oversampling=oversampling,
+    )
+    train, validation, how = split_pairs(
+        pairs, settings.val_fraction, settings.seed, can_split_rows=card.modality == "hologram"
+    )
+    stride = _stride(model, card)
+    if card.modality == "hologram":
+        smallest = min(min(p.measurement.shape) for p in train)
+        crop = min(settings.crop, smallest) // stride * stride
+        if crop < max(stride, 16):
+            raise InputError(
+                f"the training images are too small: the smallest side is {smallest} px, model "
+                f"{card.name!r} needs at least {max(stride, 16)} px (a multiple of its stride "
+                f"{stride})"
+            )
+        pixels = sum(p.ignore.size for p in train)
+        steps_per_epoch = max(1, math.ceil(pixels / (crop * crop * settings.batch_size)))
+    else:
+        crop = int(train[0].ignore.shape[0])
+        steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
+        _freeze_masks(model)
+    total = settings.epochs * steps_per_epoch
+    val_every = settings.val_every or (
+        TIMED_VALIDATION_STEPS
+        if settings.minutes is not None
+        else max(steps_per_epoch, total // VALIDATIONS_PER_RUN)
+    )
+    every = [p.target for p in pairs if p.target is not None]
+    valid = [p.target[~p.ignore] for p in pairs if p.target is not None]
+    summary = {
+        "pairs": len(pairs),
+        "train": len(train),
+        "validation": len(validation),
+        "validation_split": how,
+        "sources": [p.source for p in pairs][:50],
+        "validation_sources": [p.source for p in validation][:50],
+        "measurement_shapes": sorted({str(tuple(p.measurement.shape)) for p in pairs})[:10],
+        "ignored_fraction": round(
+            float(sum(p.ignore.sum() for p in pairs) / sum(p.ignore.size for p in pairs)), 4
+        ),
+        "target_range_rad": (
+            [
+                round(float(min(v.min() for v in valid if v.size)), 3),
+                round(float(max(v.max() for v in valid if v.size)), 3),
+            ]
+            if every
+            else None
+        ),
+        "self_supervised": settings.self_supervised,
+        "crop": crop,
+        "steps_per_epoch": steps_per_epoch,
+    }
+    identity = {
+        "base": card.name,
+        "base_sha256": card.sha256,
+        "settings": {k: v for k, v in settings.to_dict().items() if k != "batch_size"},
+        "data": _fingerprint(pairs),
+    }
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    summary["fingerprint"] = fingerprint
+    return FinetunePlan(
+        model=model,
+        base=card,
+        settings=settings,
+        train=train,
+        validation=validation,
+        crop=crop,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        val_every=val_every,
+        device=next(model.parameters()).device,
+        summary=summary,
+        fingerprint=fingerprint,
+        command=command,
+    )

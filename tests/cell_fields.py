@@ -181,14 +181,15 @@ def make_field(
     noise_rad: float = 0.08,
     offset_rad: float = -0.35,
     background_rad: float = 0.15,
+    noise_corr_px: float = 0.7,
     seed: int = 0,
 ) -> CellField:
     """A field of ``n_cells`` cells of one ``kind`` (``"rbc"``, ``"round"``, ``"adherent"``).
 
     ``overlapping_pairs`` of the cells come in overlapping pairs (centre distance 0.6-0.85 of the
     summed radii) and ``touching_pairs`` more touch (0.93-1.0). Cells stay 4 pixels away from
-    the border. Noise is spatially correlated
-    (0.7 px) with standard deviation ``noise_rad``; the background is ``offset_rad`` plus a smooth
+    the border. Noise is spatially correlated over ``noise_corr_px`` (0: white) with standard
+    deviation ``noise_rad``; the background is ``offset_rad`` plus a smooth
     variation of about ``background_rad`` peak to peak.
     """
     rng = np.random.default_rng(seed)
@@ -218,7 +219,7 @@ def make_field(
     labels = np.where(clean > 0, np.argmax(own, axis=0) + 1, 0).astype(np.int32)
     masses = np.array([mass_pg(float(o.sum()), px, WAVELENGTH_NM) for o in own])
     background = residual_background(shape, rng, offset_rad, background_rad)
-    phase = clean + background + correlated_noise(shape, rng, noise_rad)
+    phase = clean + background + correlated_noise(shape, rng, noise_rad, noise_corr_px)
     return CellField(
         phase=phase.astype(np.float32),
         labels=labels,

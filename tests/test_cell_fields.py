@@ -79,6 +79,8 @@ def test_ring_shaped_cells_are_filled_not_split():
     found = _segment(phase, pixel_size_um=field.pixel_size_um)
     match = match_labels(field.labels, found)
     assert len(match.pairs) == 10 and found.max() == 10
+    # without a pixel size too (the old um constants read as pixels cut rings into pie slices)
+    np.testing.assert_array_equal(_segment(phase), found)
     for truth, label in match.pairs:
         inner = (field.labels == truth) & ndi_erode(field.labels == truth)
         assert (found[inner] == label).all(), "the dimple is part of the cell"

@@ -11,8 +11,9 @@ with ``A = |U|`` the amplitude the classical demodulation measures, ``BL`` the s
 demodulation used (centred on the carrier), ``s = +-1`` the sign of the sideband (a hologram
 cannot tell it; the better one is taken) and ``b`` a polynomial of degree
 :data:`BACKGROUND_ORDER` (tilt, defocus, astigmatism, coma and a constant: the aberrations a
-compensated phase leaves out, fitted to ``arg(U conj(P))``). Two numbers say how well ``p``
-explains the measurement, over the whole field:
+compensated phase leaves out, fitted to ``arg(U conj(P))`` over the pixels ``p`` claims are
+background, :func:`claimed_background`). These numbers say how well ``p`` explains the
+measurement, over the whole field:
 
 ``residual``
     Normalised residual energy in the sideband, ``sum |U - P|^2 / sum |U|^2`` (Parseval: the same

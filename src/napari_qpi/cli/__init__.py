@@ -551,7 +551,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export_mask(args: argparse.Namespace) -> int:
-    from ..training.distill import export_model_masks
+    from ..training.cdp_models import export_model_masks
 
     path, masks = export_model_masks(args.name, args.path, overwrite=args.overwrite)
     print(

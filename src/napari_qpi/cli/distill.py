@@ -18,16 +18,13 @@ import numpy as np
 
 from ..models.card import CARD_FILE, ModelCard
 from ..nn.cdpnet import CDPNet
+from ..training.cdp_models import evaluate_model, load_cdp_model, make_card, save_cdp_model
 from ..training.distill import (
     DistillConfig,
     DistillReport,
-    evaluate_model,
     held_out_objects,
-    load_cdp_model,
     load_teacher,
-    make_card,
     run_distillation,
-    save_cdp_model,
 )
 from ..training.loop import FitResult
 from ._record import Flags, command_line, set_threads
@@ -50,6 +47,14 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         default=10.0,
         help="wall-time budget of all training, minutes (default: %(default)s)",
     )
+    _add_object_flags(flags, d)
+    _add_training_flags(flags, d)
+    _add_run_flags(flags)
+    return parser
+
+
+def _add_object_flags(flags: Flags, d: DistillConfig) -> None:
+    """Objects, oversampling, masks and noise."""
     flags.add("--size", type=int, default=d.size, help="object side, pixels")
     flags.add("--oversampling", type=int, default=d.oversampling)
     flags.add(
@@ -79,6 +84,10 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     flags.add(
         "--read-noise", type=float, default=d.read_noise_photons, help="camera read noise, photons"
     )
+
+
+def _add_training_flags(flags: Flags, d: DistillConfig) -> None:
+    """Networks, steps, learning rates and the distillation loss."""
     flags.add("--teacher-channels", type=int, default=d.teacher_channels)
     flags.add("--student-channels", type=int, default=d.student_channels)
     flags.add("--depth", type=int, default=d.depth)
@@ -125,6 +134,10 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="start the student from the teacher's mask K (the control from the same mask "
         "before the teacher's training); -1: the student's own random mask",
     )
+
+
+def _add_run_flags(flags: Flags) -> None:
+    """Baselines, names, registration, resuming and threads."""
     flags.add(
         "--classical-iterations",
         type=int,
@@ -160,7 +173,6 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="torch CPU threads (default: torch's choice; on a machine shared with other jobs "
         "give 1)",
     )
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:

@@ -283,18 +283,7 @@ def fit(
     result = FitResult(step=0, total=steps)
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint is not None and resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        if int(state["total"]) != steps:
-            raise QPIError(
-                f"the checkpoint {checkpoint} belongs to a run of {state['total']} steps, not "
-                f"{steps}: repeat that run's settings to resume it, or start afresh without "
-                "resuming"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        result.step, result.seconds = int(state["step"]), float(state["seconds"])
-        result.history, result.validation = list(state["history"]), list(state["validation"])
+        _resume(checkpoint, model, optimizer, result)
     else:
         torch.manual_seed(seed)
 
@@ -318,29 +307,11 @@ def fit(
         progress = (result.step + 1) / steps
         if time_budget_s is not None:
             progress = max(progress, elapsed / time_budget_s)
-        factor = learning_rate_factor(progress, schedule, warmup, min_lr_factor)
-        for group in optimizer.param_groups:
-            constant = group.get("schedule") == "constant"
-            group["lr"] = group["initial_lr"] * (1.0 if constant else factor)
-        try:
-            batch = next(batches)
-        except StopIteration:
-            raise InputError(
-                f"the training data ran out after {result.step} of {steps} steps"
-            ) from None
-
-        optimizer.zero_grad(set_to_none=True)
-        loss, parts = _split_loss(loss_fn(model, batch))
-        loss_value = loss.detach().item()
-        if not math.isfinite(loss_value):
-            raise QPIError(
-                f"the training loss became {loss_value} at step {result.step + 1}; lower the "
-                "learning rate or check the data"
-            )
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        _set_learning_rate(
+            optimizer, learning_rate_factor(progress, schedule, warmup, min_lr_factor)
+        )
+        batch = _next_batch(batches, result.step, steps)
+        loss_value, parts = _step(model, loss_fn, batch, optimizer, grad_clip, result.step + 1)
         if after_step is not None:
             after_step(model)
 
@@ -356,14 +327,79 @@ def fit(
         if checkpoint is not None and checkpoint_every > 0 and result.step % checkpoint_every == 0:
             _checkpoint(checkpoint, model, optimizer, result, callbacks)
 
-    validated = bool(result.validation) and result.validation[-1]["step"] == result.step
-    if val_fn is not None and result.status != "stopped" and not validated:
+    if val_fn is not None and result.status != "stopped" and not _validated_last(result):
         _validate(model, val_fn, result, callbacks)
     if checkpoint is not None:
         _checkpoint(checkpoint, model, optimizer, result, callbacks)
     model.eval()
     _dispatch(callbacks, "on_end", result)
     return result
+
+
+def _set_learning_rate(optimizer: Any, factor: float) -> None:
+    """Every group's rate: its initial rate times ``factor`` (groups marked ``"schedule":
+    "constant"`` keep their initial rate)."""
+    for group in optimizer.param_groups:
+        constant = group.get("schedule") == "constant"
+        group["lr"] = group["initial_lr"] * (1.0 if constant else factor)
+
+
+def _next_batch(batches: Iterator[Any], done: int, steps: int) -> Any:
+    try:
+        return next(batches)
+    except StopIteration:
+        raise InputError(f"the training data ran out after {done} of {steps} steps") from None
+
+
+def _validated_last(result: FitResult) -> bool:
+    """Whether the last step trained has been validated."""
+    return bool(result.validation) and result.validation[-1]["step"] == result.step
+
+
+def _resume(checkpoint: Path, model: nn.Module, optimizer: Any, result: FitResult) -> None:
+    """Load model, optimiser, RNG state and progress of a run from its checkpoint."""
+    state = load_checkpoint(checkpoint)
+    if int(state["total"]) != result.total:
+        raise QPIError(
+            f"the checkpoint {checkpoint} belongs to a run of {state['total']} steps, not "
+            f"{result.total}: repeat that run's settings to resume it, or start afresh without "
+            "resuming"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    result.step, result.seconds = int(state["step"]), float(state["seconds"])
+    result.history, result.validation = list(state["history"]), list(state["validation"])
+
+
+def _step(
+    model: nn.Module,
+    loss_fn: Callable[..., Any],
+    batch: Any,
+    optimizer: Any,
+    grad_clip: float | None,
+    step: int,
+) -> tuple[float, dict[str, float]]:
+    """One optimiser step; the loss and its named parts.
+
+    Raises
+    ------
+    QPIError
+        The loss is not finite (diverged).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss, parts = _split_loss(loss_fn(model, batch))
+    loss_value = loss.detach().item()
+    if not math.isfinite(loss_value):
+        raise QPIError(
+            f"the training loss became {loss_value} at step {step}; lower the "
+            "learning rate or check the data"
+        )
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss_value, parts
 
 
 def _validate(

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .data import (
     FinetunePlan,
     FinetuneSettings,
     OptionalArrays,
+    Pair,
     _fingerprint,
     collect_pairs,
     split_pairs,
@@ -137,36 +139,12 @@ def plan_finetune(
         the network's stride.
     """
     model, card = _load_base(base, device)
-    kinds = {"hologram": "off-axis holograms", "cdp": "coded diffraction patterns"}
-    if modality is not None and modality not in kinds:
-        raise InputError(f"unknown modality {modality!r}; the inputs must be holograms or CDPs")
-    if modality is not None and modality != card.modality:
-        raise ModelError(
-            f"the base model {card.name!r} reconstructs {kinds[card.modality]}, but the inputs "
-            f"are {kinds[modality]}: choose a {modality} model as the base"
-        )
-    if settings.self_supervised and card.modality != "cdp":
-        raise InputError(
-            "self-supervised fine-tuning needs a CDP model (it checks the estimate against the "
-            "measured patterns through the model's masks); for holograms give target phases, "
-            "e.g. from the classical method"
-        )
-    if targets is None and not settings.self_supervised:
-        raise InputError(
-            "choose target phase layers (one per input; the 'fill' button makes them with the "
-            "classical method), or, for a CDP model, tick self-supervised"
-        )
+    _check_request(card, settings, modality, targets)
     if settings.self_supervised:
         targets = None
     oversampling = _oversampling(model) if card.modality == "cdp" else None
     if masks is not None and card.modality == "cdp":
         _check_masks(model, card, np.asarray(masks, dtype=np.float32))
-    if card.modality == "hologram" and card.normalisation.get("method") != "mean_std":
-        raise ModelError(
-            f"model {card.name!r} normalises its input with "
-            f"{card.normalisation.get('method')!r}; fine-tuning supports hologram models that "
-            "normalise by mean and standard deviation (all models trained by napari-qpi do)"
-        )
     pairs = collect_pairs(
         card,
         measurements,
@@ -179,53 +157,15 @@ def plan_finetune(
     train, validation, how = split_pairs(
         pairs, settings.val_fraction, settings.seed, can_split_rows=card.modality == "hologram"
     )
-    stride = _stride(model, card)
-    if card.modality == "hologram":
-        smallest = min(min(p.measurement.shape) for p in train)
-        crop = min(settings.crop, smallest) // stride * stride
-        if crop < max(stride, 16):
-            raise InputError(
-                f"the training images are too small: the smallest side is {smallest} px, model "
-                f"{card.name!r} needs at least {max(stride, 16)} px (a multiple of its stride "
-                f"{stride})"
-            )
-        pixels = sum(p.ignore.size for p in train)
-        steps_per_epoch = max(1, math.ceil(pixels / (crop * crop * settings.batch_size)))
-    else:
-        crop = int(train[0].ignore.shape[0])
-        steps_per_epoch = max(1, math.ceil(len(train) / settings.batch_size))
-        _freeze_masks(model)
+    crop, steps_per_epoch = _crop_and_steps(model, card, settings, train)
     total = settings.epochs * steps_per_epoch
     val_every = settings.val_every or (
         TIMED_VALIDATION_STEPS
         if settings.minutes is not None
         else max(steps_per_epoch, total // VALIDATIONS_PER_RUN)
     )
-    every = [p.target for p in pairs if p.target is not None]
-    valid = [p.target[~p.ignore] for p in pairs if p.target is not None]
-    summary = {
-        "pairs": len(pairs),
-        "train": len(train),
-        "validation": len(validation),
-        "validation_split": how,
-        "sources": [p.source for p in pairs][:50],
-        "validation_sources": [p.source for p in validation][:50],
-        "measurement_shapes": sorted({str(tuple(p.measurement.shape)) for p in pairs})[:10],
-        "ignored_fraction": round(
-            float(sum(p.ignore.sum() for p in pairs) / sum(p.ignore.size for p in pairs)), 4
-        ),
-        "target_range_rad": (
-            [
-                round(float(min(v.min() for v in valid if v.size)), 3),
-                round(float(max(v.max() for v in valid if v.size)), 3),
-            ]
-            if every
-            else None
-        ),
-        "self_supervised": settings.self_supervised,
-        "crop": crop,
-        "steps_per_epoch": steps_per_epoch,
-    }
+    summary = _summary(pairs, train, validation, how, settings)
+    summary |= {"crop": crop, "steps_per_epoch": steps_per_epoch}
     identity = {
         "base": card.name,
         "base_sha256": card.sha256,
@@ -249,3 +189,89 @@ def plan_finetune(
         fingerprint=fingerprint,
         command=command,
     )
+
+
+def _check_request(
+    card: ModelCard, settings: FinetuneSettings, modality: str | None, targets: OptionalArrays
+) -> None:
+    """Refuse a base model of another modality, a self-supervised hologram run, a run without
+    targets, and hologram models with another input normalisation."""
+    kinds = {"hologram": "off-axis holograms", "cdp": "coded diffraction patterns"}
+    if modality is not None and modality not in kinds:
+        raise InputError(f"unknown modality {modality!r}; the inputs must be holograms or CDPs")
+    if modality is not None and modality != card.modality:
+        raise ModelError(
+            f"the base model {card.name!r} reconstructs {kinds[card.modality]}, but the inputs "
+            f"are {kinds[modality]}: choose a {modality} model as the base"
+        )
+    if settings.self_supervised and card.modality != "cdp":
+        raise InputError(
+            "self-supervised fine-tuning needs a CDP model (it checks the estimate against the "
+            "measured patterns through the model's masks); for holograms give target phases, "
+            "e.g. from the classical method"
+        )
+    if targets is None and not settings.self_supervised:
+        raise InputError(
+            "choose target phase layers (one per input; the 'fill' button makes them with the "
+            "classical method), or, for a CDP model, tick self-supervised"
+        )
+    if card.modality == "hologram" and card.normalisation.get("method") != "mean_std":
+        raise ModelError(
+            f"model {card.name!r} normalises its input with "
+            f"{card.normalisation.get('method')!r}; fine-tuning supports hologram models that "
+            "normalise by mean and standard deviation (all models trained by napari-qpi do)"
+        )
+
+
+def _crop_and_steps(
+    model: nn.Module, card: ModelCard, settings: FinetuneSettings, train: Sequence[Pair]
+) -> tuple[int, int]:
+    """Crop side (px) and steps per epoch: holograms in random crops covering the training pixels
+    once an epoch; CDP measurements whole (their masks frozen)."""
+    stride = _stride(model, card)
+    if card.modality == "hologram":
+        smallest = min(min(p.measurement.shape) for p in train)
+        crop = min(settings.crop, smallest) // stride * stride
+        if crop < max(stride, 16):
+            raise InputError(
+                f"the training images are too small: the smallest side is {smallest} px, model "
+                f"{card.name!r} needs at least {max(stride, 16)} px (a multiple of its stride "
+                f"{stride})"
+            )
+        pixels = sum(p.ignore.size for p in train)
+        return crop, max(1, math.ceil(pixels / (crop * crop * settings.batch_size)))
+    _freeze_masks(model)
+    return int(train[0].ignore.shape[0]), max(1, math.ceil(len(train) / settings.batch_size))
+
+
+def _summary(
+    pairs: Sequence[Pair],
+    train: Sequence[Pair],
+    validation: Sequence[Pair],
+    how: str,
+    settings: FinetuneSettings,
+) -> dict[str, Any]:
+    """What the card records about the data."""
+    every = [p.target for p in pairs if p.target is not None]
+    valid = [p.target[~p.ignore] for p in pairs if p.target is not None]
+    return {
+        "pairs": len(pairs),
+        "train": len(train),
+        "validation": len(validation),
+        "validation_split": how,
+        "sources": [p.source for p in pairs][:50],
+        "validation_sources": [p.source for p in validation][:50],
+        "measurement_shapes": sorted({str(tuple(p.measurement.shape)) for p in pairs})[:10],
+        "ignored_fraction": round(
+            float(sum(p.ignore.sum() for p in pairs) / sum(p.ignore.size for p in pairs)), 4
+        ),
+        "target_range_rad": (
+            [
+                round(float(min(v.min() for v in valid if v.size)), 3),
+                round(float(max(v.max() for v in valid if v.size)), 3),
+            ]
+            if every
+            else None
+        ),
+        "self_supervised": settings.self_supervised,
+    }

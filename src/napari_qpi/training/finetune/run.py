@@ -167,19 +167,7 @@ def run_finetune(
     callbacks = list(callbacks)
     settings = plan.settings
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
-    batch_size = settings.batch_size
-    if checkpoint is not None:
-        previous = resumable(checkpoint)
-        if resume and previous is not None:
-            if previous.get("fingerprint") != plan.fingerprint:
-                raise QPIError(
-                    f"the checkpoint {checkpoint} belongs to another fine-tuning run (other base "
-                    "model, settings or data): repeat that run's settings to resume it, or untick "
-                    "resume to start afresh"
-                )
-            batch_size = int(previous.get("batch_size", batch_size))
-        elif not resume or previous is None:
-            clear_work_files(checkpoint)
+    batch_size = _resumed_batch_size(checkpoint, plan, resume)
     best = _BestWeights(plan.model, None if checkpoint is None else _work_files(checkpoint)[2])
     if resume:
         best.load()
@@ -227,23 +215,58 @@ def run_finetune(
             plan.model.load_state_dict(initial)
             best = _BestWeights(plan.model, best.path)
             resume = False
-    if (
-        val_fn is not None
-        and result.step > 0
-        and (not result.validation or result.validation[-1]["step"] != result.step)
-    ):
-        metrics = _validate_now(plan.model, val_fn)
-        result.validation.append({"step": result.step, **metrics})
-        best.consider(result.step, metrics)
-        for callback in callbacks:
-            method = getattr(callback, "on_validation", None)
-            if method is not None:
-                method(result.step, metrics)
+    _validate_last_step(plan, val_fn, result, best, callbacks)
     best.save()
     if best.state is not None:
         plan.model.load_state_dict(best.state)
     plan.model.eval()
     return plan.model, _card(plan, result, best, batch_size)
+
+
+def _resumed_batch_size(checkpoint: Path | None, plan: FinetunePlan, resume: bool) -> int:
+    """The batch size to train with: a resumed run's own (it may have fallen back to a smaller
+    one); without resuming, the old work files are removed.
+
+    Raises
+    ------
+    QPIError
+        The checkpoint belongs to another run (base model, settings or data).
+    """
+    batch_size = plan.settings.batch_size
+    if checkpoint is None:
+        return batch_size
+    previous = resumable(checkpoint)
+    if resume and previous is not None:
+        if previous.get("fingerprint") != plan.fingerprint:
+            raise QPIError(
+                f"the checkpoint {checkpoint} belongs to another fine-tuning run (other base "
+                "model, settings or data): repeat that run's settings to resume it, or untick "
+                "resume to start afresh"
+            )
+        return int(previous.get("batch_size", batch_size))
+    clear_work_files(checkpoint)
+    return batch_size
+
+
+def _validate_last_step(
+    plan: FinetunePlan,
+    val_fn: Callable[[nn.Module], dict[str, float]] | None,
+    result: FitResult,
+    best: _BestWeights,
+    callbacks: Sequence[Any],
+) -> None:
+    """Score the last step if the loop did not (a run stopped or out of time between
+    validations), so the best weights are chosen among all the steps trained."""
+    done = result.validation and result.validation[-1]["step"] == result.step
+    if val_fn is None or result.step == 0 or done:
+        return
+    metrics = _validate_now(plan.model, val_fn)
+    result.validation.append({"step": result.step, **metrics})
+    best.consider(result.step, metrics)
+    for callback in callbacks:
+        method = getattr(callback, "on_validation", None)
+        if method is not None:
+            method(result.step, metrics)
 
 
 def _validate_now(

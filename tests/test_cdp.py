@@ -117,6 +117,29 @@ def test_adjoint_and_normal_operator(rng: np.random.Generator) -> None:
     torch.testing.assert_close(cdp_adjoint_torch(ax, masks), 3 * x)
 
 
+def test_the_numpy_and_torch_operators_are_one_operator(rng: np.random.Generator) -> None:
+    """physics.cdp.CDPOperator (the solvers') and the torch far field / adjoint (the network's
+    and the losses') give the same A x and A^H z, and the patterns are |A x|^2 shifted."""
+    from napari_qpi.physics.cdp import CDPOperator
+
+    x = complex_object(rng, (8, 12)).astype(np.complex64)
+    z = (rng.standard_normal((3, 16, 24)) + 1j * rng.standard_normal((3, 16, 24))).astype(
+        np.complex64
+    )
+    phases = random_phase_masks(3, (8, 12), seed=3)
+    op = CDPOperator(phases, 2)
+    masks = torch.from_numpy(phases)
+    far = cdp_farfield_torch(torch.from_numpy(x), masks, 2).numpy()
+    np.testing.assert_allclose(op.forward(x), far, atol=1e-5)
+    np.testing.assert_allclose(
+        op.adjoint(z), cdp_adjoint_torch(torch.from_numpy(z), masks).numpy(), atol=1e-4
+    )
+    patterns = coded_diffraction_patterns(x, phases, oversampling=2)
+    np.testing.assert_allclose(
+        np.fft.fftshift(np.abs(op.forward(x)) ** 2, axes=(-2, -1)), patterns, atol=1e-5
+    )
+
+
 def test_quantised_masks_and_straight_through_gradient() -> None:
     phases = torch.linspace(-6.0, 6.0, 101, requires_grad=True)
     quantised = quantise_phase_ste(phases, 4)

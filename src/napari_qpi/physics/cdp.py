@@ -15,7 +15,9 @@ estimate of :mod:`napari_qpi.nn.cdpnet` rely on this.
 
 The module has two halves with the same conventions:
 
-- numpy: :func:`coded_diffraction_patterns`, random and quantised masks, shot and read noise;
+- numpy: :class:`CDPOperator` (``A`` and ``A^H``, used by the classical solvers of
+  :mod:`napari_qpi.retrieval.cdp_solvers`), :func:`coded_diffraction_patterns`, random and
+  quantised masks, shot and read noise;
 - torch (differentiable, batched, used for training): :func:`cdp_forward_torch`, the far field and
   adjoint operators, a straight-through mask quantiser and noise whose gradient passes through.
   torch is imported when one of these is first called, so the numpy half stays light.
@@ -33,6 +35,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.fft
 
 from ..errors import InputError
 
@@ -126,6 +129,52 @@ def coded_diffraction_patterns(
     coded = np.exp(1j * masks) * obj[None]
     field = np.fft.fft2(coded, s=(oversampling * h, oversampling * w), norm="ortho")
     return np.fft.fftshift(np.abs(field) ** 2, axes=(-2, -1)).astype(np.float32)
+
+
+class CDPOperator:
+    """``A x = (F pad(M_k x))_k`` and its adjoint, vectorised over the K masks, complex64.
+
+    ``mask_phases`` (K, H, W) or (H, W) in radians; far fields are (K, sH, sW), zero frequency at
+    ``[0, 0]`` (not shifted).
+    """
+
+    def __init__(self, mask_phases: np.ndarray, oversampling: int) -> None:
+        phases = np.asarray(mask_phases, np.float64)
+        if phases.ndim == 2:
+            phases = phases[None]
+        if phases.ndim != 3 or phases.size == 0:
+            raise InputError(f"Mask phases must have shape (K, H, W), got {phases.shape}.")
+        if int(oversampling) != oversampling or oversampling < 1:
+            raise InputError(f"Oversampling must be an integer >= 1, got {oversampling}.")
+        self.masks = np.exp(1j * phases).astype(np.complex64)
+        self.n_masks, self.height, self.width = phases.shape
+        self.oversampling = int(oversampling)
+        self.padded_shape = (self.oversampling * self.height, self.oversampling * self.width)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Object shape (H, W)."""
+        return self.height, self.width
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Far fields (K, sH, sW) of the object x (H, W)."""
+        return scipy.fft.fft2(self.masks * x, s=self.padded_shape, norm="ortho")
+
+    def pad(self, x: np.ndarray) -> np.ndarray:
+        """Coded fields ``pad(M_k x)``, (K, sH, sW), in the object plane."""
+        out = np.zeros((self.n_masks, *self.padded_shape), np.complex64)
+        out[:, : self.height, : self.width] = self.masks * x
+        return out
+
+    def unpad(self, g: np.ndarray) -> np.ndarray:
+        """Least-squares object from coded fields: ``(1/K) sum_k conj(M_k) crop(g_k)``."""
+        window = g[:, : self.height, : self.width]
+        return (np.conj(self.masks) * window).mean(axis=0)
+
+    def adjoint(self, z: np.ndarray) -> np.ndarray:
+        """``A^H z = sum_k conj(M_k) crop(F^H z_k)``, (H, W)."""
+        back = scipy.fft.ifft2(z, norm="ortho")[:, : self.height, : self.width]
+        return (np.conj(self.masks) * back).sum(axis=0)
 
 
 def add_poisson_noise(

@@ -53,7 +53,7 @@ import numpy as np
 import scipy.fft
 
 from ..errors import InputError
-from ..physics.cdp import remove_global_phase
+from ..physics.cdp import CDPOperator, remove_global_phase
 
 Method = Literal["wf", "gs", "hio"]
 METHODS: tuple[str, ...] = ("wf", "gs", "hio")
@@ -62,52 +62,6 @@ METHODS: tuple[str, ...] = ("wf", "gs", "hio")
 #: amplitude misfit ``|| |Az| - sqrt(y) || / || sqrt(y) ||`` of the current estimate is passed.
 #: Returning True stops the solver, which returns the current estimate.
 SolverCallback = Callable[[int, int, float], "bool | None"]
-
-
-class CDPOperator:
-    """``A x = (F pad(M_k x))_k`` and its adjoint, vectorised over the K masks, complex64.
-
-    ``mask_phases`` (K, H, W) or (H, W) in radians; far fields are (K, sH, sW), zero frequency at
-    ``[0, 0]`` (not shifted).
-    """
-
-    def __init__(self, mask_phases: np.ndarray, oversampling: int) -> None:
-        phases = np.asarray(mask_phases, np.float64)
-        if phases.ndim == 2:
-            phases = phases[None]
-        if phases.ndim != 3 or phases.size == 0:
-            raise InputError(f"Mask phases must have shape (K, H, W), got {phases.shape}.")
-        if int(oversampling) != oversampling or oversampling < 1:
-            raise InputError(f"Oversampling must be an integer >= 1, got {oversampling}.")
-        self.masks = np.exp(1j * phases).astype(np.complex64)
-        self.n_masks, self.height, self.width = phases.shape
-        self.oversampling = int(oversampling)
-        self.padded_shape = (self.oversampling * self.height, self.oversampling * self.width)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Object shape (H, W)."""
-        return self.height, self.width
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Far fields (K, sH, sW) of the object x (H, W)."""
-        return scipy.fft.fft2(self.masks * x, s=self.padded_shape, norm="ortho")
-
-    def pad(self, x: np.ndarray) -> np.ndarray:
-        """Coded fields ``pad(M_k x)``, (K, sH, sW), in the object plane."""
-        out = np.zeros((self.n_masks, *self.padded_shape), np.complex64)
-        out[:, : self.height, : self.width] = self.masks * x
-        return out
-
-    def unpad(self, g: np.ndarray) -> np.ndarray:
-        """Least-squares object from coded fields: ``(1/K) sum_k conj(M_k) crop(g_k)``."""
-        window = g[:, : self.height, : self.width]
-        return (np.conj(self.masks) * window).mean(axis=0)
-
-    def adjoint(self, z: np.ndarray) -> np.ndarray:
-        """``A^H z = sum_k conj(M_k) crop(F^H z_k)``, (H, W)."""
-        back = scipy.fft.ifft2(z, norm="ortho")[:, : self.height, : self.width]
-        return (np.conj(self.masks) * back).sum(axis=0)
 
 
 def _measured(patterns: np.ndarray, op: CDPOperator) -> np.ndarray:

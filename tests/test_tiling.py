@@ -29,10 +29,10 @@ def test_a_field_cut_into_tiles_gives_the_whole_fields_phase(field, name) -> Non
 
 def test_tiles_without_the_fields_context_disagree(field, monkeypatch) -> None:
     """The check above can fail: a PRNet tile that sees only itself makes blocks."""
-    from napari_qpi.retrieval import deep
+    from napari_qpi.retrieval import tiling
 
     whole = retrieve_deep(field, model="prnet-searched").phase
-    monkeypatch.setattr(deep._FieldContext, "__init__", _no_context)
+    monkeypatch.setattr(tiling.FieldContext, "__init__", _no_context)
     alone = retrieve_deep(field, model="prnet-searched", tile=256, overlap=128)
     assert "field_context" not in alone.info
     assert np.abs(alone.phase - whole).max() > 0.05

@@ -5,6 +5,8 @@ Pure numpy/scipy on 2-D arrays in pixels; :mod:`.segment` turns them into a segm
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -230,3 +232,69 @@ def ring_backgrounds(
         elif hi > lo:
             backgrounds[k] = float(np.median(image[ys[lo:hi], xs[lo:hi]]))
     return backgrounds, region, counts
+
+
+def outline(
+    flat: np.ndarray, seeds: np.ndarray, valid: np.ndarray, edge_rad: float | None
+) -> np.ndarray:
+    """The connected regions of ``flat > edge_rad`` that hold a seed (hysteresis)."""
+    if edge_rad is None:
+        return seeds
+    region = (flat > edge_rad) & valid
+    region_labels, _ = ndi.label(region, structure=np.ones((3, 3)))
+    keep = np.zeros(int(region_labels.max()) + 1, dtype=bool)
+    keep[np.unique(region_labels[seeds & region])] = True
+    keep[0] = False
+    return keep[region_labels]
+
+
+def typical_radius(mask: np.ndarray) -> float:
+    """Typical inscribed radius (px) of the objects of ``mask``: the area-weighted median.
+
+    Each object's inscribed radius is the peak of the distance transform (a cluster of touching
+    cells has about one cell's). Weighting by area makes many small specks (noise, edge
+    artefacts of the retrieval) count for little next to one large cell.
+    """
+    components, n = ndi.label(mask)
+    if n == 0:
+        return math.nan
+    dist = ndi.distance_transform_edt(mask)
+    index = np.arange(1, n + 1)
+    peaks = np.asarray(ndi.maximum(dist, components, index), dtype=np.float64)
+    areas = np.bincount(components.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    order = np.argsort(peaks)
+    cumulative = np.cumsum(areas[order])
+    return float(peaks[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def filter_objects(
+    labels: np.ndarray,
+    valid: np.ndarray,
+    min_px: float,
+    max_px: float | None,
+    exclude_border: bool,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Remove objects that are too small or large, touch the border or an undefined region."""
+    n = int(labels.max())
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    reasons = {
+        "small": sizes < min_px,
+        "large": sizes > max_px if max_px is not None else np.zeros(n + 1, bool),
+        "border": np.zeros(n + 1, bool),
+        "nan": np.zeros(n + 1, bool),
+    }
+    if exclude_border:
+        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        reasons["border"][np.unique(edge)] = True
+    if not valid.all():
+        reasons["nan"][np.unique(labels[ndi.binary_dilation(~valid)])] = True
+    drop = np.zeros(n + 1, bool)
+    removed = {}
+    for name, flags in reasons.items():
+        flags[0] = False
+        removed[name] = int((flags & ~drop).sum())
+        drop |= flags
+    lut = np.zeros(n + 1, dtype=np.int32)
+    kept = np.flatnonzero(~drop[1:]) + 1
+    lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    return lut[labels], removed

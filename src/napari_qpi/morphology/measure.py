@@ -87,6 +87,105 @@ def _check_labels(labels: Any, shape: tuple[int, ...]) -> np.ndarray:
     return lab
 
 
+def _integrate(
+    image: np.ndarray, lab: np.ndarray, ids: np.ndarray, local_background: bool, margin_px: int
+) -> dict[str, np.ndarray]:
+    """Phase sums of each cell above its local background (rad, rad px).
+
+    ``phase_sum`` over the grown region, ``mean`` / ``max`` over the label, ``background`` (the
+    local level), ``counts`` (label pixels), ``ring_px`` and ``region`` (the grown labels).
+    """
+    valid = np.isfinite(image)
+    if local_background and ids.size:
+        cell_bg, region, ring_px = ring_backgrounds(image, lab, ids, margin_px)
+    else:
+        cell_bg, region, ring_px = np.zeros(ids.size), lab, np.zeros(ids.size, dtype=np.int64)
+    lut = np.zeros(int(lab.max()) + 1 if lab.size else 1)
+    lut[ids] = cell_bg
+    corrected = np.where(valid, image - lut[region], 0.0)
+    inside = np.where(lab > 0, corrected, 0.0)
+    counts = np.bincount(lab.ravel())[ids].astype(np.float64) if ids.size else np.zeros(0)
+    label_sum = np.asarray(ndi.sum_labels(inside, lab, ids), dtype=np.float64).reshape(-1)
+    return {
+        "phase_sum": np.asarray(ndi.sum_labels(corrected, region, ids), np.float64).reshape(-1),
+        "mean": label_sum / np.maximum(counts, 1),
+        "max": np.asarray(ndi.maximum(inside, lab, ids), np.float64).reshape(-1)
+        if ids.size
+        else np.zeros(0),
+        "background": cell_bg.astype(np.float64),
+        "counts": counts,
+        "ring_px": ring_px,
+        "region": region,
+    }
+
+
+def _field_background(image: np.ndarray, region: np.ndarray) -> float | None:
+    outside = image[(region == 0) & np.isfinite(image)]
+    return float(np.median(outside)) if outside.size else None
+
+
+def _background_notes(
+    background: float | None,
+    mean_phase: np.ndarray,
+    ring_px: np.ndarray,
+    local_background: bool,
+    margin_px: int,
+) -> list[str]:
+    """What the table's notes say about the background (and a warning when it biases mass)."""
+    if not mean_phase.size:
+        return []
+    if local_background:
+        enclosed = int((ring_px < 12).sum())
+        level = background if background is not None else float("nan")
+        return [
+            f"Dry mass is integrated against each cell's local background (a plane fitted to a "
+            f"ring around it, {margin_px} px beyond the outline); the field's background sits at "
+            f"{level:.3g} rad."
+            + (f" {enclosed} cell(s) inside clusters had too small a ring." if enclosed else "")
+        ]
+    if background is None:
+        return []
+    typical = float(np.median(mean_phase))
+    bias = abs(background / typical) if typical else math.inf
+    if bias <= _BACKGROUND_BIAS_WARNING:
+        return []
+    message = (
+        f"The background phase is {background:.3g} rad, not 0: integrated phase, optical "
+        f"volume and dry mass include this offset over each cell's area (about "
+        f"{100 * bias:.0f}% of a typical cell's). Correct the background before measuring, "
+        "or measure with local_background=True."
+    )
+    warnings.warn(message, MorphologyWarning, stacklevel=4)
+    return [message]
+
+
+def _check_constants(wavelength_nm: Any, alpha_um3_per_pg: Any) -> None:
+    if wavelength_nm is not None and not (
+        is_real_number(wavelength_nm) and math.isfinite(wavelength_nm) and wavelength_nm > 0
+    ):
+        raise InputError(f"wavelength_nm must be a positive number in nm, got {wavelength_nm!r}.")
+    if not (math.isfinite(alpha_um3_per_pg) and alpha_um3_per_pg > 0):
+        raise InputError(
+            f"alpha_um3_per_pg must be a positive number (e.g. 0.18 um^3/pg), got "
+            f"{alpha_um3_per_pg!r}."
+        )
+
+
+def _undefined_cells_note(bad_cells: np.ndarray) -> list[str]:
+    """A note (and a warning) for labelled cells with NaN/inf phase: measured as NaN."""
+    if not bad_cells.size:
+        return []
+    shown = ", ".join(str(int(v)) for v in bad_cells[:10])
+    message = (
+        f"Phase is NaN or infinite inside {bad_cells.size} labelled cell(s) ({shown}"
+        f"{', ...' if bad_cells.size > 10 else ''}): their phase and dry mass are left empty "
+        "(NaN); the other cells are measured. Fix the phase there (unwrap or fill it) to "
+        "measure them."
+    )
+    warnings.warn(message, MorphologyWarning, stacklevel=4)
+    return [message]
+
+
 def measure_cells(
     phase: Any,
     labels: Any,
@@ -153,28 +252,9 @@ def measure_cells(
     image = _as_phase_image(phase)
     lab = _check_labels(labels, image.shape)
     px = _check_pixel_size(pixel_size_um)
-    if wavelength_nm is not None and not (
-        is_real_number(wavelength_nm) and math.isfinite(wavelength_nm) and wavelength_nm > 0
-    ):
-        raise InputError(f"wavelength_nm must be a positive number in nm, got {wavelength_nm!r}.")
-    if not (math.isfinite(alpha_um3_per_pg) and alpha_um3_per_pg > 0):
-        raise InputError(
-            f"alpha_um3_per_pg must be a positive number (e.g. 0.18 um^3/pg), got "
-            f"{alpha_um3_per_pg!r}."
-        )
+    _check_constants(wavelength_nm, alpha_um3_per_pg)
     bad_cells = np.unique(lab[~np.isfinite(image) & (lab > 0)])
-    notes: list[str] = []
-    if bad_cells.size:
-        shown = ", ".join(str(int(v)) for v in bad_cells[:10])
-        message = (
-            f"Phase is NaN or infinite inside {bad_cells.size} labelled cell(s) ({shown}"
-            f"{', ...' if bad_cells.size > 10 else ''}): their phase and dry mass are left empty "
-            "(NaN); the other cells are measured. Fix the phase there (unwrap or fill it) to "
-            "measure them."
-        )
-        notes.append(message)
-        warnings.warn(message, MorphologyWarning, stacklevel=2)
-
+    notes = _undefined_cells_note(bad_cells)
     physical = px is not None
     spacing = (px, px) if physical else (1.0, 1.0)
     pixel_area = spacing[0] * spacing[1]
@@ -200,26 +280,11 @@ def measure_cells(
         columns[name] = np.asarray(props[key], dtype=np.float64)
         units[name] = unit
 
-    valid = np.isfinite(image)
-    if local_background and ids.size:
-        cell_bg, region, ring_px = ring_backgrounds(image, lab, ids, margin_px)
-    else:
-        cell_bg, region, ring_px = np.zeros(ids.size), lab, np.zeros(ids.size, dtype=np.int64)
-    lut = np.zeros(int(lab.max()) + 1 if lab.size else 1)
-    lut[ids] = cell_bg
-    corrected = np.where(valid, image - lut[region], 0.0)
-    phase_sum = np.asarray(ndi.sum_labels(corrected, region, ids), dtype=np.float64).reshape(-1)
-    inside = np.where(lab > 0, corrected, 0.0)
-    phase_max = (
-        np.asarray(ndi.maximum(inside, lab, ids), dtype=np.float64).reshape(-1)
-        if ids.size
-        else np.zeros(0)
-    )
-    counts = np.bincount(lab.ravel())[ids].astype(np.float64) if ids.size else np.zeros(0)
-    label_sum = np.asarray(ndi.sum_labels(inside, lab, ids), dtype=np.float64).reshape(-1)
-    columns["mean_phase_rad"] = label_sum / np.maximum(counts, 1)
-    columns["max_phase_rad"] = phase_max
-    columns["background_phase_rad"] = cell_bg.astype(np.float64)
+    sums = _integrate(image, lab, ids, local_background, margin_px)
+    phase_sum, counts = sums["phase_sum"], sums["counts"]
+    columns["mean_phase_rad"] = sums["mean"]
+    columns["max_phase_rad"] = sums["max"]
+    columns["background_phase_rad"] = sums["background"]
     units["mean_phase_rad"] = units["max_phase_rad"] = units["background_phase_rad"] = "rad"
     integrated_name = "integrated_phase_rad_um2" if physical else "integrated_phase_rad_px2"
     columns[integrated_name] = phase_sum * pixel_area
@@ -245,29 +310,10 @@ def measure_cells(
     ):
         columns[name][undefined] = np.nan
 
-    outside = image[(region == 0) & valid]
-    background = float(np.median(outside)) if outside.size else None
-    if local_background and ids.size:
-        enclosed = int((ring_px < 12).sum())
-        notes.append(
-            f"Dry mass is integrated against each cell's local background (a plane fitted to a "
-            f"ring around it, {margin_px} px beyond the outline); the field's background sits at "
-            f"{background if background is not None else float('nan'):.3g} rad."
-            + (f" {enclosed} cell(s) inside clusters had too small a ring." if enclosed else "")
-        )
-    elif background is not None and ids.size:
-        typical = float(np.median(columns["mean_phase_rad"]))
-        bias = abs(background / typical) if typical else math.inf
-        if bias > _BACKGROUND_BIAS_WARNING:
-            message = (
-                f"The background phase is {background:.3g} rad, not 0: integrated phase, optical "
-                f"volume and dry mass include this offset over each cell's area (about "
-                f"{100 * bias:.0f}% of a typical cell's). Correct the background before measuring, "
-                "or measure with local_background=True."
-            )
-            notes.append(message)
-            warnings.warn(message, MorphologyWarning, stacklevel=2)
-
+    background = _field_background(image, sums["region"])
+    notes += _background_notes(
+        background, columns["mean_phase_rad"], sums["ring_px"], local_background, margin_px
+    )
     if isinstance(method, Mapping):
         method_record: dict[str, Any] | str = dict(method)
     else:

@@ -60,11 +60,14 @@ from ..errors import InputError
 from ._common import MorphologyWarning, _as_phase_image, _check_pixel_size
 from ._regions import (
     fill_small_holes,
+    filter_objects,
     half_sample_mode,
     lower_sigma,
     merge_small_regions,
     merge_wide_necks,
+    outline,
     smooth_background,
+    typical_radius,
     watershed_markers,
 )
 
@@ -245,39 +248,6 @@ def _background(
     return background
 
 
-def _outline(
-    flat: np.ndarray, seeds: np.ndarray, valid: np.ndarray, edge_rad: float | None
-) -> np.ndarray:
-    """The connected regions of ``flat > edge_rad`` that hold a seed (hysteresis)."""
-    if edge_rad is None:
-        return seeds
-    region = (flat > edge_rad) & valid
-    region_labels, _ = ndi.label(region, structure=np.ones((3, 3)))
-    keep = np.zeros(int(region_labels.max()) + 1, dtype=bool)
-    keep[np.unique(region_labels[seeds & region])] = True
-    keep[0] = False
-    return keep[region_labels]
-
-
-def _typical_radius(mask: np.ndarray) -> float:
-    """Typical inscribed radius (px) of the objects of ``mask``: the area-weighted median.
-
-    Each object's inscribed radius is the peak of the distance transform (a cluster of touching
-    cells has about one cell's). Weighting by area makes many small specks (noise, edge
-    artefacts of the retrieval) count for little next to one large cell.
-    """
-    components, n = ndi.label(mask)
-    if n == 0:
-        return math.nan
-    dist = ndi.distance_transform_edt(mask)
-    index = np.arange(1, n + 1)
-    peaks = np.asarray(ndi.maximum(dist, components, index), dtype=np.float64)
-    areas = np.bincount(components.ravel(), minlength=n + 1)[1:].astype(np.float64)
-    order = np.argsort(peaks)
-    cumulative = np.cumsum(areas[order])
-    return float(peaks[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
-
-
 def _split(
     mask: np.ndarray, smoothed: np.ndarray, settings: SegmentationSettings, spacing_px: float
 ) -> np.ndarray:
@@ -294,39 +264,6 @@ def _split(
     return labels.astype(np.int32)
 
 
-def _filter(
-    labels: np.ndarray,
-    valid: np.ndarray,
-    min_px: float,
-    max_px: float | None,
-    exclude_border: bool,
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Remove objects that are too small or large, touch the border or an undefined region."""
-    n = int(labels.max())
-    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-    reasons = {
-        "small": sizes < min_px,
-        "large": sizes > max_px if max_px is not None else np.zeros(n + 1, bool),
-        "border": np.zeros(n + 1, bool),
-        "nan": np.zeros(n + 1, bool),
-    }
-    if exclude_border:
-        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-        reasons["border"][np.unique(edge)] = True
-    if not valid.all():
-        reasons["nan"][np.unique(labels[ndi.binary_dilation(~valid)])] = True
-    drop = np.zeros(n + 1, bool)
-    removed = {}
-    for name, flags in reasons.items():
-        flags[0] = False
-        removed[name] = int((flags & ~drop).sum())
-        drop |= flags
-    lut = np.zeros(n + 1, dtype=np.int32)
-    kept = np.flatnonzero(~drop[1:]) + 1
-    lut[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
-    return lut[labels], removed
-
-
 def _valid_pixels(image: np.ndarray) -> np.ndarray:
     valid = np.isfinite(image)
     if not valid.any():
@@ -339,6 +276,52 @@ def _valid_pixels(image: np.ndarray) -> np.ndarray:
 
 def _warn(message: str) -> None:
     warnings.warn(message, MorphologyWarning, stacklevel=3)
+
+
+def _detection_level(
+    flat_s: np.ndarray, settings: SegmentationSettings, noise_s: float, peak: float
+) -> float:
+    """Detection level above the background (rad) on the flattened smoothed phase."""
+    level = max(_DETECTION_SNR * noise_s, 0.01 * peak)
+    if settings.threshold == "auto":
+        return level
+    if isinstance(settings.threshold, str):
+        return max(level, _auto_threshold(flat_s, settings.threshold))
+    return float(settings.threshold)
+
+
+def _warn_no_seeds(level: float, offset: float, noise: float) -> None:
+    hint = (
+        f" The background sits at {offset:.3g} rad, not 0: one cell may fill the field, or "
+        "the phase is not background-corrected."
+        if abs(offset) > 3 * noise + _OFFSET_HINT_RAD
+        else ""
+    )
+    warnings.warn(
+        f"No cells found: no region rises {level:.3g} rad above the background "
+        f"({offset:.3g} rad, noise {noise:.2g} rad).{hint} Check that this is a phase image "
+        "with cells above the background, or set a lower level (--threshold RAD, or the "
+        "widget's threshold).",
+        MorphologyWarning,
+        stacklevel=4,
+    )
+
+
+def _learnt_sizes(
+    settings: SegmentationSettings, radius_px: float, px: float
+) -> tuple[float, float]:
+    """Minimum area (px^2) and marker spacing (px): the user's, or learnt from the radius."""
+    min_px = (
+        _MIN_AREA_OF_TYPICAL * math.pi * radius_px**2
+        if settings.min_area_um2 is None
+        else settings.min_area_um2 / px**2
+    )
+    spacing = (
+        _MARKER_SPACING_OF_RADIUS * radius_px
+        if settings.min_distance_um is None
+        else settings.min_distance_um / px
+    )
+    return min_px, spacing
 
 
 def segment_field(
@@ -389,31 +372,15 @@ def segment_field(
     if peak <= 1e-12 * max(1.0, float(np.max(np.abs(smoothed)))):
         _warn(f"No cells found: the phase is flat ({fill:.3g} rad everywhere).")
         return result
-    level = max(_DETECTION_SNR * noise_s, 0.01 * peak)
-    if settings.threshold != "auto":
-        if isinstance(settings.threshold, str):
-            level = max(level, _auto_threshold(flat_s[valid], settings.threshold))
-        else:
-            level = float(settings.threshold)
+    level = _detection_level(flat_s[valid], settings, noise_s, peak)
     result.level_rad = level
     seeds = (flat_s > level) & valid
     if not seeds.any():
-        hint = (
-            f" The background sits at {offset:.3g} rad, not 0: one cell may fill the field, or "
-            "the phase is not background-corrected."
-            if abs(offset) > 3 * noise + _OFFSET_HINT_RAD
-            else ""
-        )
-        _warn(
-            f"No cells found: no region rises {level:.3g} rad above the background "
-            f"({offset:.3g} rad, noise {noise:.2g} rad).{hint} Check that this is a phase image "
-            "with cells above the background, or set a lower level (--threshold RAD, or the "
-            "widget's threshold)."
-        )
+        _warn_no_seeds(level, offset, noise)
         return result
     edge = None if settings.edge_snr is None else max(settings.edge_snr * noise, 1e-3 * level)
-    mask = _outline(flat, seeds, valid, None if edge is None else min(edge, level))
-    radius = _typical_radius(mask)
+    mask = outline(flat, seeds, valid, None if edge is None else min(edge, level))
+    radius = typical_radius(mask)
     if settings.fill_holes:
         mask = fill_small_holes(mask, math.pi * (1.5 * radius) ** 2)
     fraction = float(mask[valid].mean())
@@ -424,21 +391,12 @@ def segment_field(
             "tilt). Use a larger field of view, a background-corrected phase, or paint labels."
         )
         return result
-    min_px = (
-        _MIN_AREA_OF_TYPICAL * math.pi * radius**2
-        if settings.min_area_um2 is None
-        else settings.min_area_um2 / px**2
-    )
-    spacing = (
-        _MARKER_SPACING_OF_RADIUS * radius
-        if settings.min_distance_um is None
-        else settings.min_distance_um / px
-    )
+    min_px, spacing = _learnt_sizes(settings, radius, px)
     result.cell_radius_px, result.min_area_px, result.min_distance_px = radius, min_px, spacing
     labels = _split(mask, smoothed, settings, spacing)
     labels = merge_small_regions(labels, min_px)
     max_px = None if settings.max_area_um2 is None else settings.max_area_um2 / px**2
-    labels, removed = _filter(labels, valid, min_px, max_px, settings.exclude_border)
+    labels, removed = filter_objects(labels, valid, min_px, max_px, settings.exclude_border)
     result.labels, result.removed = labels, removed
     if removed["nan"]:
         _warn(

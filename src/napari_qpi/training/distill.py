@@ -81,7 +81,7 @@ from .cdp_models import (
     save_cdp_model,
     snap_masks,
 )
-from .loop import FitResult, ProgressBar, fit
+from .loop import FitResult, ProgressBar, default_optimizer, fit
 
 
 @dataclass
@@ -340,27 +340,13 @@ def distillation_loss(
 def cdp_optimizer(
     model: nn.Module, *, lr: float, mask_lr: float, weight_decay: float
 ) -> torch.optim.AdamW:
-    """AdamW with its own learning rate and no weight decay for mask phases.
+    """:func:`~.loop.default_optimizer` with the mask phases at ``mask_lr`` and no weight decay.
 
     Weight decay would pull phases towards 0 rad, which means nothing physically; convolution
     weights decay, biases, norms and step sizes do not.
     """
-    masks, decay, rest = [], [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if name.endswith("masks.latent"):
-            masks.append(parameter)
-        elif parameter.ndim > 1:
-            decay.append(parameter)
-        else:
-            rest.append(parameter)
-    groups = [
-        {"params": decay, "lr": lr, "weight_decay": weight_decay},
-        {"params": rest, "lr": lr, "weight_decay": 0.0},
-        {"params": masks, "lr": mask_lr, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    masks = (lambda name, parameter: name.endswith("masks.latent"), {"lr": mask_lr})
+    return default_optimizer(model, lr=lr, weight_decay=weight_decay, own_groups=[masks])
 
 
 def train_teacher(

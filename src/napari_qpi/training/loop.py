@@ -431,22 +431,48 @@ def _checkpoint(
     _dispatch(callbacks, "on_checkpoint", result.step, path)
 
 
+#: ``(selects(name, parameter), options)``: parameters a group of their own, e.g. mask phases at
+#: their own learning rate (see :func:`default_optimizer`).
+OwnGroup = tuple[Callable[[str, nn.Parameter], bool], Mapping[str, Any]]
+
+
 def default_optimizer(
-    model: nn.Module, *, lr: float = 1e-3, weight_decay: float = 1e-4
+    model: nn.Module,
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    own_groups: Sequence[OwnGroup] = (),
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on parameters of more than one dimension (convolution and linear
-    weights), none on biases, norms and gates."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
+    """AdamW, the optimiser of every training here (search, distillation, fine-tuning).
+
+    Weight decay on trainable parameters of more than one dimension (convolution and linear
+    weights), none on biases and norms. A parameter that one of ``own_groups`` selects goes to
+    that group instead, without weight decay and with the group's ``options`` (e.g. ``{"lr":
+    0.01, "schedule": "constant"}`` for SparseMask gates; weight decay would pull gates or mask
+    phases towards 0, which means nothing). Groups: decay, no decay, then the own groups that
+    hold a parameter, in order.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    own: list[list[nn.Parameter]] = [[] for _ in own_groups]
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        chosen = next(
+            (i for i, (selects, _) in enumerate(own_groups) if selects(name, parameter)), None
+        )
+        if chosen is not None:
+            own[chosen].append(parameter)
+        else:
             (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    for params, (_, options) in zip(own, own_groups, strict=True):
+        if params:
+            groups.append({"params": params, "weight_decay": 0.0, **options})
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 class ProgressBar:

@@ -35,7 +35,7 @@ from ..models.weights import save_model_folder as write_folder
 from ..nn import build_network, clamp_gates_, count_parameters, gate_table, prune, sparsity_loss
 from ..nn.sparsemask import PRUNE_THRESHOLD, gate_parameters
 from .data import NORMALISATION, held_out_set, split_config, synthetic_batches
-from .loop import FitResult, Schedule, fit
+from .loop import FitResult, Schedule, default_optimizer, fit
 from .losses import Reduction, phase_loss
 from .metrics import evaluate, network_predictor
 
@@ -205,32 +205,18 @@ def _phase_loss_fn(
 
 
 def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
-    """AdamW: decay on weights with >1 dimension, none on biases and norms, gates at ``gate_lr``."""
+    """:func:`~.loop.default_optimizer` with the SparseMask gates at ``gate_lr``."""
     gate_ids = {id(p) for p in gate_parameters(model)}
-    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "gates": []}
-    for parameter in model.parameters():
-        if id(parameter) in gate_ids:
-            groups["gates"].append(parameter)
-        elif parameter.ndim > 1:
-            groups["decay"].append(parameter)
-        else:
-            groups["no_decay"].append(parameter)
-    param_groups = [
-        {"params": groups["decay"], "weight_decay": settings.weight_decay},
-        {"params": groups["no_decay"], "weight_decay": 0.0},
-    ]
-    if groups["gates"]:
-        gate_lr = getattr(settings, "gate_lr", settings.lr)
-        gate_schedule = getattr(settings, "gate_schedule", "cosine")
-        param_groups.append(
-            {
-                "params": groups["gates"],
-                "weight_decay": 0.0,
-                "lr": gate_lr,
-                "schedule": gate_schedule,
-            }
-        )
-    return torch.optim.AdamW(param_groups, lr=settings.lr)
+    gates = {
+        "lr": getattr(settings, "gate_lr", settings.lr),
+        "schedule": getattr(settings, "gate_schedule", "cosine"),
+    }
+    return default_optimizer(
+        model,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        own_groups=[(lambda name, parameter: id(parameter) in gate_ids, gates)],
+    )
 
 
 def _validation_fn(settings: TrainSettings) -> Callable[[nn.Module], dict[str, float]] | None:

@@ -159,9 +159,16 @@ def test_interrupted_job_resumes_without_redoing_planes(client, tmp_path):
     assert sorted(o.frame for o in report.outcomes) == sorted(set(range(12)) - reused)
 
 
+def _executing(dask_worker) -> int:
+    # a task released while it runs stays in the worker's executing set (state "cancelled")
+    # until its thread returns: its plane file is written by then
+    return len(dask_worker.state.executing)
+
+
 def _wait_until_idle(client) -> None:
-    """Until the scheduler has no task left running or waiting (an event, not a time)."""
-    while any(client.processing().values()):
+    """Until no task of the interrupted run is queued or still running on a worker (an event,
+    not a time)."""
+    while any(client.processing().values()) or any(client.run(_executing).values()):
         time.sleep(0.01)
 
 

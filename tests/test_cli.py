@@ -135,15 +135,22 @@ def _modules_loaded_by(*argvs: list[str]) -> tuple[list[str], str]:
 def test_help_and_classical_reconstruction_load_no_torch_napari_qt_or_distributed(
     data_dir, tmp_path
 ):
+    from napari_qpi.io import CDPStack, write_cdp_stack
+    from napari_qpi.physics.cdp import cell_objects, coded_diffraction_patterns, random_phase_masks
+
+    masks = random_phase_masks(4, (16, 16), seed=9)
+    patterns = coded_diffraction_patterns(cell_objects(1, (16, 16), seed=3)[0], masks)
+    write_cdp_stack(tmp_path / "four.npz", CDPStack(patterns, masks))
     out = tmp_path / "o"
     loaded, output = _modules_loaded_by(
         ["--help"],
         ["reconstruct", "--help"],
         ["reconstruct", str(data_dir / "cells_1.tif"), "--out", str(out), "--quiet"],
+        ["reconstruct", str(tmp_path / "four.npz"), "--out", str(out), "--iterations", "20"],
     )
     assert loaded == [], output
     assert "search" in output and "--carrier" in output  # both helps were printed
-    assert (out / "cells_1_phase.ome.tif").exists()
+    assert (out / "cells_1_phase.ome.tif").exists() and (out / "four_phase.ome.tif").exists()
 
 
 def test_a_training_command_loads_its_flags_only_when_it_runs(capsys):

@@ -159,6 +159,24 @@ def _line_search(r: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     return float(candidates[np.argmin(np.polyval(quartic, candidates))])
 
 
+def _initial_guess(
+    init: str | np.ndarray, op: CDPOperator, y: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """The starting object: spectral, random phases at the measured energy, or given."""
+    if isinstance(init, str):
+        if init == "spectral":
+            return _spectral(op, y, 50, 9.0, rng)
+        if init == "random":
+            x = np.exp(2j * np.pi * rng.random(op.shape)).astype(np.complex64)
+            x *= np.sqrt(float(y.sum() / op.n_masks) / x.size)
+            return x
+        raise InputError(f"init must be 'spectral', 'random' or an array, got {init!r}.")
+    x = np.asarray(init, np.complex64)
+    if x.shape != op.shape:
+        raise InputError(f"The initial guess has shape {x.shape}, the object {op.shape}.")
+    return x
+
+
 def solve_cdp(
     patterns: np.ndarray,
     mask_phases: np.ndarray,
@@ -232,20 +250,7 @@ def solve_cdp(
         amplitude = np.asarray(amplitude, np.float32)
         if amplitude.ndim and amplitude.shape != op.shape:
             raise InputError(f"The amplitude has shape {amplitude.shape}, the object {op.shape}.")
-    rng = np.random.default_rng(seed)
-    energy = float(y.sum() / op.n_masks)
-    if isinstance(init, str):
-        if init == "spectral":
-            x = _spectral(op, y, 50, 9.0, rng)
-        elif init == "random":
-            x = np.exp(2j * np.pi * rng.random(op.shape)).astype(np.complex64)
-            x *= np.sqrt(energy / x.size)
-        else:
-            raise InputError(f"init must be 'spectral', 'random' or an array, got {init!r}.")
-    else:
-        x = np.asarray(init, np.complex64)
-        if x.shape != op.shape:
-            raise InputError(f"The initial guess has shape {x.shape}, the object {op.shape}.")
+    x = _initial_guess(init, op, y, np.random.default_rng(seed))
     if method != "wf":
         x = _object_projection(x, support, amplitude)
 

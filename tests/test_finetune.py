@@ -162,7 +162,11 @@ def test_a_stopped_run_saves_and_resumes_from_its_step(base_model, tmp_path):
         checkpoint_path=checkpoint,
     )
     assert card.training["status"] == "stopped" and card.training["steps"] == 3
-    assert card.metrics["finetune_validation"]["step"] == 3
+    # the best of the steps trained and the base model itself (step 0): never worse than the base
+    rows = card.training["validation"]
+    assert [row["step"] for row in rows] == [0, 1, 2, 3]
+    best_row = min(rows, key=lambda row: row["val_loss"])
+    assert card.metrics["finetune_validation"]["step"] == best_row["step"]
     save_finetuned(model, card, checkpoint_path=checkpoint)
     assert resumable(checkpoint)["name"] == "tiny-ft-resume"
     with pytest.raises(ModelError, match=r"exists already.*resume"):

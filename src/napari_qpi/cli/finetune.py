@@ -249,5 +249,9 @@ class _PrintNotices:
     def on_notice(self, message: str) -> None:
         print(f"napari-qpi finetune: {message}")
 
+    def on_base_score(self, metrics: dict[str, float]) -> None:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"napari-qpi finetune: the base model on the validation pairs: {shown}")
+
 
 __all__ = ["add_finetune_arguments", "finetune_main"]

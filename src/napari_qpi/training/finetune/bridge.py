@@ -74,6 +74,10 @@ class _Forward:
     def on_notice(self, message: str) -> None:
         self.events.put(FinetuneEvent("notice", message=message))
 
+    def on_base_score(self, metrics: Mapping[str, float]) -> None:
+        """The base model's validation score, shown as the validation of step 0."""
+        self.events.put(FinetuneEvent("validation", 0, metrics=dict(metrics)))
+
     def should_stop(self) -> bool:
         return self.stop.should_stop()
 

@@ -172,6 +172,8 @@ def run_finetune(
     if resume:
         best.load()
     val_fn = _validation_fn(plan)
+    base_score = _score_base(plan, val_fn, best, callbacks)
+    callbacks = [*callbacks, _WorseThanBase(base_score, callbacks)] if base_score else callbacks
     initial = {k: v.detach().clone() for k, v in plan.model.state_dict().items()}
     while True:
         if checkpoint is not None:
@@ -214,13 +216,80 @@ def run_finetune(
                 clear_work_files(checkpoint)
             plan.model.load_state_dict(initial)
             best = _BestWeights(plan.model, best.path)
+            if base_score:
+                best.consider(0, base_score)
             resume = False
     _validate_last_step(plan, val_fn, result, best, callbacks)
     best.save()
     if best.state is not None:
         plan.model.load_state_dict(best.state)
+    if base_score and best.step == 0:
+        _notify(
+            callbacks,
+            f"no step beat the base model on the validation pairs ({_score_text(base_score)}): "
+            f"the result keeps the weights of the base model {plan.base.name!r}",
+        )
     plan.model.eval()
-    return plan.model, _card(plan, result, best, batch_size)
+    card = _card(plan, result, best, batch_size)
+    if base_score:
+        card.training["base_validation"] = {k: round(v, 5) for k, v in base_score.items()}
+        card.training["validation"].insert(0, {"step": 0, **card.training["base_validation"]})
+        card.training["improved_on_base"] = best.step != 0
+        if best.step == 0:
+            card.training["weights"] = "the base model's (no step beat it on validation)"
+    return plan.model, card
+
+
+def _score_text(metrics: Mapping[str, float]) -> str:
+    psnr = metrics.get("psnr_db")
+    loss = f"loss {metrics.get('val_loss', math.nan):.4g}"
+    return f"{psnr:.1f} dB, {loss}" if psnr is not None and math.isfinite(psnr) else loss
+
+
+def _score_base(
+    plan: FinetunePlan,
+    val_fn: Callable[[nn.Module], dict[str, float]] | None,
+    best: _BestWeights,
+    callbacks: Sequence[Any],
+) -> dict[str, float] | None:
+    """The base model's validation score before any step (``plan.model`` still holds the base
+    weights: a resumed checkpoint is loaded later, by ``fit``), told to callbacks with an
+    ``on_base_score(metrics)`` method. The base weights are the first candidate for the best
+    weights (step 0), so a run that never beats them returns them."""
+    if val_fn is None:
+        return None
+    try:
+        metrics = _validate_now(plan.model, val_fn)
+    except Exception as error:
+        if not _out_of_memory(error):
+            raise
+        _notify(callbacks, "not enough memory to score the base model on the validation pairs")
+        return None
+    best.consider(0, metrics)
+    for callback in callbacks:
+        method = getattr(callback, "on_base_score", None)
+        if method is not None:
+            method(metrics)
+    return metrics
+
+
+class _WorseThanBase:
+    """Says once, in one line, when validation falls below the base model's score."""
+
+    def __init__(self, base: Mapping[str, float], callbacks: Sequence[Any]) -> None:
+        self.base, self.callbacks, self.said = dict(base), list(callbacks), False
+
+    def on_validation(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.said or step == 0:
+            return
+        if metrics.get("val_loss", -math.inf) > self.base["val_loss"]:
+            self.said = True
+            _notify(
+                self.callbacks,
+                f"validation at step {step} ({_score_text(metrics)}) is worse than the base "
+                f"model's ({_score_text(self.base)}): the best weights are kept; a lower "
+                "learning rate or more pairs may help",
+            )
 
 
 def _resumed_batch_size(checkpoint: Path | None, plan: FinetunePlan, resume: bool) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 from torch import nn
 
 from napari_qpi.models import ModelCard, list_models, save_user_model
@@ -130,3 +132,47 @@ def test_refocus_benchmark_quick_compares_with_pyholoscope(capsys):
         assert abs(ours - true_z) <= max(1.0, 0.03 * abs(true_z))
     times = table_rows(out, "| ours, transfer function cached")
     assert all(float(cell) > 0 for cell in times[0])
+
+
+def test_cdp_kd_regimes_quick_grid_pairs_seeds_and_resumes(tmp_path, monkeypatch, capsys):
+    """The KD-regimes grid at tiny sizes: every regime has KD and control for each seed, paired;
+    results are written as runs end, and a rerun trains nothing. No margin is asserted."""
+    bench = load_script("cdp_kd_regimes")
+    monkeypatch.setattr(bench, "DOCS", tmp_path / "cdp.md")
+    out, plot = tmp_path / "runs", tmp_path / "regimes.png"
+    assert bench.main(["--quick", "--out", str(out), "--plot", str(plot)]) == 0
+    runs = sorted(p.stem for p in (out / "runs").glob("*.json"))
+    assert len(runs) == 2 * (2 * len(bench.REGIMES) + 1)  # 2 seeds, KD + control, + mask-only
+    summary = json.loads((out / "summary.json").read_text())["rows"]
+    assert [(r["regime"], r["arm"]) for r in summary][:2] == [("base", "kd"), ("base", "mask_only")]
+    assert {r["regime"] for r in summary} == set(bench.REGIMES)
+    for row in summary:
+        assert row["seeds"] == 2
+        kd, control = row["psnr_db"]["arm"][0], row["psnr_db"]["control"][0]
+        assert row["psnr_db"]["difference"][0] == pytest.approx(kd - control, abs=1e-9)
+        assert all(math.isfinite(v) for v in row["psnr_db"]["difference"])
+    teachers = {p.name for p in (out / "teachers").iterdir()}
+    assert len(teachers) == 5  # base (shared by mask and size regimes), 2 photons, 2 data
+    assert plot.stat().st_size > 0 and not (tmp_path / "cdp.md").exists()
+    text = capsys.readouterr().out
+    assert "| training objects | 256 |" in text and "+-" in text
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert bench.main(["--quick", "--out", str(out)]) == 0
+    assert "seed 0: PSNR" not in capsys.readouterr().out  # nothing trained again
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
+
+
+def test_cdp_kd_regimes_students_are_a_quarter_and_a_sixteenth_of_the_teacher():
+    from napari_qpi.nn.cdpnet import CDPNet
+
+    bench = load_script("cdp_kd_regimes")
+    teacher = CDPNet(bench.regime_config("base", 0, False).network_config("teacher"))
+    for regime, ratio in (("base", 1 / 4), ("student16", 1 / 16)):
+        config = bench.regime_config(regime, 1, False)
+        student = CDPNet(config.network_config("student"))
+        assert bench.parameters(student) / bench.parameters(teacher) == pytest.approx(
+            ratio, rel=0.05
+        )
+        assert config.student_mask == 1 and config.seed == 1
+    assert bench.regime_config("data256", 0, False).train_objects == 256
+    assert bench.regime_config("mask2", 0, False).network_config("teacher").mask_levels is None

@@ -769,3 +769,40 @@ def test_an_existing_cdp_output_is_skipped_before_solving(tmp_path, capsys, monk
     assert (out / "four_phase.ome.tif").read_bytes() == written
     with pytest.raises(AssertionError, match="solved although"):
         main([*args, "--overwrite"])
+
+
+def test_a_finite_training_set_is_one_fixed_pool_shared_by_teacher_and_students() -> None:
+    from napari_qpi.training.distill import object_batches, training_pool
+
+    pool = training_pool(6, (16, 16), ("cells", "images"))
+    np.testing.assert_array_equal(training_pool(4, (16, 16), ("cells", "images")), pool[:4])
+    members = {obj.tobytes() for obj in pool}
+    for seed in (0, 1):  # the teacher's and a student's batches: other orders, the same set
+        batches = object_batches(3, (16, 16), sources=("cells", "images"), seed=seed, pool=6)(0)
+        seen = [obj.tobytes() for _ in range(10) for obj in next(batches).numpy()]
+        assert set(seen) <= members and len(set(seen)) > 3
+    with pytest.raises(InputError, match="train_objects"):
+        DistillConfig(train_objects=4, batch_size=8)
+
+
+@pytest.mark.parametrize(
+    ("name", "other"), [("cdp-student", "cdp-control"), ("cdp-control", "cdp-student")]
+)
+def test_shipped_single_snapshot_models_read_their_own_mask_and_refuse_others(name, other) -> None:
+    """Behaviour, not a margin: through its own mask a shipped single-snapshot model
+    reconstructs; patterns made through another mask of the same size are refused."""
+    from napari_qpi.models import load_model
+    from napari_qpi.reconstruct import reconstruct_cdp
+
+    model, _ = load_model(name, device="cpu")
+    own = model.masks.export()
+    foreign = load_model(other, device="cpu")[0].masks.export()
+    teacher_mask = load_model("cdp-teacher", device="cpu")[0].masks.export()[:1]
+    obj = cell_objects(1, tuple(model.config.shape), seed=5)[0]
+    patterns = coded_diffraction_patterns(obj, own, oversampling=model.config.oversampling)
+    phase, info = reconstruct_cdp(patterns, own, method=name)
+    assert info["method"] == name and phase.shape == obj.shape and np.isfinite(phase).all()
+    for masks in (foreign, teacher_mask):
+        patterns = coded_diffraction_patterns(obj, masks, oversampling=model.config.oversampling)
+        with pytest.raises(InputError, match=f"other masks than model '{name}'"):
+            reconstruct_cdp(patterns, masks, method=name)

@@ -132,6 +132,11 @@ class DistillConfig:
         random mask). The KD student starts from the teacher's *trained* mask k; the control
         starts from the same mask *before* the teacher was trained (the random draw the teacher
         started from), so the two differ only by what the teacher learnt.
+    train_objects
+        Size of a finite training set (``None``: a fresh batch every step, unlimited objects).
+        The set is one fixed draw (seed ``TRAIN_POOL_SEED``, whatever ``seed``), shared by the
+        teacher and the students, as an experiment has one set of measured objects; the seed
+        then only orders the batches drawn from it.
     """
 
     size: int = 64
@@ -159,12 +164,18 @@ class DistillConfig:
     seed: int = 0
     val_objects: int = 16
     student_mask: int | None = 0
+    train_objects: int | None = None
 
     def __post_init__(self) -> None:
         self.feature_layers = tuple(self.feature_layers)
         self.sources = tuple(self.sources)
         if min(self.teacher_steps, self.student_steps, self.batch_size, self.val_objects) < 1:
             raise InputError("steps, batch size and the held-out set size must be at least 1")
+        if self.train_objects is not None and self.train_objects < self.batch_size:
+            raise InputError(
+                f"train_objects ({self.train_objects}) must be at least the batch size "
+                f"({self.batch_size}), or None for unlimited objects"
+            )
         if self.gram_patch < 1 or self.gram_patch > self.size:
             raise InputError(f"gram_patch must be in [1, size], got {self.gram_patch}")
         if min(self.reconstruction_weight, self.feature_weight, self.mask_weight) < 0:
@@ -210,23 +221,54 @@ class DistillConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
+#: Seed of the finite training set (``DistillConfig.train_objects``): not the held-out sets'.
+TRAIN_POOL_SEED = 2**19
+
+
 def object_batches(
-    batch_size: int, shape: tuple[int, int], *, sources: Sequence[str], seed: int
+    batch_size: int,
+    shape: tuple[int, int],
+    *,
+    sources: Sequence[str],
+    seed: int,
+    pool: int | None = None,
 ) -> Callable[[int], Iterator[Tensor]]:
     """Batch source for :func:`~napari_qpi.training.loop.fit`: objects drawn with seed (seed, step).
 
     Every batch is complex64 (batch_size, H, W), a function of the step only, so a resumed run
-    sees the same data.
+    sees the same data. With ``pool`` the objects come from a fixed set of that many objects
+    (:func:`training_pool`): each batch is ``batch_size`` distinct members of it, chosen with
+    seed (seed, step).
     """
+    objects = None if pool is None else training_pool(pool, shape, sources)
 
     def source(first_step: int) -> Iterator[Tensor]:
         step = first_step
         while True:
             rng = np.random.default_rng([seed, step])
-            yield torch.from_numpy(random_objects(batch_size, shape, sources=sources, seed=rng))
+            if objects is None:
+                batch = random_objects(batch_size, shape, sources=sources, seed=rng)
+            else:
+                batch = objects[rng.choice(len(objects), size=batch_size, replace=False)]
+            yield torch.from_numpy(batch)
             step += 1
 
     return source
+
+
+def training_pool(n: int, shape: tuple[int, int], sources: Sequence[str]) -> np.ndarray:
+    """The finite training set of ``n`` objects, complex64 (n, H, W), seed ``TRAIN_POOL_SEED``.
+
+    Object i is drawn with seed (TRAIN_POOL_SEED, i), so a smaller set is the start of a larger.
+    """
+    return np.concatenate(
+        [
+            random_objects(
+                1, shape, sources=sources, seed=np.random.default_rng([TRAIN_POOL_SEED, i])
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def held_out_objects(config: DistillConfig, seed: int = 2**20) -> np.ndarray:
@@ -363,7 +405,13 @@ def train_teacher(
     result = fit(
         teacher,
         reconstruction_loss,
-        object_batches(config.batch_size, config.shape, sources=config.sources, seed=config.seed),
+        object_batches(
+            config.batch_size,
+            config.shape,
+            sources=config.sources,
+            seed=config.seed,
+            pool=config.train_objects,
+        ),
         steps=config.teacher_steps,
         optimizer=cdp_optimizer(
             teacher, lr=config.lr, mask_lr=config.mask_lr, weight_decay=config.weight_decay
@@ -388,22 +436,32 @@ def train_student(
     time_budget_s: float | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
+    initial_masks: Tensor | None = None,
 ) -> tuple[CDPNet, FitResult]:
     """Train the single-snapshot student, distilled from ``teacher``, or alone (the control).
 
     With and without a teacher the student starts from the same weights and sees the same batches
     and noise. Its mask (``config.student_mask``) is the teacher's trained mask k with a teacher
     and, without one, the random mask k the teacher started from; the runs thus differ by the
-    loss and by what the teacher's training did to that mask.
+    loss and by what the teacher's training did to that mask. ``initial_masks`` (K, H, W) rad:
+    the teacher's masks before training, when the teacher was trained with another seed than
+    ``config.seed`` (default :func:`teacher_initial_masks` of ``config``).
     """
     torch.manual_seed(config.seed + 1)
     student = CDPNet(config.network_config("student"))
     if config.student_mask is not None:
-        start = teacher_initial_masks(config) if teacher is None else teacher.masks.latent
+        if teacher is not None:
+            start = teacher.masks.latent
+        else:
+            start = teacher_initial_masks(config) if initial_masks is None else initial_masks
         with torch.no_grad():
             student.masks.latent.copy_(start[config.student_mask : config.student_mask + 1])
     data = object_batches(
-        config.batch_size, config.shape, sources=config.sources, seed=config.seed + 1
+        config.batch_size,
+        config.shape,
+        sources=config.sources,
+        seed=config.seed + 1,
+        pool=config.train_objects,
     )
     trained: nn.Module
     if teacher is None:
@@ -549,6 +607,7 @@ def load_teacher(folder: str | Path, config: DistillConfig) -> tuple[CDPNet, Fit
 
 __all__ = [
     "MASKS_FILE",
+    "TRAIN_POOL_SEED",
     "DistillConfig",
     "DistillReport",
     "DistillationStudent",
@@ -573,4 +632,5 @@ __all__ = [
     "teacher_initial_masks",
     "train_student",
     "train_teacher",
+    "training_pool",
 ]

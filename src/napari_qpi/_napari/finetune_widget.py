@@ -535,6 +535,10 @@ class FinetuneWidget(Container):
             self.plot.add_step(event.step, event.loss)
         elif event.kind == "validation":
             self.plot.add_validation(event.step, event.metrics.get("val_loss", math.nan))
+        elif event.kind == "history" and event.metrics:  # a resumed run's earlier curve
+            self.plot.add_validation(event.step, event.metrics.get("val_loss", math.nan))
+        elif event.kind == "history":
+            self.plot.add_step(event.step, event.loss)
 
     def _on_saved(self, outcome: FinetuneOutcome) -> None:
         self.last_outcome = outcome

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ...errors import QPIError
 from ...models.card import ModelCard
 from ...models.registry import (
     get_card,
 )
-from ..loop import StopFlag
+from ..loop import StopFlag, load_checkpoint
 from .data import FinetunePlan
-from .run import check_new_name, run_finetune, save_finetuned
+from .run import check_new_name, resumable, run_finetune, save_finetuned
 
 
 @dataclass
@@ -27,9 +28,11 @@ class FinetuneEvent:
 
     ``kind`` is ``"start"``, ``"step"``, ``"validation"``, ``"notice"`` (e.g. a smaller batch after
     running out of memory) or ``"saving"``; ``elapsed_s`` counts training time in this session.
+    ``"history"`` replays a resumed run's earlier steps (``loss``) and validations (``metrics``)
+    before it continues, so a loss plot survives the resume.
     """
 
-    kind: Literal["start", "step", "validation", "notice", "saving"]
+    kind: Literal["start", "step", "validation", "notice", "saving", "history"]
     step: int = 0
     total: int = 0
     loss: float = math.nan
@@ -82,6 +85,33 @@ class _Forward:
         return self.stop.should_stop()
 
 
+def _history(
+    plan: FinetunePlan, checkpoint_path: str | os.PathLike | None, resume: bool
+) -> list[FinetuneEvent]:
+    """The earlier steps and validations of the run ``plan`` resumes, as ``"history"`` events."""
+    previous = resumable(checkpoint_path) if resume and checkpoint_path is not None else None
+    path = None if checkpoint_path is None else Path(checkpoint_path)
+    if previous is None or previous.get("fingerprint") != plan.fingerprint or not path.exists():
+        return []
+    try:
+        state = load_checkpoint(path)
+    except QPIError:
+        return []  # the run itself will say what is wrong with the checkpoint
+    events = [
+        FinetuneEvent("history", int(row["step"]), loss=float(row["loss"]))
+        for row in state.get("history", [])
+    ]
+    events += [
+        FinetuneEvent(
+            "history",
+            int(row["step"]),
+            metrics={k: float(v) for k, v in row.items() if k != "step"},
+        )
+        for row in state.get("validation", [])
+    ]
+    return events
+
+
 def iter_finetune(
     plan: FinetunePlan,
     *,
@@ -102,6 +132,8 @@ def iter_finetune(
 
     def work() -> None:
         try:
+            for event in _history(plan, checkpoint_path, resume):
+                events.put(event)
             model, card = run_finetune(
                 plan,
                 callbacks=[_Forward(events, stop)],

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
-from ..training.loop import ProgressBar
+from ..training.loop import ProgressBar, clear_work_files
 from ..training.search import (
     SEARCH_SHARE,
     SearchSettings,
@@ -220,14 +220,6 @@ def _work(args: argparse.Namespace) -> Path:
     return Path(args.work) if args.work else Path(str(Path(args.out)) + ".work")
 
 
-def _clear_work(work: Path, *names: str) -> None:
-    """Remove the checkpoints of a finished run (and the work folder if that empties it)."""
-    for name in names:
-        (work / name).unlink(missing_ok=True)
-    if work.is_dir() and not any(work.iterdir()):
-        work.rmdir()
-
-
 def _check_out(args: argparse.Namespace, *folders: str | None) -> None:
     for folder in folders:
         if folder and (Path(folder) / CARD_FILE).exists() and not args.overwrite:
@@ -316,7 +308,7 @@ def search_main(args: argparse.Namespace) -> int:
         search_record=found.record,
     )
     folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
-    _clear_work(work, "search.pt", "retrain.pt")
+    clear_work_files(work / "search.pt", work / "retrain.pt", prune=True)
     print(f"napari-qpi search: {_summary(trained.record)}; model in {folder}/")
     return 0
 
@@ -390,7 +382,7 @@ def train_main(args: argparse.Namespace) -> int:
         search_record=search_record,
     )
     folder = save_model_folder(args.out, trained.model, card, overwrite=args.overwrite)
-    _clear_work(_work(args), "train.pt")
+    clear_work_files(_work(args) / "train.pt", prune=True)
     print(f"napari-qpi train: {_summary(trained.record)}; model in {folder}/")
     return 0
 

@@ -160,6 +160,29 @@ def _split_loss(output: Tensor | Mapping[str, Tensor]) -> tuple[Tensor, dict[str
     return output, {}
 
 
+def work_files(checkpoint: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """A run's work files: its checkpoint, the description of the run (``<name>.json``: what run it
+    is, so another run's checkpoint is never resumed) and its best weights so far
+    (``<name>.best``)."""
+    checkpoint = Path(checkpoint)
+    return (
+        checkpoint,
+        checkpoint.with_name(checkpoint.name + ".json"),
+        checkpoint.with_name(checkpoint.name + ".best"),
+    )
+
+
+def clear_work_files(*checkpoints: str | os.PathLike, prune: bool = False) -> None:
+    """Remove the work files (:func:`work_files`) of finished runs; with ``prune``, then their
+    folder if that leaves it empty."""
+    for checkpoint in checkpoints:
+        for path in work_files(checkpoint):
+            path.unlink(missing_ok=True)
+        folder = Path(checkpoint).parent
+        if prune and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,

@@ -23,7 +23,7 @@ from ...models.registry import (
 )
 from ...nn import count_parameters
 from ..data import pairs_from_arrays
-from ..loop import FitResult, fit
+from ..loop import FitResult, clear_work_files, fit, work_files
 from .data import Arrays, BaseSpec, FinetunePlan, FinetuneSettings, OptionalArrays
 from .plan import plan_finetune
 from .validation import _cdp_batches, _loss_fn, _validation_fn
@@ -36,26 +36,11 @@ def default_checkpoint(name: str) -> Path:
     return user_data_dir() / "finetune" / f"{validate_name(name)}.pt"
 
 
-def _work_files(checkpoint: Path) -> tuple[Path, Path, Path]:
-    """The checkpoint, its run description (JSON) and the best weights so far."""
-    return (
-        checkpoint,
-        checkpoint.with_name(checkpoint.name + ".json"),
-        checkpoint.with_name(checkpoint.name + ".best"),
-    )
-
-
-def clear_work_files(checkpoint: str | os.PathLike) -> None:
-    """Remove a run's checkpoint, description and best weights (a finished run's work files)."""
-    for path in _work_files(Path(checkpoint)):
-        path.unlink(missing_ok=True)
-
-
 def resumable(checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
     """The description of the stopped run whose checkpoint is at ``checkpoint``, if any."""
     if checkpoint is None:
         return None
-    ckpt, description, _ = _work_files(Path(checkpoint))
+    ckpt, description, _ = work_files(Path(checkpoint))
     if not (ckpt.exists() and description.exists()):
         return None
     try:
@@ -168,7 +153,7 @@ def run_finetune(
     settings = plan.settings
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
     batch_size = _resumed_batch_size(checkpoint, plan, resume)
-    best = _BestWeights(plan.model, None if checkpoint is None else _work_files(checkpoint)[2])
+    best = _BestWeights(plan.model, None if checkpoint is None else work_files(checkpoint)[2])
     if resume:
         best.load()
     val_fn = _validation_fn(plan)
@@ -365,7 +350,7 @@ def _batch_source(plan: FinetunePlan, batch_size: int) -> Callable[[int], Iterat
 
 
 def _write_description(checkpoint: Path, plan: FinetunePlan, batch_size: int) -> None:
-    description = _work_files(checkpoint)[1]
+    description = work_files(checkpoint)[1]
     description.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "name": plan.settings.name,

@@ -329,3 +329,172 @@ def test_no_gui_thread_gap_above_200_ms_while_retrieving_and_measuring_again(
     first = work_gaps.pop("retrieval 1")
     assert first < 400, first
     assert max(work_gaps.values()) < 200, work_gaps
+
+
+# 6. save the analysis, open it again --------------------------------------------------------------
+
+
+def test_save_analysis_and_reopen_restores_data_scale_units_metadata_and_table(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer = _window(make_napari_viewer)
+    viewer.open_sample("napari-qpi", "hologram")
+    retrieval, morphology = _dock(
+        viewer, PhaseRetrievalWidget(viewer), CellMorphologyWidget(viewer)
+    )
+    _click_run(retrieval, qtbot)
+    _click_run(morphology, qtbot)
+    phase = viewer.layers["hologram phase (classical)"]
+    cells = viewer.layers["hologram phase (classical) cells"]
+    folder = tmp_path / "analysis"
+    folder.mkdir()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+    retrieval.actions.save_button.native.click()  # Save analysis... -> the folder
+    written = sorted(p.name for p in folder.iterdir())
+    assert written == sorted(
+        [
+            "hologram_phase__classical.ome.tif",
+            "hologram_phase__classical__cells.ome.tif",
+            "hologram_phase__classical__cells.csv",
+            "hologram_phase__classical__cells.csv.json",
+            "true_phase.ome.tif",
+        ]
+    ), written
+
+    again = make_napari_viewer()
+    for path in sorted(folder.glob("*.ome.tif")):
+        again.open(str(path), plugin="napari-qpi")  # File > Open, our reader
+    phase2 = again.layers["hologram_phase__classical"]
+    cells2 = again.layers["hologram_phase__classical__cells"]
+    np.testing.assert_array_equal(np.asarray(phase2.data), np.asarray(phase.data))
+    np.testing.assert_allclose(phase2.scale, phase.scale)
+    assert [str(u) for u in phase2.units] == [str(u) for u in phase.units] == ["micrometer"] * 2
+    assert phase2.metadata["qpi"] == phase.metadata["qpi"]
+    assert phase2.metadata["qpi_method"]["name"] == "classical"
+    assert phase2.metadata["qpi_method"]["settings"] == phase.metadata["qpi_method"]["settings"]
+
+    assert isinstance(cells2, type(cells))  # opened as labels, not as an image
+    np.testing.assert_array_equal(np.asarray(cells2.data), np.asarray(cells.data))
+    np.testing.assert_allclose(cells2.scale, cells.scale)
+    assert [str(u) for u in cells2.units] == [str(u) for u in cells.units]
+    assert list(cells2.features.columns) == list(cells.features.columns)
+    for column in cells.features.columns:
+        np.testing.assert_allclose(cells2.features[column], cells.features[column], rtol=1e-12)
+    units = cells2.metadata["qpi_morphology"]["units"]
+    assert units["dry_mass_pg"] == cells.metadata["qpi_morphology"]["units"]["dry_mass_pg"]
+    assert cells2.metadata["qpi"]["wavelength_nm"] == pytest.approx(532.0)
+    assert _hover_every_cell(again, cells2, qtbot) == len(cells.features)
+
+    from qtpy.QtWidgets import QMessageBox
+
+    asked = []  # saving again: the files exist, so the user is asked; "No" keeps them
+    monkeypatch.setattr(
+        QMessageBox,
+        "question",
+        lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.No,
+    )
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    retrieval.actions.save_button.native.click()
+    assert asked and before == {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+# 7. drop a hologram, see its phase -------------------------------------------------------------
+
+
+def _sample_hologram_path():
+    from importlib.resources import files
+
+    from napari_qpi._napari.sample_data import HOLOGRAM_FILE, SAMPLE_PACKAGE
+
+    return files(SAMPLE_PACKAGE) / HOLOGRAM_FILE
+
+
+def _hologram_files(tmp_path):
+    """The sample hologram, an 8-bit BMP of it with a JSON sidecar, and a 16-plane TIFF stack."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from napari_qpi.acquisition import Acquisition
+    from napari_qpi.io import read_image, write_sidecar
+
+    sample = read_image(_sample_hologram_path())
+    hologram = np.asarray(sample.data, dtype=np.float64)
+    eight_bit = np.clip(255 * hologram / hologram.max(), 0, 255).astype(np.uint8)
+    bmp = tmp_path / "cells.bmp"
+    iio.imwrite(bmp, eight_bit)
+    write_sidecar(bmp, Acquisition(wavelength_nm=532.0, pixel_size_um=0.2))
+    stack = tmp_path / "timelapse.tif"
+    planes = [np.roll(sample.data, 3 * k, axis=1)[:256, :256] for k in range(16)]
+    tifffile.imwrite(stack, np.stack(planes))
+    write_sidecar(stack, Acquisition(wavelength_nm=532.0, pixel_size_um=0.25))
+    return {"sample": str(_sample_hologram_path()), "bmp": str(bmp), "stack": str(stack)}
+
+
+def test_dropping_holograms_gives_hologram_and_phase_layers_with_the_right_scale(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    import napari_qpi.lazy as lazy
+    from napari_qpi.reconstruct import iter_reconstruct
+
+    files = _hologram_files(tmp_path)
+    viewer = _window(make_napari_viewer)
+    retrieved = []
+    plane = lazy.retrieve_plane
+    monkeypatch.setattr(
+        lazy, "retrieve_plane", lambda *a, **k: retrieved.append(a[1]) or plane(*a, **k)
+    )
+    expected_pixel = {"sample": 0.2, "bmp": 0.2, "stack": 0.25}
+    for key, path in files.items():
+        layers = viewer.open(path, plugin="napari-qpi")
+        assert len(layers) == 2, [layer.name for layer in layers]
+        hologram, phase = layers
+        assert phase.name.endswith("phase (classical)")
+        assert phase.metadata["qpi"]["modality"] == "phase"
+        assert hologram.scale[-1] == phase.scale[-1] == pytest.approx(expected_pixel[key])
+        assert phase.data.shape[-2:] == hologram.data.shape[-2:]
+    stack = viewer.layers["timelapse phase (classical)"]
+    assert stack.data.shape == (16, 256, 256) and not isinstance(stack.data, np.ndarray)
+    stack_planes = {index for index in retrieved if index}
+    print(f"planes retrieved on opening the 16-plane stack: {sorted(stack_planes)}")
+    assert len(stack_planes) <= 4  # the first plane and the sign-voting planes, not 16
+    viewer.dims.set_point(0, 9)  # the user moves to plane 9: it is retrieved then
+    hologram = np.asarray(viewer.layers["timelapse"].data[9])
+    expected = next(
+        iter_reconstruct(hologram, acquisition=_acquisition_of(viewer.layers["timelapse"].metadata))
+    ).phase
+    np.testing.assert_allclose(np.asarray(stack.data[9]), expected, atol=0.05)
+
+
+def _acquisition_of(metadata):
+    from napari_qpi._napari.layers import acquisition_of
+
+    return acquisition_of(metadata)
+
+
+def test_reader_setting_off_opens_the_hologram_alone(make_napari_viewer):
+    from napari_qpi._napari import gui_settings
+
+    gui_settings.save("reader", {"reconstruct": False})
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(_sample_hologram_path()), plugin="napari-qpi")
+    assert [layer.name for layer in layers] == ["cells_hologram"]
+
+
+def test_one_click_makes_napari_qpi_the_reader_for_holograms(make_napari_viewer, tmp_path):
+    from napari.settings import get_settings
+
+    files = _hologram_files(tmp_path)
+    viewer = _window(make_napari_viewer)
+    (retrieval,) = _dock(viewer, PhaseRetrievalWidget(viewer))
+    from napari.errors import MultipleReaderError
+
+    with pytest.raises(MultipleReaderError):  # what makes napari ask "Choose reader"
+        viewer.open(files["bmp"], plugin=None)
+    retrieval.actions.reader_button.native.click()
+    table = get_settings().plugins.extension2reader
+    assert {table[p] for p in ("*.tif", "*.tiff", "*.bmp", "*.png")} == {"napari-qpi"}
+    viewer.window._qt_viewer._qt_open([files["bmp"]], stack=False)  # what a drop does
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells phase (classical)"]
+    assert {layer.source.reader_plugin for layer in viewer.layers} == {"napari-qpi"}

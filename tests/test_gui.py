@@ -498,3 +498,42 @@ def test_one_click_makes_napari_qpi_the_reader_for_holograms(make_napari_viewer,
     viewer.window._qt_viewer._qt_open([files["bmp"]], stack=False)  # what a drop does
     assert [layer.name for layer in viewer.layers] == ["cells", "cells phase (classical)"]
     assert {layer.source.reader_plugin for layer in viewer.layers} == {"napari-qpi"}
+
+
+# 8. acquisition fields and microscope profiles -------------------------------------------------
+
+
+def test_load_profile_fills_the_fields_and_the_run_uses_them(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_qpi.profile import MicroscopeProfile, save_profile
+
+    path = save_profile(
+        MicroscopeProfile(
+            name="bench scope",
+            wavelength_nm=633.0,
+            pixel_size_um=0.25,
+            medium_index=1.337,
+            filter="disk",
+            background_order=1,
+        ),
+        tmp_path / "scope.json",
+    )
+    viewer = _window(make_napari_viewer)
+    viewer.open_sample("napari-qpi", "hologram")
+    (retrieval,) = _dock(viewer, PhaseRetrievalWidget(viewer))
+    assert retrieval.wavelength.value == pytest.approx(532.0)  # from the layer's metadata
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    retrieval.profile_button.native.click()
+    assert retrieval.wavelength.value == pytest.approx(633.0)
+    assert retrieval.pixel_size.value == pytest.approx(0.25)
+    assert retrieval.medium_index.value == pytest.approx(1.337)
+    assert retrieval.filter.value == "disk" and retrieval.background_order.value == 1
+    _click_run(retrieval, qtbot)
+    phase = viewer.layers["hologram phase (classical)"]
+    assert phase.metadata["qpi"]["wavelength_nm"] == pytest.approx(633.0)
+    assert phase.scale[-1] == pytest.approx(0.25)
+    assert phase.metadata["qpi_method"]["settings"]["filter"] == "disk"
+    assert viewer.layers["hologram"].metadata["qpi"]["wavelength_nm"] == pytest.approx(532.0)

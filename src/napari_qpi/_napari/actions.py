@@ -66,6 +66,47 @@ def save_analysis(
     return write_analysis_folder(str(folder), layers, overwrite=overwrite)
 
 
+def apply_profile(widget: Any, path: str | Path) -> Any:
+    """Fill a *Phase retrieval* widget from a microscope profile file; returns the profile.
+
+    The acquisition fields the profile sets replace those shown (the layer's own metadata is not
+    changed); its filter, radius and background order become the method's settings; its carrier
+    is used for layers whose metadata has none.
+    """
+    from ..profile import load_profile
+
+    profile = load_profile(path)
+    for field, target in (
+        ("wavelength_nm", widget.wavelength),
+        ("pixel_size_um", widget.pixel_size),
+        ("medium_index", widget.medium_index),
+        ("filter", widget.filter),
+        ("radius_fraction", widget.radius_fraction),
+        ("background_order", widget.background_order),
+    ):
+        value = getattr(profile, field)
+        if value is not None:
+            target.value = value
+    widget.profile = profile
+    return profile
+
+
+def load_profile_dialog(widget: Any) -> Any:
+    """Ask for a profile file (JSON) and apply it to ``widget`` (a warning if it is invalid)."""
+    path, _ = QFileDialog.getOpenFileName(
+        widget.native, "Load microscope profile", "", "Profile (*.json)"
+    )
+    if not path:
+        return None
+    try:
+        profile = apply_profile(widget, path)
+    except QPIError as error:
+        show_warning(str(error))
+        return None
+    show_info(f"Profile '{profile.name or Path(path).stem}' loaded")
+    return profile
+
+
 class ActionsBar(Container):
     """*Save analysis...* and *Open holograms with napari-qpi* buttons."""
 

@@ -39,7 +39,7 @@ from ..reconstruct import (
     settings_record,
 )
 from ..retrieval import OffAxisSettings
-from .actions import ActionsBar
+from .actions import ActionsBar, load_profile_dialog
 from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .pickers import background_rank, hologram_rank, layer_picker
@@ -143,6 +143,13 @@ class PhaseRetrievalWidget(Container):
             tooltip="refractive index of the medium around the cells (e.g. 1.335); filled from "
             "the layer's metadata; 0: unknown",
         )
+        self.profile_button = PushButton(
+            text="Load profile...",
+            tooltip="fill the acquisition fields and the method's settings from a microscope "
+            "profile (JSON, e.g. written by napari-qpi reconstruct --save-profile)",
+        )
+        self.profile_button.changed.connect(lambda *_: load_profile_dialog(self))
+        self.profile = None  # the loaded MicroscopeProfile, if any
         self.mask_file = FileEdit(
             label="masks TIFF",
             mode="w",
@@ -171,6 +178,7 @@ class PhaseRetrievalWidget(Container):
                 self.wavelength,
                 self.pixel_size,
                 self.medium_index,
+                self.profile_button,
                 self.mask_file,
                 self.export_masks,
                 self.refocus,
@@ -240,7 +248,11 @@ class PhaseRetrievalWidget(Container):
             "pixel_size_um": float(self.pixel_size.value),
             "medium_index": float(self.medium_index.value),
         }
-        return base.replace(**{k: (v if v > 0 else None) for k, v in fields.items()})
+        acquisition = base.replace(**{k: (v if v > 0 else None) for k, v in fields.items()})
+        if self.profile is not None and acquisition.carrier_cycles_per_px is None:
+            carrier = self.profile.acquisition().carrier_cycles_per_px
+            acquisition = acquisition.replace(carrier_cycles_per_px=carrier)
+        return acquisition
 
     def _show_stack_options(self, *_: Any) -> None:
         layer = self.hologram.value
@@ -413,6 +425,9 @@ class PhaseRetrievalWidget(Container):
         phase = result["phase"]
         scale = np.array(source.scale, dtype=float)
         scale[-2:] *= result["factor"]
+        pixel = result["acquisition"].pixel_size_um
+        if pixel is not None:  # the pixel size shown in the dock (metadata, profile or typed)
+            scale[-2:] = pixel
         method = {
             "name": result["method"],
             "settings": settings_record(result["settings"]),

@@ -1,8 +1,9 @@
 """Screenshots of the real napari window for the docs (``make docs-screenshots``).
 
 Runs under Xvfb (``xvfb-run -a -s "-screen 0 1600x1200x24" python docs/make_screenshots.py``):
-opens the bundled sample, runs the Phase retrieval and Cell morphology widgets the way a user
-would, and saves the whole window to ``docs/images/``.
+opens the bundled sample (File > Open Sample), runs the Phase retrieval and Cell morphology
+widgets the way a user would (their pickers choose the layers), drops the sample hologram file on a
+second window (hologram + its phase), and saves the whole windows to ``docs/images/``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from qtpy.QtWidgets import QApplication
 
 from napari_qpi._napari.morphology_widget import CellMorphologyWidget
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
-from napari_qpi._napari.sample_data import hologram_sample
+from napari_qpi._napari.sample_data import HOLOGRAM_FILE, SAMPLE_PACKAGE
 
 OUT = Path(__file__).parent / "images"
 
@@ -38,12 +39,9 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     viewer = napari.Viewer(show=True, title="napari-qpi")
     viewer.window._qt_window.resize(1500, 1000)
-    for data, kwargs, layer_type in hologram_sample():
-        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    viewer.open_sample("napari-qpi", "hologram")
     retrieval = PhaseRetrievalWidget(viewer)
-    viewer.window.add_dock_widget(retrieval, name="Phase retrieval", area="right")
-    retrieval.hologram.value = viewer.layers["hologram"]
-    retrieval.reference.value = viewer.layers["background hologram"]
+    dock = viewer.window.add_dock_widget(retrieval, name="Phase retrieval", area="right")
     settle(1.0)
     viewer.reset_view()
     settle()
@@ -54,15 +52,28 @@ def main() -> None:
     settle()
     viewer.screenshot(str(OUT / "phase.png"), canvas_only=False, flash=False)
 
+    viewer.window.remove_dock_widget(dock)  # one dock at a time keeps the window its size
     morphology = CellMorphologyWidget(viewer)
     viewer.window.add_dock_widget(morphology, name="Cell morphology", area="right")
-    morphology.phase.value = viewer.layers["hologram phase"]
     run_to_end(morphology.controls)
-    viewer.layers["hologram phase cells"].contour = 2
+    viewer.layers["hologram phase (classical) cells"].contour = 2
     viewer.reset_view()
     settle(1.0)
     viewer.screenshot(str(OUT / "morphology.png"), canvas_only=False, flash=False)
     viewer.close()
+
+    from importlib.resources import as_file, files
+
+    dropped = napari.Viewer(show=True, title="napari-qpi")
+    dropped.window._qt_window.resize(1500, 1000)
+    with as_file(files(SAMPLE_PACKAGE) / HOLOGRAM_FILE) as path:
+        dropped.open(str(path), plugin="napari-qpi")  # what a drop does once napari-qpi is chosen
+    dropped.layers[0].visible = False
+    settle(1.0)
+    dropped.reset_view()
+    settle()
+    dropped.screenshot(str(OUT / "dropped.png"), canvas_only=False, flash=False)
+    dropped.close()
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def test_cdp_kd_regimes_quick_grid_pairs_seeds_and_resumes(tmp_path, monkeypatch
     out, plot = tmp_path / "runs", tmp_path / "regimes.png"
     assert bench.main(["--quick", "--out", str(out), "--plot", str(plot)]) == 0
     runs = sorted(p.stem for p in (out / "runs").glob("*.json"))
-    assert len(runs) == 2 * (2 * len(bench.REGIMES) + 1)  # 2 seeds, KD + control, + mask-only
+    mask_only = len(bench.MASK_ONLY_REGIMES)
+    assert len(runs) == 2 * (2 * len(bench.REGIMES) + mask_only)  # 2 seeds; KD, control, mask-only
     summary = json.loads((out / "summary.json").read_text())["rows"]
     assert [(r["regime"], r["arm"]) for r in summary][:2] == [("base", "kd"), ("base", "mask_only")]
     assert {r["regime"] for r in summary} == set(bench.REGIMES)
@@ -152,7 +153,7 @@ def test_cdp_kd_regimes_quick_grid_pairs_seeds_and_resumes(tmp_path, monkeypatch
         assert row["psnr_db"]["difference"][0] == pytest.approx(kd - control, abs=1e-9)
         assert all(math.isfinite(v) for v in row["psnr_db"]["difference"])
     teachers = {p.name for p in (out / "teachers").iterdir()}
-    assert len(teachers) == 5  # base (shared by mask and size regimes), 2 photons, 2 data
+    assert len(teachers) == 5  # base (shared by mask, size, steps regimes), 2 photons, 2 data
     assert plot.stat().st_size > 0 and not (tmp_path / "cdp.md").exists()
     text = capsys.readouterr().out
     assert "| training objects | 256 |" in text and "+-" in text
@@ -176,3 +177,21 @@ def test_cdp_kd_regimes_students_are_a_quarter_and_a_sixteenth_of_the_teacher():
         assert config.student_mask == 1 and config.seed == 1
     assert bench.regime_config("data256", 0, False).train_objects == 256
     assert bench.regime_config("mask2", 0, False).network_config("teacher").mask_levels is None
+
+
+def test_cdp_unseen_quick_scores_the_shipped_students_and_the_solvers(
+    tmp_path, monkeypatch, capsys
+):
+    bench = load_script("cdp_unseen")
+    monkeypatch.setattr(bench, "DOCS", tmp_path / "cdp.md")
+    objects = bench.unseen_objects((16, 16), bench.IMAGES)
+    assert objects.shape == (len(bench.IMAGES), 16, 16)
+    np.testing.assert_allclose(np.abs(objects), 1.0, atol=1e-6)  # phase only
+    assert np.angle(objects).min() >= -1e-6 and np.angle(objects).max() <= bench.PEAK_RAD + 1e-6
+    assert bench.main(["--quick"]) == 0
+    rows = table_rows(capsys.readouterr().out, "| model (its own mask) |")
+    systems = ["network", "HIO", "HIO, phase-only prior", "Wirtinger flow", "constant phase"]
+    assert [row[1] for row in rows] == systems * len(bench.MODELS)
+    assert all(math.isfinite(float(cell)) for row in rows for cell in row[2:-2])
+    assert {row[0] for row in rows} == {f"`{name}`" for name in bench.MODELS}
+    assert not (tmp_path / "cdp.md").exists()

@@ -537,3 +537,54 @@ def test_load_profile_fills_the_fields_and_the_run_uses_them(
     assert phase.scale[-1] == pytest.approx(0.25)
     assert phase.metadata["qpi_method"]["settings"]["filter"] == "disk"
     assert viewer.layers["hologram"].metadata["qpi"]["wavelength_nm"] == pytest.approx(532.0)
+
+
+# 10. retrieval warnings reach the user as one clean notification; 2 pi jumps as a layer ---------
+
+
+def test_a_retrieval_warning_is_one_clean_notification_and_jumps_are_marked(
+    make_napari_viewer, qtbot
+):
+    from napari.utils.notifications import notification_manager
+
+    from napari_qpi.retrieval import jump_mask
+
+    viewer = _window(make_napari_viewer)
+    y, x = np.mgrid[:192, :192]
+    noise = np.random.default_rng(0).normal(0, 2, y.shape)
+    fringes = 100 * (1 + 0.8 * np.cos(2 * np.pi * (0.23 * x + 0.11 * y))) + noise
+    viewer.add_image(fringes.astype(np.float32), name="no cells", scale=(0.2, 0.2))
+    (retrieval,) = _dock(viewer, PhaseRetrievalWidget(viewer))
+    retrieval.method.value = "classical"
+    retrieval.mark_jumps.value = True
+    before = len(notification_manager.records)
+    _click_run(retrieval, qtbot)
+    qtbot.waitUntil(lambda: len(notification_manager.records) > before, timeout=5000)
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    warning = next(m for m in messages if "No cells stand out" in m)
+    assert "\n" not in warning and ".py" not in warning  # no source path, no code line
+    assert sum("No cells stand out" in m for m in messages) == 1
+    assert "No cells stand out" in retrieval.controls.status.value  # also on the dock's line
+
+    phase = viewer.layers["no cells phase (classical)"]
+    jumps = viewer.layers["no cells phase (classical) 2π jumps"]
+    assert jumps.data.shape == phase.data.shape
+    assert tuple(jumps.scale) == tuple(phase.scale) == (0.2, 0.2)
+    np.testing.assert_array_equal(jumps.data.astype(bool), jump_mask(phase.data))
+
+    retrieval.mark_jumps.value = False  # a rerun without the option adds no new jumps layer
+    viewer.layers.remove(jumps)
+    _click_run(retrieval, qtbot)
+    assert not any("2π jumps" in layer.name for layer in viewer.layers)
+
+
+def test_jump_labels_mark_a_2pi_step_plane_by_plane():
+    from napari_qpi._napari.layers import jump_labels
+
+    stack = np.zeros((3, 16, 16), dtype=np.float32)
+    stack[0, :, 8:] = 2 * np.pi  # a 2 pi step between columns 7 and 8
+    stack[2] = np.nan  # a cancelled plane
+    labels = jump_labels(stack)
+    assert labels.shape == stack.shape and labels.dtype == np.uint8
+    assert labels[0, :, 7:9].all() and labels[0].sum() == 2 * 16
+    assert not labels[1].any() and not labels[2].any()

@@ -69,3 +69,20 @@ def phase_contrast_limits(phase: np.ndarray) -> tuple[float, float]:
     if high <= low:
         high = low + 1.0
     return (float(low), float(high))
+
+
+def jump_labels(phase: np.ndarray) -> np.ndarray:
+    """Labels (1) on the pixels next to a 2 pi jump of an unwrapped phase, plane by plane.
+
+    Where unwrapping may have failed (:func:`napari_qpi.retrieval.jump_mask`); an empty layer means
+    no neighbouring pixels differ by more than pi. NaN planes (cancelled) stay empty.
+    """
+    from ..retrieval import jump_mask
+
+    phase = np.asarray(phase)
+    planes = phase.reshape(-1, *phase.shape[-2:])
+    labels = np.zeros(planes.shape, dtype=np.uint8)
+    for index, plane in enumerate(planes):
+        if np.isfinite(plane).any():
+            labels[index] = jump_mask(np.nan_to_num(plane))
+    return labels.reshape(phase.shape)

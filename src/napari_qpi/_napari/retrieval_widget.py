@@ -15,6 +15,7 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -41,7 +42,14 @@ from ..reconstruct import (
 from ..retrieval import OffAxisSettings
 from .actions import ActionsBar, load_profile_dialog
 from .gui_settings import remember
-from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .layers import (
+    CDP_KEY,
+    METHOD_KEY,
+    acquisition_of,
+    image_layer,
+    jump_labels,
+    phase_contrast_limits,
+)
 from .pickers import background_rank, hologram_rank, layer_picker
 from .refocus_panel import RefocusPanel
 from .task import Job, TaskControls
@@ -116,6 +124,13 @@ class PhaseRetrievalWidget(Container):
             tooltip="whole stack: every plane now, with progress and Cancel; viewed planes only: "
             "a lazy phase layer whose planes are retrieved when shown",
         )
+        self.mark_jumps = CheckBox(
+            text="mark 2π jumps",
+            value=False,
+            tooltip="also add a labels layer over the pixels where the unwrapped phase jumps by "
+            "more than pi between neighbours: where unwrapping may have failed (out of focus, "
+            "noise); an empty layer means none",
+        )
         self.wavelength = FloatSpinBox(
             label="wavelength (nm)",
             value=0.0,
@@ -175,6 +190,7 @@ class PhaseRetrievalWidget(Container):
                 self.background_order,
                 self.resolution,
                 self.planes,
+                self.mark_jumps,
                 self.wavelength,
                 self.pixel_size,
                 self.medium_index,
@@ -203,6 +219,7 @@ class PhaseRetrievalWidget(Container):
                 "background_order": self.background_order,
                 "resolution": self.resolution,
                 "planes": self.planes,
+                "mark_jumps": self.mark_jumps,
             },
         )
         self._show_stack_options()
@@ -449,7 +466,26 @@ class PhaseRetrievalWidget(Container):
         kwargs["scale"] = tuple(scale)
         kwargs["translate"] = tuple(source.translate)
         kwargs["units"] = tuple(str(u) for u in source.units)
-        return self._add_layer(data, kwargs)
+        name = self._add_layer(data, kwargs)
+        if self.mark_jumps.value and isinstance(phase, np.ndarray):  # not on a lazy stack
+            self._add_jumps(name, phase, kwargs)
+        return name
+
+    def _add_jumps(self, name: str, phase: np.ndarray, kwargs: dict[str, Any]) -> None:
+        """Add (or refresh) the labels layer of the 2 pi jumps of the phase layer ``name``."""
+        labels = jump_labels(phase)
+        jumps = f"{name} 2π jumps"
+        if jumps in self.viewer.layers:
+            self.viewer.layers.remove(jumps)
+        self.viewer.add_labels(
+            labels,
+            name=jumps,
+            scale=kwargs["scale"],
+            translate=kwargs["translate"],
+            units=kwargs["units"],
+            opacity=0.6,
+            metadata={"jump_fraction": float(labels.mean())},
+        )
 
     def _add_layer(self, data: Any, kwargs: dict[str, Any]) -> str:
         """Add the result, or update the layer of the same name in place on a rerun.

@@ -138,6 +138,7 @@ class TaskControls(Container):
         self._on_result = on_result
         self._on_cancel = on_cancel
         self.worker: GeneratorWorker | None = None
+        self._warned: list[str] = []  # this run's warnings, each shown once
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         warm_up_display()
@@ -156,6 +157,12 @@ class TaskControls(Container):
             self._report(error)
             return None
         worker = _run_in_thread(job)
+        self._warned: list[str] = []
+        worker.warned.connect(self._on_warning)
+        try:  # napari's own relay (where connected) would add the source path and line
+            worker.warned.disconnect(worker._relay_warning)
+        except (AttributeError, RuntimeError, TypeError):
+            pass
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
@@ -190,7 +197,16 @@ class TaskControls(Container):
         except Exception as error:  # the GUI reports it; it must never reach the event loop
             self._report(error)
             return
-        self.status.value = "done"
+        self.status.value = "done" if not self._warned else f"done; {self._warned[-1]}"
+        if self._warned:
+            self.status.native.setToolTip("\n".join(self._warned))
+
+    def _on_warning(self, show_warning_args: tuple) -> None:
+        """A warning raised by the job: one clean notification per run (no path, no code line)."""
+        message = " ".join(str(show_warning_args[0]).split())
+        if message not in self._warned:
+            self._warned.append(message)
+            show_warning(message)
 
     def _on_aborted(self) -> None:
         """Cancelled: keep what the job finished (``on_cancel`` says what), or say nothing was."""

@@ -9,6 +9,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -159,10 +160,7 @@ class TaskControls(Container):
         worker = _run_in_thread(job)
         self._warned: list[str] = []
         worker.warned.connect(self._on_warning)
-        try:  # napari's own relay (where connected) would add the source path and line
-            worker.warned.disconnect(worker._relay_warning)
-        except (AttributeError, RuntimeError, TypeError):
-            pass
+        _disconnect_napari_relay(worker)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
@@ -243,6 +241,20 @@ class TaskControls(Container):
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.visible = False
+
+
+def _disconnect_napari_relay(worker: GeneratorWorker) -> None:
+    """Undo napari's own relay of the worker's warnings, where it is connected (PyQt).
+
+    It would show each warning a second time, with the source path and line; under PySide6 it is
+    never connected, and PySide says so with a RuntimeWarning that is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            worker.warned.disconnect(worker._relay_warning)
+        except (AttributeError, RuntimeError, TypeError):
+            pass
 
 
 @thread_worker(progress=False)

@@ -424,6 +424,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-qpi {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _add_reconstruct_command(commands)
+    _add_measure_command(commands)
+    _add_models_command(commands)
+    _add_training_commands(commands, selected)
+    return parser
+
+
+def _add_reconstruct_command(commands: argparse._SubParsersAction) -> None:
+    """``napari-qpi reconstruct``: holograms (or CDP stacks) to phase, optionally measured."""
     rec = commands.add_parser(
         "reconstruct", help="retrieve phase from holograms (files or folders)"
     )
@@ -447,6 +456,35 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     rec.add_argument("--out", default="results", help="output folder (default: results)")
     rec.add_argument("--reference", help="background hologram without cells (same camera region)")
     rec.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    _add_offaxis_options(rec)
+    rec.add_argument(
+        "--save-profile",
+        metavar="FILE",
+        help="after the run, save the acquisition, the sideband carrying +phi (the sign) and the "
+        "settings as a microscope profile (JSON) to reuse with --profile",
+    )
+    rec.add_argument(
+        "--resolution",
+        default="full",
+        choices=("full", "native"),
+        help="full: input pixel size; native: sideband resolution (larger pixels)",
+    )
+    rec.add_argument(
+        "--measure",
+        action="store_true",
+        help="also segment cells and write labels + a per-cell CSV table",
+    )
+    add_refocus_arguments(rec)
+    _add_measure_options(rec)
+    _add_cluster_options(rec)
+    add_acquisition_arguments(rec)
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=cmd_reconstruct)
+
+
+def _add_offaxis_options(rec: argparse.ArgumentParser) -> None:
+    """The classical off-axis settings of ``reconstruct``: the sideband carrier (cycles/pixel),
+    its filter and radius, the background polynomial, and wrapped output."""
     rec.add_argument(
         "--carrier",
         nargs=2,
@@ -477,30 +515,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="write the wrapped phase (-pi..pi), without unwrapping or background correction",
     )
-    rec.add_argument(
-        "--save-profile",
-        metavar="FILE",
-        help="after the run, save the acquisition, the sideband carrying +phi (the sign) and the "
-        "settings as a microscope profile (JSON) to reuse with --profile",
-    )
-    rec.add_argument(
-        "--resolution",
-        default="full",
-        choices=("full", "native"),
-        help="full: input pixel size; native: sideband resolution (larger pixels)",
-    )
-    rec.add_argument(
-        "--measure",
-        action="store_true",
-        help="also segment cells and write labels + a per-cell CSV table",
-    )
-    add_refocus_arguments(rec)
-    _add_measure_options(rec)
-    _add_cluster_options(rec)
-    add_acquisition_arguments(rec)
-    rec.add_argument("--quiet", action="store_true", help="no progress bar")
-    rec.set_defaults(func=cmd_reconstruct)
 
+
+def _add_measure_command(commands: argparse._SubParsersAction) -> None:
+    """``napari-qpi measure``: segment and measure cells on phase images, optionally tracked."""
     mea = commands.add_parser("measure", help="segment and measure cells on phase images")
     mea.add_argument("paths", nargs="+", help="phase images (OME-TIFF from reconstruct) or folders")
     mea.add_argument("--out", default="results", help="output folder (default: results)")
@@ -512,6 +530,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     mea.add_argument("--quiet", action="store_true", help="no progress bar")
     mea.set_defaults(func=cmd_measure)
 
+
+def _add_models_command(commands: argparse._SubParsersAction) -> None:
+    """``napari-qpi models``: list the registered models; ``models export-mask``."""
     models = commands.add_parser("models", help="list the registered models and their metrics")
     models.set_defaults(func=cmd_models)
     model_commands = models.add_subparsers(dest="models_command")
@@ -524,9 +545,6 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the file if it exists"
     )
     export_mask.set_defaults(func=cmd_export_mask)
-
-    _add_training_commands(commands, selected)
-    return parser
 
 
 def cmd_models(args: argparse.Namespace) -> int:

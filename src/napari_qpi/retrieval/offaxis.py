@@ -299,6 +299,213 @@ def retrieve_offaxis(
     t0 = time.perf_counter()
     settings = settings or OffAxisSettings()
     acq = acquisition or Acquisition()
+    img, ref, mask_full = _checked_inputs(hologram, reference, background_mask)
+    shape = img.shape
+
+    carrier = settings.carrier if settings.carrier is not None else acq.carrier_cycles_per_px
+    na = settings.numerical_aperture or acq.numerical_aperture
+    spectrum = half_spectrum(img)
+    sideband = find_sideband(
+        img,
+        carrier=carrier,
+        radius_fraction=settings.radius_fraction,
+        numerical_aperture=na,
+        wavelength_nm=acq.wavelength_nm,
+        pixel_size_um=acq.pixel_size_um,
+        spectrum=spectrum,
+    )
+    q = crop_factor(shape, sideband, settings.filter)
+    info = _info_record(settings, sideband, q, carrier, ref is not None)
+    ref_spectrum = half_spectrum(ref) if ref is not None else None
+    demod = _Demodulation(img, ref, spectrum, ref_spectrum, sideband, q, settings.filter)
+    wrapped_n, ref_n = demod.native_phase(settings.refocus_um, acq, carrier is not None, info)
+    t_native = time.perf_counter()
+
+    if not settings.unwrap:
+        info["sign_from"] = "none"
+        if settings.resolution == "native":
+            phase = wrapped_n.astype(np.float32)
+        else:
+            phase = demod.wrapped_phase_full()
+        info["time_ms"] = {"total": 1e3 * (time.perf_counter() - t0)}
+        return PhaseResult(
+            phase, 1.0 if settings.resolution == "full" else float(q), sideband, info
+        )
+
+    unwrapped_n, report = unwrap_phase(wrapped_n, method=settings.unwrap_method, return_report=True)
+    info["unwrap"] = _unwrap_quality(report, unwrapped_n.shape)
+    order = int(settings.background_order)
+    mask_n, background_n = _native_background(unwrapped_n, mask_full, q, order)
+    corrected_n = unwrapped_n - background_n
+    sign = _phase_sign(info, corrected_n, mask_n, sideband, settings.sign_carrier, carrier)
+    info["background"] = _background_record(corrected_n, mask_n, order, mask_full is not None)
+    warnings_out = _retrieval_warnings(info, report.residues, mask_full is not None)
+    info["warnings"] = warnings_out
+    for message in warnings_out:
+        warnings.warn(message, RetrievalWarning, stacklevel=2)
+    t_unwrap = time.perf_counter()
+
+    if settings.resolution == "native":
+        phase = corrected_n
+        factor = float(q)
+    else:
+        phase = _full_resolution_phase(
+            demod.object_phase_full(),
+            unwrapped_n,
+            background_n,
+            ref_n,
+            sideband,
+            q,
+            settings.unwrap_method,
+        )
+        factor = 1.0
+    if sign < 0:
+        np.negative(phase, out=phase)
+    info["time_ms"] = {
+        "native_field": 1e3 * (t_native - t0),
+        "unwrap_background": 1e3 * (t_unwrap - t_native),
+        "total": 1e3 * (time.perf_counter() - t0),
+    }
+    return PhaseResult(phase.astype(np.float32, copy=False), factor, sideband, info)
+
+
+def _info_record(
+    settings: OffAxisSettings,
+    sideband: Sideband,
+    q: int,
+    carrier: tuple[float, float] | None,
+    has_reference: bool,
+) -> dict[str, Any]:
+    """The start of a result's ``info``: the method, crop factor, filter and its radius
+    (cycles/pixel), where the carrier came from, whether a reference was used, the resolution."""
+    return {
+        "method": "offaxis",
+        "crop_factor": q,
+        "filter": settings.filter,
+        "radius_cycles_per_px": sideband.radius_cycles_per_px,
+        "carrier_from": "settings"
+        if settings.carrier is not None
+        else ("metadata" if carrier is not None else "search"),
+        "reference": has_reference,
+        "resolution": settings.resolution,
+    }
+
+
+@dataclass
+class _Demodulation:
+    """A hologram (and its reference hologram) with their half spectra, and how they are
+    demodulated: the sideband, the crop factor ``q`` (native pixels are ``q`` input pixels), the
+    filter and, once set, the refocus applied to the fields."""
+
+    img: np.ndarray
+    ref: np.ndarray | None
+    spectrum: np.ndarray
+    ref_spectrum: np.ndarray | None
+    sideband: Sideband
+    q: int
+    filter: str
+    refocus: FieldRefocus | None = None
+
+    def field(self, image: np.ndarray, spec: np.ndarray, resolution: str) -> np.ndarray:
+        """The complex field of ``image`` (spectrum ``spec``) at ``resolution``."""
+        return demodulate(
+            image,
+            self.sideband,
+            filter=self.filter,
+            resolution=resolution,
+            spectrum=spec,
+            factor=self.q,
+        )
+
+    def native_phase(
+        self,
+        refocus_um: float | None,
+        acquisition: Acquisition,
+        sign_known: bool,
+        info: dict[str, Any],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Wrapped phase (radians) of ``O / R`` at native resolution, and the reference's native
+        field (``None`` without a reference, or once refocusing has divided it in).
+
+        With ``refocus_um`` (um) the field is refocused before unwrapping, which also resolves
+        the sign unless ``sign_known``; the refocus is kept in ``self.refocus`` and recorded in
+        ``info``.
+        """
+        obj_n = self.field(self.img, self.spectrum, "native")
+        ref_n = self.field(self.ref, self.ref_spectrum, "native") if self.ref is not None else None
+        if refocus_um is not None:  # O / R refocused before unwrapping; sign resolved
+            self.refocus = FieldRefocus(
+                refocus_um,
+                acquisition,
+                self.sideband,
+                self.img.shape,
+                self.q,
+                self.filter,
+                sign_known=sign_known,
+            )
+            obj_n, ref_n = self.refocus.native(obj_n, ref_n)
+            info.update(self.refocus.record())
+        return np.angle(obj_n * np.conj(ref_n) if ref_n is not None else obj_n), ref_n
+
+    def wrapped_phase_full(self) -> np.ndarray:
+        """Wrapped phase (radians, float32) of ``O / R`` at every input pixel, the sub-bin
+        carrier removed: the output when the phase is not unwrapped."""
+        if self.refocus is not None:
+            obj = self.refocus.full(
+                self.img, self.ref, self.spectrum, self.ref_spectrum, keep_subbin=False
+            )
+            return np.angle(obj).astype(np.float32)
+        obj = self.field(self.img, self.spectrum, "full")
+        if self.ref is not None:
+            obj *= np.conj(self.field(self.ref, self.ref_spectrum, "full"))
+        return np.angle(obj).astype(np.float32)
+
+    def object_phase_full(self) -> np.ndarray:
+        """Wrapped phase (radians) of the object field at every input pixel with its sub-bin
+        carrier kept (refocused ``O / R`` when refocusing), to be unwrapped against the native
+        phase; the full-size complex field lives only until its angle is taken."""
+        if self.refocus is not None:
+            return np.angle(
+                self.refocus.full(
+                    self.img, self.ref, self.spectrum, self.ref_spectrum, keep_subbin=True
+                )
+            )
+        return np.angle(
+            demodulate(
+                self.img,
+                self.sideband,
+                filter=self.filter,
+                resolution="full",
+                spectrum=self.spectrum,
+                factor=self.q,
+                remove_subbin=False,
+            )
+        )
+
+
+def _native_background(
+    unwrapped_n: np.ndarray, mask_full: np.ndarray | None, q: int, order: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The background mask at native resolution (the given full-size mask sampled every ``q``
+    pixels, else found) and the polynomial of ``order`` fitted over it (radians)."""
+    if mask_full is not None:
+        mask_n = mask_full[::q, ::q]
+    else:
+        mask_n = auto_background_mask(unwrapped_n, order=order)
+    return mask_n, fit_background(unwrapped_n, order=order, mask=mask_n)
+
+
+def _checked_inputs(
+    hologram: np.ndarray, reference: np.ndarray | None, background_mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The hologram as a 2-D real image, and the reference hologram and the background mask
+    (boolean) checked to have its shape.
+
+    Raises
+    ------
+    InputError
+        Not a single 2-D real finite image, reference or mask of another shape.
+    """
     img = as_image(hologram)
     shape = img.shape
     ref = None
@@ -316,84 +523,25 @@ def retrieve_offaxis(
             raise InputError(
                 f"The background mask has shape {mask_full.shape} but the hologram has {shape}."
             )
+    return img, ref, mask_full
 
-    carrier = settings.carrier if settings.carrier is not None else acq.carrier_cycles_per_px
-    na = settings.numerical_aperture or acq.numerical_aperture
-    spectrum = half_spectrum(img)
-    sideband = find_sideband(
-        img,
-        carrier=carrier,
-        radius_fraction=settings.radius_fraction,
-        numerical_aperture=na,
-        wavelength_nm=acq.wavelength_nm,
-        pixel_size_um=acq.pixel_size_um,
-        spectrum=spectrum,
-    )
-    q = crop_factor(shape, sideband, settings.filter)
-    info: dict[str, Any] = {
-        "method": "offaxis",
-        "crop_factor": q,
-        "filter": settings.filter,
-        "radius_cycles_per_px": sideband.radius_cycles_per_px,
-        "carrier_from": "settings"
-        if settings.carrier is not None
-        else ("metadata" if carrier is not None else "search"),
-        "reference": ref is not None,
-        "resolution": settings.resolution,
-    }
 
-    def field_of(image: np.ndarray, spec: np.ndarray, resolution: str) -> np.ndarray:
-        return demodulate(
-            image, sideband, filter=settings.filter, resolution=resolution, spectrum=spec, factor=q
-        )
+def _phase_sign(
+    info: dict[str, Any],
+    corrected_n: np.ndarray,
+    mask_n: np.ndarray,
+    sideband: Sideband,
+    sign_carrier: tuple[float, float] | None,
+    carrier: tuple[float, float] | None,
+) -> int:
+    """The sign (+1 or -1) that makes the demodulated phase ``+phi``, recorded in ``info``.
 
-    ref_spectrum = half_spectrum(ref) if ref is not None else None
-    obj_n = field_of(img, spectrum, "native")
-    ref_n = field_of(ref, ref_spectrum, "native") if ref is not None else None
-    refocus = None
-    if settings.refocus_um is not None:  # O / R refocused before unwrapping; sign resolved
-        refocus = FieldRefocus(
-            settings.refocus_um,
-            acq,
-            sideband,
-            shape,
-            q,
-            settings.filter,
-            sign_known=carrier is not None,
-        )
-        obj_n, ref_n = refocus.native(obj_n, ref_n)
-        info.update(refocus.record())
-    wrapped_n = np.angle(obj_n * np.conj(ref_n) if ref_n is not None else obj_n)
-    t_native = time.perf_counter()
-
-    if not settings.unwrap:
-        info["sign_from"] = "none"
-        if settings.resolution == "native":
-            phase = wrapped_n.astype(np.float32)
-        elif refocus is not None:
-            obj = refocus.full(img, ref, spectrum, ref_spectrum, keep_subbin=False)
-            phase = np.angle(obj).astype(np.float32)
-        else:
-            obj = field_of(img, spectrum, "full")
-            if ref is not None:
-                obj *= np.conj(field_of(ref, ref_spectrum, "full"))
-            phase = np.angle(obj).astype(np.float32)
-        info["time_ms"] = {"total": 1e3 * (time.perf_counter() - t0)}
-        return PhaseResult(
-            phase, 1.0 if settings.resolution == "full" else float(q), sideband, info
-        )
-
-    unwrapped_n, report = unwrap_phase(wrapped_n, method=settings.unwrap_method, return_report=True)
-    info["unwrap"] = _unwrap_quality(report, unwrapped_n.shape)
-    order = int(settings.background_order)
-    if mask_full is not None:
-        mask_n = mask_full[::q, ::q]
-    else:
-        mask_n = auto_background_mask(unwrapped_n, order=order)
-    background_n = fit_background(unwrapped_n, order=order, mask=mask_n)
-    corrected_n = unwrapped_n - background_n
+    A carrier that was given (settings, metadata) carries ``+phi`` by contract; else the sideband
+    nearer ``sign_carrier``; else the data (cells positive on balance). Also records the evidence
+    and the carrier (cycles/pixel) of the sideband that carries ``+phi``.
+    """
     evidence = cells_sign_evidence(corrected_n, mask_n)
-    hint = _sign_from_carrier(sideband, settings.sign_carrier) if carrier is None else None
+    hint = _sign_from_carrier(sideband, sign_carrier) if carrier is None else None
     if carrier is not None:
         sign, info["sign_from"] = 1, info["carrier_from"]
     elif hint is not None:
@@ -405,82 +553,84 @@ def retrieve_offaxis(
     # The sideband that carries +phi: the one demodulated, or its mirror when the sign was flipped.
     plus = sideband if sign > 0 else sideband.conjugate()
     info["carrier_cycles_per_px"] = [float(c) for c in plus.center_cycles_per_px]
+    return sign
+
+
+def _background_record(
+    corrected_n: np.ndarray, mask_n: np.ndarray, order: int, given: bool
+) -> dict[str, Any]:
+    """How the background was fitted: polynomial order, mask (given or found) and its fraction,
+    noise in radians over it, and the fraction of inner pixels standing out (> 5 sigma)."""
     fraction = float(np.count_nonzero(mask_n) / mask_n.size)
-    info["background"] = {
+    record: dict[str, Any] = {
         "model": f"polynomial order {order}",
         "order": order,
-        "mask": "given" if mask_full is not None else "auto",
+        "mask": "given" if given else "auto",
         "fraction": fraction,
         "noise_rad": noise_sigma(corrected_n[mask_n]) if mask_n.any() else None,
     }
-    warnings_out: list[str] = []
-    sigma = info["background"]["noise_rad"] or noise_sigma(corrected_n)
+    sigma = record["noise_rad"] or noise_sigma(corrected_n)
     inner = tuple(slice(round(0.05 * n), n - round(0.05 * n)) for n in corrected_n.shape)
-    standout = float(np.mean(np.abs(corrected_n[inner]) > 5 * sigma))  # no edge ringing
-    info["background"]["standout_fraction"] = standout
-    problem = _check_background(fraction, standout, given=mask_full is not None)
+    record["standout_fraction"] = float(np.mean(np.abs(corrected_n[inner]) > 5 * sigma))
+    return record
+
+
+def _retrieval_warnings(info: dict[str, Any], residues: int, given: bool) -> list[str]:
+    """What the user should know about a retrieval: a doubtful background (from
+    ``info["background"]``, mask ``given`` or not) and 2 pi jumps left by unwrapping."""
+    found: list[str] = []
+    background = info["background"]
+    problem = _check_background(background["fraction"], background["standout_fraction"], given)
     if problem:
-        warnings_out.append(problem)
+        found.append(problem)
     if not info["unwrap"]["ok"]:
-        warnings_out.append(
+        found.append(
             f"Phase unwrapping left {100 * info['unwrap']['jump_fraction']:.2f}% of the pixels "
-            f"next to a 2 pi jump ({report.residues} residues): part of the phase may be off by "
+            f"next to a 2 pi jump ({residues} residues): part of the phase may be off by "
             "2 pi. Is the hologram in focus? Try --refocus auto; retrieval.jump_mask shows where."
         )
-    info["warnings"] = warnings_out
-    for message in warnings_out:
-        warnings.warn(message, RetrievalWarning, stacklevel=2)
-    t_unwrap = time.perf_counter()
+    return found
 
-    if settings.resolution == "native":
-        phase = corrected_n
-        factor = float(q)
-    else:
-        smooth_n = background_n
-        total_n = unwrapped_n
-        if ref_n is not None:
-            ref_phase_n = unwrap_phase(np.angle(ref_n), method=settings.unwrap_method)
-            smooth_n = smooth_n + ref_phase_n
-            total_n = total_n + ref_phase_n
-        sub_y, sub_x = subbin_offset(sideband, shape)
-        if sub_y or sub_x:
-            ramp_n = _TWO_PI * (
-                np.float32(q * sub_y) * np.arange(total_n.shape[0], dtype=np.float32)[:, None]
-                + np.float32(q * sub_x) * np.arange(total_n.shape[1], dtype=np.float32)[None, :]
-            )
-            total_n = total_n - ramp_n
-            smooth_n = smooth_n - ramp_n
-        if refocus is not None:
-            full = refocus.full(img, ref, spectrum, ref_spectrum, keep_subbin=True)
-        else:
-            full = demodulate(
-                img,
-                sideband,
-                filter=settings.filter,
-                resolution="full",
-                spectrum=spectrum,
-                factor=q,
-                remove_subbin=False,
-            )
-        wrapped = np.angle(full)
-        del full
-        estimate = _upsample(total_n, q, shape)
-        estimate -= wrapped
-        estimate /= _TWO_PI
-        np.round(estimate, out=estimate)
-        estimate *= _TWO_PI
-        estimate += wrapped
-        estimate -= _upsample(smooth_n, q, shape)
-        phase = estimate
-        factor = 1.0
-    if sign < 0:
-        np.negative(phase, out=phase)
-    info["time_ms"] = {
-        "native_field": 1e3 * (t_native - t0),
-        "unwrap_background": 1e3 * (t_unwrap - t_native),
-        "total": 1e3 * (time.perf_counter() - t0),
-    }
-    return PhaseResult(phase.astype(np.float32, copy=False), factor, sideband, info)
+
+def _full_resolution_phase(
+    wrapped: np.ndarray,
+    unwrapped_n: np.ndarray,
+    background_n: np.ndarray,
+    ref_n: np.ndarray | None,
+    sideband: Sideband,
+    q: int,
+    unwrap_method: str,
+) -> np.ndarray:
+    """Background-corrected phase (radians, float32) at every pixel of the hologram.
+
+    ``wrapped`` is the phase of the object field at full resolution with its sub-bin carrier kept;
+    it is made congruent (mod 2 pi) to the native unwrapped phase ``unwrapped_n`` (plus the
+    reference's, less the sub-bin ramp) upsampled by ``q``, then the upsampled smooth part
+    (background, reference, ramp) is subtracted.
+    """
+    shape = wrapped.shape
+    smooth_n = background_n
+    total_n = unwrapped_n
+    if ref_n is not None:
+        ref_phase_n = unwrap_phase(np.angle(ref_n), method=unwrap_method)
+        smooth_n = smooth_n + ref_phase_n
+        total_n = total_n + ref_phase_n
+    sub_y, sub_x = subbin_offset(sideband, shape)
+    if sub_y or sub_x:
+        ramp_n = _TWO_PI * (
+            np.float32(q * sub_y) * np.arange(total_n.shape[0], dtype=np.float32)[:, None]
+            + np.float32(q * sub_x) * np.arange(total_n.shape[1], dtype=np.float32)[None, :]
+        )
+        total_n = total_n - ramp_n
+        smooth_n = smooth_n - ramp_n
+    estimate = _upsample(total_n, q, shape)
+    estimate -= wrapped
+    estimate /= _TWO_PI
+    np.round(estimate, out=estimate)
+    estimate *= _TWO_PI
+    estimate += wrapped
+    estimate -= _upsample(smooth_n, q, shape)
+    return estimate
 
 
 __all__ = [

@@ -426,18 +426,91 @@ def retrieve_deep(
     batch, stacked = _as_batch(hologram, card.input_channels, card)
     _check_modality(card, acq, batch[0, 0])
     height, width = batch.shape[-2:]
-    if background_mask is not None:
-        background_mask = np.asarray(background_mask, dtype=bool)
-        if background_mask.shape != (height, width):
-            raise InputError(
-                f"The background mask has shape {background_mask.shape} but the images are "
-                f"{(height, width)}."
-            )
+    background_mask = _checked_mask(background_mask, (height, width))
     checks = _Checks(card, batch[:, 0], acq) if check and card.modality == "hologram" else None
     axes = (2, 3) if card.normalisation.get("per_channel", False) else (1, 2, 3)
     batch = normalise(batch, card.normalisation, axes=axes)
     stride = _stride(module, card)
     t_ready = time.perf_counter()
+    phase, plan, memory, batch_size = _run_network(
+        module,
+        card,
+        batch,
+        dev,
+        stride=stride,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        max_memory=max_memory,
+        progress=progress,
+    )
+    t_network = time.perf_counter()
+    background: dict[str, Any] | None = None
+    if background_order is not None:
+        _subtract_background(phase, background_order, background_mask)
+        background = {
+            "order": int(background_order),
+            "mask": "given" if background_mask is not None else "auto",
+        }
+    t_checks = time.perf_counter()
+    checked = checks.after(phase) if checks is not None else {}
+    info: dict[str, Any] = {
+        "method": "deep",
+        "model": card.name,
+        "family": card.family,
+        "network": card.network,
+        "modality": card.modality,
+        "source": card.source,
+        "sha256": card.sha256,
+        "device": str(dev),
+        "stride": stride,
+        "batch_size": batch_size,
+        "normalisation": card.normalisation.get("method"),
+        **plan,
+        "memory": memory,
+        "background": background,
+        **checked,
+        "time_ms": {
+            "prepare": 1e3 * (t_ready - t0),
+            "network": 1e3 * (t_network - t_ready),
+            "checks": 1e3 * (time.perf_counter() - t_checks),
+            "total": 1e3 * (time.perf_counter() - t0),
+        },
+    }
+    phase = phase.astype(np.float32, copy=False)
+    return PhaseResult(phase if stacked else phase[0], 1.0, None, info)
+
+
+def _checked_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """The background mask as booleans, checked to have the images' ``shape`` (H, W)."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != shape:
+        raise InputError(f"The background mask has shape {mask.shape} but the images are {shape}.")
+    return mask
+
+
+def _run_network(
+    module: nn.Module,
+    card: ModelCard,
+    batch: np.ndarray,
+    dev: torch.device,
+    *,
+    stride: int,
+    tile: int | None,
+    overlap: int,
+    batch_size: int,
+    max_memory: int | None,
+    progress: Progress | None,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, Any] | None, int]:
+    """Run the network (in eval mode, its mode restored) on a normalised batch (N, C, H, W).
+
+    Hologram models run in tiles and batches sized to ``max_memory`` bytes (or the free device
+    memory); CDP models run whole. Returns the phase (N, H, W) in radians, the tiling plan, the
+    memory record (``None`` for CDP) and the batch size used.
+    """
+    height, width = batch.shape[-2:]
     was_training = module.training
     module.eval()
     memory: dict[str, Any] | None = None
@@ -477,41 +550,7 @@ def retrieve_deep(
                 )
     finally:
         module.train(was_training)
-    t_network = time.perf_counter()
-    background: dict[str, Any] | None = None
-    if background_order is not None:
-        _subtract_background(phase, background_order, background_mask)
-        background = {
-            "order": int(background_order),
-            "mask": "given" if background_mask is not None else "auto",
-        }
-    t_checks = time.perf_counter()
-    checked = checks.after(phase) if checks is not None else {}
-    info: dict[str, Any] = {
-        "method": "deep",
-        "model": card.name,
-        "family": card.family,
-        "network": card.network,
-        "modality": card.modality,
-        "source": card.source,
-        "sha256": card.sha256,
-        "device": str(dev),
-        "stride": stride,
-        "batch_size": batch_size,
-        "normalisation": card.normalisation.get("method"),
-        **plan,
-        "memory": memory,
-        "background": background,
-        **checked,
-        "time_ms": {
-            "prepare": 1e3 * (t_ready - t0),
-            "network": 1e3 * (t_network - t_ready),
-            "checks": 1e3 * (time.perf_counter() - t_checks),
-            "total": 1e3 * (time.perf_counter() - t0),
-        },
-    }
-    phase = phase.astype(np.float32, copy=False)
-    return PhaseResult(phase if stacked else phase[0], 1.0, None, info)
+    return phase, plan, memory, batch_size
 
 
 __all__ = [

@@ -64,6 +64,40 @@ class PhaseRetrievalWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         defaults = OffAxisSettings()
+        self._make_inputs(viewer)
+        self._make_method_fields(defaults)
+        self._make_acquisition_fields()
+        self._make_mask_export()
+        self.controls = TaskControls(self._make_job, self._add_result, on_cancel=self._keep_partial)
+        self.actions = ActionsBar(viewer)
+        self._partial: dict[str, Any] | None = None
+        self.refocus = RefocusPanel(self)  # refocus section (its own module)
+        super().__init__(
+            widgets=[
+                self.hologram,
+                self.reference,
+                self.method,
+                self.filter,
+                self.radius_fraction,
+                self.background_order,
+                self.resolution,
+                self.planes,
+                self.mark_jumps,
+                self.wavelength,
+                self.pixel_size,
+                self.medium_index,
+                self.profile_button,
+                self.mask_file,
+                self.export_masks,
+                self.refocus,
+                self.controls,
+                self.actions,
+            ]
+        )
+        self._connect_events(viewer)
+
+    def _make_inputs(self, viewer: napari.viewer.Viewer) -> None:
+        """The layer pickers (hologram, background) and the method offered for the hologram."""
         self.hologram = layer_picker(
             viewer,
             hologram_rank,
@@ -86,6 +120,10 @@ class PhaseRetrievalWidget(Container):
             "or a solver or distilled network (CDP stacks); only methods that can run on this "
             "layer are listed",
         )
+
+    def _make_method_fields(self, defaults: OffAxisSettings) -> None:
+        """The classical method's settings (filter, radius, background order, resolution), how a
+        stack is retrieved, and the 2 pi jump marking."""
         self.filter = ComboBox(
             label="filter",
             choices=["smooth_disk", "disk", "gaussian"],
@@ -131,6 +169,9 @@ class PhaseRetrievalWidget(Container):
             "more than pi between neighbours: where unwrapping may have failed (out of focus, "
             "noise); an empty layer means none",
         )
+
+    def _make_acquisition_fields(self) -> None:
+        """Wavelength (nm), pixel size (um) and medium index (0: unknown), and Load profile."""
         self.wavelength = FloatSpinBox(
             label="wavelength (nm)",
             value=0.0,
@@ -165,6 +206,9 @@ class PhaseRetrievalWidget(Container):
         )
         self.profile_button.changed.connect(lambda *_: load_profile_dialog(self))
         self.profile = None  # the loaded MicroscopeProfile, if any
+
+    def _make_mask_export(self) -> None:
+        """Where to write a CDP model's phase masks (radians), and the button that writes them."""
         self.mask_file = FileEdit(
             label="masks TIFF",
             mode="w",
@@ -176,32 +220,9 @@ class PhaseRetrievalWidget(Container):
             tooltip="the masks a plate or SLM must realise for this network, as a TIFF",
         )
         self.export_masks.changed.connect(self._export_masks)
-        self.controls = TaskControls(self._make_job, self._add_result, on_cancel=self._keep_partial)
-        self.actions = ActionsBar(viewer)
-        self._partial: dict[str, Any] | None = None
-        self.refocus = RefocusPanel(self)  # refocus section (its own module)
-        super().__init__(
-            widgets=[
-                self.hologram,
-                self.reference,
-                self.method,
-                self.filter,
-                self.radius_fraction,
-                self.background_order,
-                self.resolution,
-                self.planes,
-                self.mark_jumps,
-                self.wavelength,
-                self.pixel_size,
-                self.medium_index,
-                self.profile_button,
-                self.mask_file,
-                self.export_masks,
-                self.refocus,
-                self.controls,
-                self.actions,
-            ]
-        )
+
+    def _connect_events(self, viewer: napari.viewer.Viewer) -> None:
+        """Follow the layers and the chosen method, remember the fields, show what applies."""
         self.method.changed.connect(self._show_method_options)
         self.hologram.changed.connect(self.method.reset_choices)
         self.hologram.changed.connect(self._show_stack_options)

@@ -167,6 +167,53 @@ class FinetuneWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         defaults = FinetuneSettings(name="x")
+        self._make_data_fields()
+        self._make_training_fields(defaults)
+        self.controls = FinetuneControls(self._make_job, self._on_saved, self._on_event)
+        self.plot = LossPlot()
+        self.export_button = PushButton(
+            text="Export model...",
+            tooltip="save the model trained last (else the base model) as a .zip for another "
+            "computer",
+        )
+        self.import_button = PushButton(
+            text="Import model...", tooltip="install a model exported on another computer"
+        )
+        super().__init__(
+            widgets=[
+                self.inputs,
+                self.targets,
+                Container(
+                    widgets=[self.fill_button, self.fill_order], layout="horizontal", labels=True
+                ),
+                self.ignore,
+                self.pairs,
+                self.base,
+                self.self_supervised,
+                self.epochs,
+                self.lr,
+                self.batch_size,
+                self.crop,
+                self.augment,
+                self.val_fraction,
+                self.minutes,
+                self.model_name,
+                self.resume,
+                self.controls,
+                Container(
+                    widgets=[self.export_button, self.import_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+            ]
+        )
+        self.native.layout().insertWidget(len(self) - 1, self.plot)
+        self.last_outcome: FinetuneOutcome | None = None
+        self._connect_events(viewer)
+
+    def _make_data_fields(self) -> None:
+        """The training data: input and target layers, the classical fill of the targets (with its
+        background order), the ignore labels and the pairs shown."""
         self.inputs = Select(
             label="inputs",
             choices=self._image_choices,
@@ -198,6 +245,10 @@ class FinetuneWidget(Container):
             options={"nullable": True, "tooltip": "labels layer: painted pixels are ignored"},
         )
         self.pairs = wrapping_label(Label(value=""))
+
+    def _make_training_fields(self, defaults: FinetuneSettings) -> None:
+        """The base model and the training settings (epochs, learning rate, batch, crop in pixels,
+        augmentation, validation fraction, time limit in minutes), the new model's name, resume."""
         self.base = ComboBox(
             label="base model",
             choices=self._base_choices,
@@ -270,46 +321,9 @@ class FinetuneWidget(Container):
             value=True,
             tooltip="continue a run that was stopped, if it used the same data and settings",
         )
-        self.controls = FinetuneControls(self._make_job, self._on_saved, self._on_event)
-        self.plot = LossPlot()
-        self.export_button = PushButton(
-            text="Export model...",
-            tooltip="save the model trained last (else the base model) as a .zip for another "
-            "computer",
-        )
-        self.import_button = PushButton(
-            text="Import model...", tooltip="install a model exported on another computer"
-        )
-        super().__init__(
-            widgets=[
-                self.inputs,
-                self.targets,
-                Container(
-                    widgets=[self.fill_button, self.fill_order], layout="horizontal", labels=True
-                ),
-                self.ignore,
-                self.pairs,
-                self.base,
-                self.self_supervised,
-                self.epochs,
-                self.lr,
-                self.batch_size,
-                self.crop,
-                self.augment,
-                self.val_fraction,
-                self.minutes,
-                self.model_name,
-                self.resume,
-                self.controls,
-                Container(
-                    widgets=[self.export_button, self.import_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
-            ]
-        )
-        self.native.layout().insertWidget(len(self) - 1, self.plot)
-        self.last_outcome: FinetuneOutcome | None = None
+
+    def _connect_events(self, viewer: napari.viewer.Viewer) -> None:
+        """Wire the buttons and the layer lists, remember the settings, warm up training."""
         self.fill_button.changed.connect(self.fill_targets)
         self.export_button.changed.connect(self._export_dialog)
         self.import_button.changed.connect(self._import_dialog)

@@ -247,8 +247,6 @@ def measure_cells(
         A labelled cell with NaN/inf phase gets NaN phase and mass and a warning (NaN outside the
         cells is ignored).
     """
-    from skimage.measure import regionprops_table
-
     image = _as_phase_image(phase)
     lab = _check_labels(labels, image.shape)
     px = _check_pixel_size(pixel_size_um)
@@ -263,6 +261,51 @@ def measure_cells(
         notes.append(NO_WAVELENGTH)
     if not physical:
         notes.append(NO_PIXEL_SIZE)
+
+    columns, units = _shape_columns(lab, spacing, physical, frame)
+    ids = columns["label"]
+    sums = _integrate(image, lab, ids, local_background, margin_px)
+    _phase_and_mass_columns(
+        columns,
+        units,
+        sums,
+        bad_cells,
+        physical=physical,
+        pixel_area=pixel_area,
+        wavelength_nm=wavelength_nm if with_mass else None,
+        alpha_um3_per_pg=alpha_um3_per_pg,
+    )
+
+    background = _field_background(image, sums["region"])
+    notes += _background_notes(
+        background, columns["mean_phase_rad"], sums["ring_px"], local_background, margin_px
+    )
+    if isinstance(method, Mapping):
+        method_record: dict[str, Any] | str = dict(method)
+    else:
+        method_record = method or "user labels"
+    metadata: dict[str, Any] = {
+        "alpha_um3_per_pg": float(alpha_um3_per_pg),
+        "wavelength_nm": None if wavelength_nm is None else float(wavelength_nm),
+        "pixel_size_um": px,
+        "pixel_size_missing": not physical,
+        "dry_mass_available": with_mass,
+        "dry_mass_formula": "dry_mass_pg = wavelength_um / (2 pi alpha_um3_per_pg) * "
+        "sum(phase_rad) * pixel_area_um2",
+        "background_phase_rad": background,
+        "method": method_record,
+        "notes": notes,
+        "versions": _versions(),
+    }
+    return MorphologyTable(columns=columns, units=units, metadata=metadata)
+
+
+def _shape_columns(
+    lab: np.ndarray, spacing: tuple[float, float], physical: bool, frame: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The ``label`` column, [``frame``], and the shape columns of every labelled cell with
+    their units: um / um^2 with a pixel size (``spacing`` in um), else px / px^2."""
+    from skimage.measure import regionprops_table
 
     props = regionprops_table(
         lab,
@@ -279,8 +322,25 @@ def measure_cells(
         name, unit = (name_um, unit_um) if physical else (name_px, unit_px)
         columns[name] = np.asarray(props[key], dtype=np.float64)
         units[name] = unit
+    return columns, units
 
-    sums = _integrate(image, lab, ids, local_background, margin_px)
+
+def _phase_and_mass_columns(
+    columns: dict[str, np.ndarray],
+    units: dict[str, str],
+    sums: dict[str, Any],
+    bad_cells: np.ndarray,
+    *,
+    physical: bool,
+    pixel_area: float,
+    wavelength_nm: float | None,
+    alpha_um3_per_pg: float,
+) -> None:
+    """Add the phase columns (rad, above the local background), the integrated phase (rad um^2,
+    or rad px^2 without a pixel size), optical volume (um^3), dry mass (pg) and its density
+    (pg/um^2); mass NaN without ``wavelength_nm``, all NaN for the cells with NaN/inf phase."""
+    ids = columns["label"]
+    with_mass = wavelength_nm is not None
     phase_sum, counts = sums["phase_sum"], sums["counts"]
     columns["mean_phase_rad"] = sums["mean"]
     columns["max_phase_rad"] = sums["max"]
@@ -309,29 +369,6 @@ def measure_cells(
         "dry_mass_density_pg_per_um2",
     ):
         columns[name][undefined] = np.nan
-
-    background = _field_background(image, sums["region"])
-    notes += _background_notes(
-        background, columns["mean_phase_rad"], sums["ring_px"], local_background, margin_px
-    )
-    if isinstance(method, Mapping):
-        method_record: dict[str, Any] | str = dict(method)
-    else:
-        method_record = method or "user labels"
-    metadata: dict[str, Any] = {
-        "alpha_um3_per_pg": float(alpha_um3_per_pg),
-        "wavelength_nm": None if wavelength_nm is None else float(wavelength_nm),
-        "pixel_size_um": px,
-        "pixel_size_missing": not physical,
-        "dry_mass_available": with_mass,
-        "dry_mass_formula": "dry_mass_pg = wavelength_um / (2 pi alpha_um3_per_pg) * "
-        "sum(phase_rad) * pixel_area_um2",
-        "background_phase_rad": background,
-        "method": method_record,
-        "notes": notes,
-        "versions": _versions(),
-    }
-    return MorphologyTable(columns=columns, units=units, metadata=metadata)
 
 
 def _concatenate(tables: list[MorphologyTable]) -> dict[str, np.ndarray]:

@@ -338,11 +338,7 @@ def segment_field(
     image = _as_phase_image(phase)
     valid = _valid_pixels(image)
     px = _check_pixel_size(pixel_size_um)
-    user_um = [
-        name
-        for name in ("min_area_um2", "max_area_um2", "min_distance_um")
-        if getattr(settings, name) is not None
-    ]
+    user_um = _settings_in_um(settings)
     if px is None and user_um:
         _warn(
             f"No pixel size given: {', '.join(user_um)} are read in pixels (px, px^2). Give the "
@@ -357,17 +353,7 @@ def segment_field(
     flat, flat_s = image - background, smoothed - background
     noise, noise_s = lower_sigma(flat[valid]), lower_sigma(flat_s[valid])
     offset = float(np.median(background[valid]))
-    result = Segmentation(
-        labels=np.zeros(image.shape, dtype=np.int32),
-        background_rad=background,
-        offset_rad=offset,
-        noise_rad=noise,
-        noise_smoothed_rad=noise_s,
-        level_rad=math.nan,
-        cell_radius_px=math.nan,
-        min_area_px=math.nan,
-        min_distance_px=math.nan,
-    )
+    result = _no_cells(background, offset, noise, noise_s)
     peak = float(np.max(flat_s[valid]))
     if peak <= 1e-12 * max(1.0, float(np.max(np.abs(smoothed)))):
         _warn(f"No cells found: the phase is flat ({fill:.3g} rad everywhere).")
@@ -412,6 +398,32 @@ def segment_field(
             f"{removed['nan']} touching NaN phase."
         )
     return result
+
+
+def _settings_in_um(settings: SegmentationSettings) -> list[str]:
+    """The names of the settings the user gave in um or um^2 (they need a pixel size)."""
+    return [
+        name
+        for name in ("min_area_um2", "max_area_um2", "min_distance_um")
+        if getattr(settings, name) is not None
+    ]
+
+
+def _no_cells(background: np.ndarray, offset: float, noise: float, noise_s: float) -> Segmentation:
+    """A segmentation without cells yet: all-zero labels, the fitted background (rad), its
+    median offset and the noise (rad) of the flattened and the smoothed phase; levels and sizes
+    NaN until learnt."""
+    return Segmentation(
+        labels=np.zeros(background.shape, dtype=np.int32),
+        background_rad=background,
+        offset_rad=offset,
+        noise_rad=noise,
+        noise_smoothed_rad=noise_s,
+        level_rad=math.nan,
+        cell_radius_px=math.nan,
+        min_area_px=math.nan,
+        min_distance_px=math.nan,
+    )
 
 
 def segment_cells(

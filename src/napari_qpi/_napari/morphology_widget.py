@@ -6,7 +6,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, Table, create_widget
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, create_widget
 from napari.utils.notifications import show_warning
 
 from ..errors import InputError
@@ -18,23 +18,11 @@ from ..morphology import (
     iter_measure_frames,
 )
 from ..morphology.tracking import Tracks, track_cells, tracks_layer_data
+from .cells_table import CellsTable
 from .layers import MORPHOLOGY_KEY, acquisition_of
 from .pickers import layer_picker, phase_rank
 from .plots import CellPlots
 from .task import Job, TaskControls
-
-#: Columns shown in the dock table (all columns stay in ``layer.features`` and in the CSV).
-SHOWN_COLUMNS = (
-    "track_id",
-    "label",
-    "frame",
-    "area_um2",
-    "equivalent_diameter_um",
-    "eccentricity",
-    "mean_phase_rad",
-    "max_phase_rad",
-    "dry_mass_pg",
-)
 
 
 class CellMorphologyWidget(Container):
@@ -42,7 +30,6 @@ class CellMorphologyWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        defaults = SegmentationSettings()
         self.phase = layer_picker(
             viewer,
             phase_rank,
@@ -55,6 +42,31 @@ class CellMorphologyWidget(Container):
             label="labels (optional)",
             options={"nullable": True},
         )
+        fields = self._make_fields(SegmentationSettings())
+        self.controls = TaskControls(self._make_job, self._add_result, run_text="Measure")
+        self.table = CellsTable(viewer)
+        self.plots = CellPlots(viewer)
+        super().__init__(
+            widgets=[
+                self.phase,
+                self.user_labels,
+                *fields,
+                self.controls,
+                self.table,
+                self.plots,
+            ]
+        )
+        give_room(self, self.table, 3)  # room the dock gains goes to the table first
+        give_room(self, self.plots, 1)
+        self.phase.changed.connect(self._fill_wavelength)
+        self.user_labels.changed.connect(self._on_labels_picked)
+        self.reset_choices()
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self._fill_wavelength()
+
+    def _make_fields(self, defaults: SegmentationSettings) -> list[Any]:
+        """The segmentation and measurement settings, in the order the dock shows them."""
         self.threshold = LineEdit(
             label="threshold",
             value=str(defaults.threshold),
@@ -104,38 +116,38 @@ class CellMorphologyWidget(Container):
             step=10.0,
             tooltip="0: unknown (growth per frame only)",
         )
-        self.controls = TaskControls(self._make_job, self._add_result, run_text="Measure")
-        self.table = Table(value=None, visible=False)
-        self.plots = CellPlots(viewer)
-        super().__init__(
-            widgets=[
-                self.phase,
-                self.user_labels,
-                self.threshold,
-                self.smoothing,
-                self.min_area,
-                self.split,
-                self.exclude_border,
-                self.wavelength,
-                self.alpha,
-                self.track,
-                self.frame_interval,
-                self.controls,
-                self.table,
-                self.plots,
-            ]
-        )
-        self.phase.changed.connect(self._fill_wavelength)
-        self.reset_choices()
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
-        self._fill_wavelength()
+        return [
+            self.threshold,
+            self.smoothing,
+            self.min_area,
+            self.split,
+            self.exclude_border,
+            self.wavelength,
+            self.alpha,
+            self.track,
+            self.frame_interval,
+        ]
 
     def _fill_wavelength(self, *_: Any) -> None:
         layer = self.phase.value
         if layer is not None:
             wavelength = acquisition_of(layer.metadata).wavelength_nm
             self.wavelength.value = wavelength or 0.0
+
+    def _on_labels_picked(self, layer: Any) -> None:
+        """Show the table of a labels layer picked in *labels (optional)*; clear it for one
+        without a table (painted, not measured yet). Unpicking keeps the table shown."""
+        if layer is not None:
+            self.show_cells(layer)
+
+    def show_cells(self, labels_layer: Any) -> None:
+        """Table and plots of ``labels_layer``'s cells (cleared when it has none)."""
+        if labels_layer is None or len(labels_layer.features) == 0:
+            self.table.clear()
+            self.plots.visible = False
+            return
+        self.table.show_layer(labels_layer)
+        self.plots.show_layer(labels_layer)
 
     def settings(self) -> SegmentationSettings:
         text = self.threshold.value.strip() or "auto"
@@ -238,10 +250,7 @@ class CellMorphologyWidget(Container):
             )
         if result.get("tracks") is not None:
             self._add_tracks(source, result["tracks"])
-        shown = [c for c in SHOWN_COLUMNS if c in table.columns]
-        self.plots.show_layer(labels_layer)
-        self.table.value = {c: np.asarray(table.columns[c]).tolist() for c in shown}
-        self.table.visible = True
+        self.show_cells(labels_layer)
         if table.metadata.get("pixel_size_missing"):
             show_warning(
                 f"'{source.name}' has no pixel size: areas are in pixels and dry mass is empty. "
@@ -274,6 +283,17 @@ class CellMorphologyWidget(Container):
             translate=source.translate,
             metadata={MORPHOLOGY_KEY: {"summary": tracks.summary.columns}},
         )
+
+
+def give_room(container: Container, widget: Any, stretch: int) -> None:
+    """Let ``widget`` take a share ``stretch`` of the height ``container`` gains."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    item = widget.native  # magicgui wraps a labelled widget in a row of its own
+    while item.parentWidget() is not None and item.parentWidget() is not container.native:
+        item = item.parentWidget()
+    item.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    container.native.layout().setStretchFactor(item, stretch)
 
 
 def unique_frame_labels(

@@ -74,7 +74,7 @@ def test_the_table_shows_every_cell_with_units_and_sorts_by_number(measured_samp
     assert table.model.rowCount() == len(features) >= 3
     titles = _titles(table)
     assert {"dry mass (pg)", "area (µm²)", "mean phase (rad)", "label"} <= set(titles)
-    assert "value" not in titles, "in a single image the value is the label"
+    assert "value" not in titles and "frame" not in titles, "a single image: value = label"
     assert f"{len(features)} cells" in table.caption.value
     shown = table.model.data(table.model.index(0, titles.index("dry mass (pg)")))
     assert len(shown.split(".")[-1]) <= 4, shown  # rounded, not 17 digits
@@ -105,6 +105,8 @@ def test_rows_and_cells_select_each_other(measured_sample, qtbot):
         _click_row(table, row, qtbot)
         assert labels.selected_label == _column(table, "label")[row]
     assert not labels.show_selected_label, "the table does not change how labels are drawn"
+    _click_header(table, "dry mass (pg)", qtbot)  # sorting again keeps the cell selected
+    assert _column(table, "label")[_selected_row(table)] == labels.selected_label
     # the reverse: picking a label in the viewer selects its row
     for value in _column(table, "label")[::-1][:2]:
         labels.selected_label = int(value)

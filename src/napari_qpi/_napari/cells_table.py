@@ -82,10 +82,17 @@ class CellsTableModel(QAbstractTableModel):
         self._sort: tuple[int, Qt.SortOrder] = (-1, Qt.SortOrder.AscendingOrder)
         self.rows = np.zeros(0, dtype=np.int64)  # features row of each shown row
 
-    def set_features(self, features: Any, units: dict[str, str] | None) -> None:
-        """Show ``features`` (a DataFrame); ``units`` maps a column name to its unit."""
+    def set_features(
+        self, features: Any, units: dict[str, str] | None, *, stack: bool = True
+    ) -> None:
+        """Show ``features`` (a DataFrame); ``units`` maps a column name to its unit.
+
+        Without ``stack`` (a single image) the ``frame`` column, all zeros, is not shown.
+        """
         self.beginResetModel()
         names = [c for c in features.columns if np.issubdtype(features[c].dtype, np.number)]
+        if not stack and "frame" in names:
+            names.remove("frame")
         if "index" in names and "label" in names:
             if np.array_equal(features["index"], features["label"]):
                 names.remove("index")  # a single image: the value is the label
@@ -251,8 +258,8 @@ class CellsTable(Container):
             self.visible = False
             return
         record = (layer.metadata or {}).get(MORPHOLOGY_KEY) or {}
-        self.model.set_features(features, record.get("units"))
-        self._stack = self.model.frames is not None and layer.ndim > 2
+        self._stack = "frame" in features.columns and layer.ndim > 2
+        self.model.set_features(features, record.get("units"), stack=self._stack)
         self.this_frame.visible = self._stack
         self._follow_frame()
         self.view.resizeColumnsToContents()

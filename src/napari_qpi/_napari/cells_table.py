@@ -156,6 +156,11 @@ class CellsTableModel(QAbstractTableModel):
         self.layoutChanged.emit()
 
     # -- order and filter -----------------------------------------------------------------------
+    @property
+    def frame(self) -> int | None:
+        """The frame whose rows are shown (``None``: every row)."""
+        return self._frame
+
     def set_frame(self, frame: int | None) -> None:
         """Show only the rows of ``frame`` (``None``: every row)."""
         if frame == self._frame:
@@ -194,10 +199,6 @@ class CellsTableModel(QAbstractTableModel):
         """The shown row of the cell whose label value is ``value``, if shown."""
         hits = np.flatnonzero(self.values[self.rows] == value)
         return int(hits[0]) if hits.size else None
-
-    def column_values(self, name: str) -> list[float]:
-        """The numbers of column ``name`` in the shown order (for tests and exports)."""
-        return [float(v) for v in self._columns[self.names.index(name)][self.rows]]
 
 
 class CellsTable(Container):
@@ -325,7 +326,7 @@ class CellsTable(Container):
         if self.layer is None:
             return
         frame = self.shown_frame() if self.this_frame.value and self._stack else None
-        if frame != self.model._frame:
+        if frame != self.model.frame:
             self.model.set_frame(frame)
             self.select_label(int(self.layer.selected_label))
         self._update_caption()

@@ -347,14 +347,14 @@ class CellsTable(Container):
         """
         from ..errors import QPIError
         from ..io.tables import write_table_csv
-        from .writer import _table_of
+        from .writer import table_of
 
         if self.layer is None:
             return None
         path = Path(path)
         if path.suffix.lower() != ".csv":
             path = path.with_name(path.name + ".csv")
-        table = _table_of({"features": self.layer.features, "metadata": self.layer.metadata})
+        table = table_of({"features": self.layer.features, "metadata": self.layer.metadata})
         try:
             written = write_table_csv(path, table, overwrite=overwrite)
         except (QPIError, OSError) as error:

@@ -63,7 +63,7 @@ def write_phase_layer(
     return [str(written)]
 
 
-def _table_of(attributes: dict[str, Any]) -> MorphologyTable | None:
+def table_of(attributes: dict[str, Any]) -> MorphologyTable | None:
     features = attributes.get("features")
     if features is None or len(features) == 0:
         return None
@@ -90,7 +90,7 @@ def write_labels_layer(
     reader attaches to the labels again as ``layer.features``.
     """
     target = Path(path)
-    table = _table_of(attributes)
+    table = table_of(attributes)
     csv = _csv_path(target)
     if table is not None and not overwrite:
         from ..io._atomic import check_writable

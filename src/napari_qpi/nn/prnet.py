@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
+from .frontend import FrontEndConfig, NativeInput, OffAxisFrontEnd, as_front_end_config
 from .mobilenet import NUM_ENDPOINTS, MobileNetV2, init_weights
 from .sign import make_cells_positive
 from .sparsemask import Gate, drop_dangling
@@ -148,6 +149,13 @@ class PRNetConfig:
         the fringes, and turning fringes into phase needs a neighbourhood of about a fringe period.
         With 3 each connection sees a 3x3 neighbourhood at its own resolution (a search then keeps
         shallow taps, but the retrained net was no better: docs/searched_models.md).
+    front_end
+        ``None`` (default): the encoder reads the normalised hologram. A
+        :class:`~napari_qpi.nn.frontend.FrontEndConfig` (or its dict): the hologram is first
+        demodulated at its detected (or given) sideband (:class:`~.frontend.OffAxisFrontEnd`),
+        the network runs on the field features at the native grid (``q`` times coarser;
+        coordinate channels subsampled to it) and its phase is interpolated back to the hologram
+        grid. ``in_channels`` must then be 1 (the hologram).
     """
 
     width: float = 1.0
@@ -159,8 +167,14 @@ class PRNetConfig:
     cells_positive: bool = False
     stage_refine: bool = False
     branch_kernel: int = 1
+    front_end: FrontEndConfig | None = None
 
     def __post_init__(self) -> None:
+        self.front_end = as_front_end_config(self.front_end)
+        if self.front_end is not None and self.in_channels != 1:
+            raise ModelError(
+                f"a front-end PRNet reads one hologram channel, not {self.in_channels}"
+            )
         if not self.width > 0:
             raise ModelError(f"width must be positive, got {self.width}")
         if self.in_channels < 1 or self.decoder_channels < 1:
@@ -174,8 +188,12 @@ class PRNetConfig:
             self.connectivity = normalise_connectivity(self.connectivity)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields."""
-        return asdict(self)
+        """JSON-serialisable fields; ``front_end`` only when set (old cards stay as they were)."""
+        data = asdict(self)
+        data.pop("front_end")
+        if self.front_end is not None:
+            data["front_end"] = self.front_end.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PRNetConfig:
@@ -293,8 +311,10 @@ class PRNet(nn.Module):
         levels += [int(name[1:]) for name in read if name.startswith("E")]
         if self.uses_global:
             levels.append(NUM_ENDPOINTS - 1)
+        self.front_end = None if config.front_end is None else OffAxisFrontEnd(config.front_end)
+        first = config.in_channels if self.front_end is None else self.front_end.out_channels
         self.encoder = MobileNetV2(
-            config.width, config.in_channels + 2 * config.coord_channels, num_stages=max(levels) + 1
+            config.width, first + 2 * config.coord_channels, num_stages=max(levels) + 1
         )
         channels = {f"E{i}": c for i, c in enumerate(self.encoder.channels)}
         channels[GLOBAL] = self.encoder.channels[-1]
@@ -337,6 +357,7 @@ class PRNet(nn.Module):
         *,
         coords: Tensor | None = None,
         global_feature: Tensor | None = None,
+        carrier: Tensor | None = None,
     ) -> Tensor:
         """Phase of a batch of holograms.
 
@@ -352,6 +373,9 @@ class PRNet(nn.Module):
             coordinate channels cut to the tile, (B, 2, H, W), and the whole image's ``G``
             (B, C, 1, 1; the mean of :meth:`last_endpoint`), so every tile sees the field as
             the whole image does.
+        carrier
+            With a front end: (B, 2) sideband centres in cycles per pixel (``None`` detects
+            them, :func:`~napari_qpi.nn.frontend.detect_carriers`).
 
         Returns
         -------
@@ -364,6 +388,7 @@ class PRNet(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         size = x.shape[-2:]
+        x, coords, native = self._native(x, coords, carrier)
         if self.config.coord_channels:
             x = torch.cat([x, coordinate_grid(x) if coords is None else coords], dim=1)
         endpoints = self.encoder(x)
@@ -374,16 +399,37 @@ class PRNet(nn.Module):
         for stage, block in self.decoder.items():
             features[stage] = block(features, endpoints[STAGES.index(stage)].shape[-2:])
         phase = self.head(features[self.output_stage])
-        phase = F.interpolate(phase, size=size, mode="bilinear", align_corners=False)
+        if native is None:
+            phase = F.interpolate(phase, size=size, mode="bilinear", align_corners=False)
+        else:
+            phase = F.interpolate(phase, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            phase = OffAxisFrontEnd.restore(phase, native, size)
         if self.config.cells_positive if fix_sign is None else fix_sign:
             return make_cells_positive(phase)
         return phase
 
-    def last_endpoint(self, x: Tensor, *, coords: Tensor | None = None) -> Tensor:
+    def last_endpoint(
+        self, x: Tensor, *, coords: Tensor | None = None, carrier: Tensor | None = None
+    ) -> Tensor:
         """The last encoder endpoint of a batch (``G`` is its mean over the image)."""
+        x, coords, _ = self._native(x, coords, carrier)
         if self.config.coord_channels:
             x = torch.cat([x, coordinate_grid(x) if coords is None else coords], dim=1)
         return self.encoder(x)[-1]
+
+    def _native(
+        self, x: Tensor, coords: Tensor | None, carrier: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, NativeInput | None]:
+        """Without a front end, the input as it is; with one, its features at the native grid
+        (padded to the stride), the coordinates subsampled to it, and the grid's description."""
+        if self.front_end is None:
+            if carrier is not None:
+                raise InputError("this PRNet has no front end; it takes no carrier")
+            return x, coords, None
+        if self.config.coord_channels and coords is None:
+            coords = coordinate_grid(x)
+        native = self.front_end.prepare(x, carrier, self.stride, coords)
+        return native.features, native.coords, native
 
 
 def coordinate_grid(x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
+from .frontend import FrontEndConfig, OffAxisFrontEnd, as_front_end_config
 from .mobilenet import init_weights
 from .sign import make_cells_positive
 
@@ -45,6 +46,12 @@ class UNetConfig:
     cells_positive
         Flip the sign of each output image so that its cells are positive
         (:mod:`napari_qpi.nn.sign`), for networks trained with the sign-free loss.
+    front_end
+        ``None`` (default): the network reads the normalised hologram. A
+        :class:`~napari_qpi.nn.frontend.FrontEndConfig` (or its dict): the hologram is first
+        demodulated at its detected (or given) sideband (:class:`~.frontend.OffAxisFrontEnd`),
+        the U-Net runs on the field features at the native grid (``q`` times coarser) and its
+        phase is interpolated back to the hologram grid. ``in_channels`` must then be 1.
     """
 
     in_channels: int = 1
@@ -53,8 +60,14 @@ class UNetConfig:
     depth: int = 4
     upsampling: Upsampling = "transposed"
     cells_positive: bool = False
+    front_end: FrontEndConfig | None = None
 
     def __post_init__(self) -> None:
+        self.front_end = as_front_end_config(self.front_end)
+        if self.front_end is not None and self.in_channels != 1:
+            raise ModelError(
+                f"a front-end U-Net reads one hologram channel, not {self.in_channels}"
+            )
         if min(self.in_channels, self.out_channels, self.base_channels, self.depth) < 1:
             raise ModelError(
                 "in_channels, out_channels, base_channels and depth must be at least 1, got "
@@ -66,8 +79,12 @@ class UNetConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields."""
-        return asdict(self)
+        """JSON-serialisable fields; ``front_end`` only when set (old cards stay as they were)."""
+        data = asdict(self)
+        data.pop("front_end")
+        if self.front_end is not None:
+            data["front_end"] = self.front_end.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
@@ -119,10 +136,12 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or UNetConfig()
+        self.front_end = None if config.front_end is None else OffAxisFrontEnd(config.front_end)
+        first = config.in_channels if self.front_end is None else self.front_end.out_channels
         channels = [config.base_channels * 2**k for k in range(config.depth + 1)]
         self.down = nn.ModuleList(
             double_conv(c_in, c_out)
-            for c_in, c_out in zip([config.in_channels, *channels[:-1]], channels, strict=True)
+            for c_in, c_out in zip([first, *channels[:-1]], channels, strict=True)
         )
         self.up = nn.ModuleList(
             Up(c_in, c_out, config.upsampling)
@@ -137,16 +156,33 @@ class UNet(nn.Module):
         """Input height and width should be multiples of this (16 for depth 4)."""
         return 2**self.config.depth
 
-    def forward(self, x: Tensor, fix_sign: bool | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, fix_sign: bool | None = None, *, carrier: Tensor | None = None
+    ) -> Tensor:
         """(B, in_channels, H, W) normalised holograms -> (B, out_channels, H, W) phase, radians.
 
         ``fix_sign`` applies the cells-positive sign rule (default: ``config.cells_positive``).
+        ``carrier``: with a front end, the (B, 2) sideband centres in cycles per pixel; ``None``
+        detects them (:func:`~napari_qpi.nn.frontend.detect_carriers`).
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise InputError(
                 f"UNet expects a (batch, {self.config.in_channels}, height, width) tensor, "
                 f"got shape {tuple(x.shape)}"
             )
+        if self.front_end is None:
+            if carrier is not None:
+                raise InputError("this UNet has no front end; it takes no carrier")
+            phase = self._body(x)
+        else:
+            native = self.front_end.prepare(x, carrier, self.stride)
+            phase = self.front_end.restore(self._body(native.features), native, x.shape[-2:])
+        if self.config.cells_positive if fix_sign is None else fix_sign:
+            return make_cells_positive(phase)
+        return phase
+
+    def _body(self, x: Tensor) -> Tensor:
+        """The U-Net proper: (B, C, H, W) -> (B, out_channels, H, W)."""
         skips = []
         for level, block in enumerate(self.down):
             if level:
@@ -156,7 +192,4 @@ class UNet(nn.Module):
         x = skips.pop()
         for block in self.up:
             x = block(x, skips.pop())
-        phase = self.head(x)
-        if self.config.cells_positive if fix_sign is None else fix_sign:
-            return make_cells_positive(phase)
-        return phase
+        return self.head(x)

@@ -30,6 +30,7 @@ from ..acquisition import Acquisition
 from ..errors import ConsistencyWarning, InputError, ModelError, OutOfRangeWarning
 from ..models.card import ModelCard, normalise
 from ..models.registry import load_model, select_device
+from ..nn.frontend import carriers_for, probe_arguments
 from .background import background_mask as auto_background_mask
 from .background import fit_background
 from .consistency import RELATIVE_WARN, SidebandTarget, consistency, sideband_target
@@ -215,7 +216,7 @@ def bytes_per_pixel(module: nn.Module, channels: int, stride: int, device: torch
     probe = torch.zeros((1, channels, side, side), device=device)
     total += probe.numel() * probe.element_size()
     with torch.inference_mode():
-        twin(probe)
+        twin(probe, **probe_arguments(twin, probe))
     del twin
     per_pixel = total / (side * side)
     _PER_PIXEL.setdefault(module, {})[key] = per_pixel
@@ -407,7 +408,9 @@ def retrieve_deep(
     Raises
     ------
     SidebandError
-        With ``check``: a hologram model given an image without off-axis fringes.
+        With ``check``, or for a model with an off-axis front end (which demodulates each plane
+        at its detected sideband, or at the acquisition's carrier, ``info["front_end_carriers"]``):
+        a hologram model given an image without off-axis fringes.
     InputError
         Wrong dimensions, non-finite values, a phase image, bad tiling parameters, a
         measurement whose copies (:data:`HOST_COPIES`) do not fit the free memory, or too
@@ -428,6 +431,7 @@ def retrieve_deep(
     height, width = batch.shape[-2:]
     background_mask = _checked_mask(background_mask, (height, width))
     checks = _Checks(card, batch[:, 0], acq) if check and card.modality == "hologram" else None
+    carriers = carriers_for(module, batch[:, 0], acq.carrier_cycles_per_px)
     axes = (2, 3) if card.normalisation.get("per_channel", False) else (1, 2, 3)
     batch = normalise(batch, card.normalisation, axes=axes)
     stride = _stride(module, card)
@@ -443,6 +447,7 @@ def retrieve_deep(
         batch_size=batch_size,
         max_memory=max_memory,
         progress=progress,
+        carriers=carriers,
     )
     t_network = time.perf_counter()
     background: dict[str, Any] | None = None
@@ -466,6 +471,7 @@ def retrieve_deep(
         "stride": stride,
         "batch_size": batch_size,
         "normalisation": card.normalisation.get("method"),
+        **({} if carriers is None else {"front_end_carriers": carriers.round(6).tolist()}),
         **plan,
         "memory": memory,
         "background": background,
@@ -503,6 +509,7 @@ def _run_network(
     batch_size: int,
     max_memory: int | None,
     progress: Progress | None,
+    carriers: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, Any] | None, int]:
     """Run the network (in eval mode, its mode restored) on a normalised batch (N, C, H, W).
 
@@ -547,6 +554,7 @@ def _run_network(
                     stride=stride,
                     batch_size=batch_size,
                     progress=progress,
+                    carriers=carriers,
                 )
     finally:
         module.train(was_training)

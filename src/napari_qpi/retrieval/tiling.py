@@ -5,7 +5,11 @@ stride, into overlapping tiles on the stride grid and blends their outputs. Over
 pixels at a tile's edge facing a neighbour the weight is 0 for the outer half (a halo: the
 network's view there is cut short by the tile's border) and a raised cosine over the inner
 half. A PRNet sees the field as the whole image does (:class:`FieldContext`): the whole image's
-coordinate channels cut to the tile, and the whole image's global feature ``G``.
+coordinate channels cut to the tile, and the whole image's global feature ``G``. A network with an
+off-axis front end (:mod:`napari_qpi.nn.frontend`) gets each plane's sideband centre with every
+tile of it; it demodulates each tile on its own, and its tiles see their own coordinates and ``G``
+(a front end runs the network at the native grid, ``q^2`` fewer pixels, so whole fields are the
+rule: ``retrieve_deep`` tiles only when memory says so).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class FieldContext:
     def __init__(self, module: nn.Module, shape: tuple[int, int], device: torch.device) -> None:
         config = getattr(module, "config", None)
         able = callable(getattr(module, "last_endpoint", None))
+        able = able and getattr(module, "front_end", None) is None
         self.module = module
         self.uses_coords = able and bool(getattr(config, "coord_channels", False))
         self.uses_global = able and bool(getattr(module, "uses_global", False))
@@ -146,8 +151,12 @@ def run_tiles(
     stride: int,
     batch_size: int,
     progress: Progress | None,
+    carriers: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(N, H, W) network output for a normalised (N, C, H, W) batch, tiled and blended.
+
+    ``carriers``: (N, 2) sideband centres (cycles per pixel) of a front-end network's planes,
+    passed with each tile as ``carrier``.
 
     A network that fixes its output's sign (``config.cells_positive``) runs its tiles without the
     rule, which is applied once to each blended plane: a tile holding only background would
@@ -188,6 +197,8 @@ def run_tiles(
         tiles = np.stack([batch[i, :, y : y + tile_h, x : x + tile_w] for i, y, x in chunk])
         inputs = torch.from_numpy(tiles).to(device)
         extra = {} if context is None else context.arguments(chunk, tiles.shape[-2:])
+        if carriers is not None:
+            extra["carrier"] = torch.from_numpy(carriers[[i for i, _, _ in chunk]])
         output = call(inputs, **extra)
         if tuple(output.shape) != (len(chunk), 1, tile_h, tile_w):
             raise ModelError(

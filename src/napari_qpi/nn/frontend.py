@@ -1,0 +1,420 @@
+"""Off-axis demodulation inside a network: the classical front end, in torch, differentiable.
+
+An off-axis hologram ``I = |R + O|^2`` with a tilted reference ``R = a_r exp(+i 2 pi f_c . r)``
+holds the object field ``O`` in a sideband of its spectrum, at ``-f_c`` (it carries ``+phi``) and,
+conjugated, at ``+f_c`` (see ``docs/dev/CONTRACTS.md``). :class:`OffAxisFrontEnd` does what
+:func:`napari_qpi.retrieval.fourier.demodulate` does, in torch and batched:
+
+1. ``fft2`` of each hologram (mean removed);
+2. a crop of ``(H/q, W/q)`` frequency bins centred on the nearest bin to the sideband, ``q`` the
+   crop factor of :func:`~napari_qpi.retrieval.fourier.crop_factor` (the largest integer
+   downsampling whose grid holds the whole filter), the smallest over the batch, so the crop has
+   one size per batch;
+3. the classical smooth filter (:func:`~napari_qpi.retrieval.fourier.filter_window`, radius
+   ``radius_fraction * |f_c|``, built in numpy once per call and converted);
+4. the crop shifted to DC by construction and inverse transformed: the band-limited complex field
+   at the *native grid*, sample ``[j, i]`` at hologram pixel ``[q j, q i]``, with the sub-bin part
+   of the carrier removed as a phase ramp (no residual tilt for a carrier known exactly).
+
+The network then sees, per native pixel, ``cos(phi_w)`` and ``sin(phi_w)`` of the wrapped phase
+``phi_w = angle(U)`` (dimensionless), ``log(|U| / mean|U|)`` (natural log of the amplitude relative
+to its mean over the image, dimensionless, 0 for a uniform field) and optionally the hologram
+averaged over ``q x q`` blocks. The fringe period and direction are gone from the input: they are
+measured, not learned.
+
+The sideband centre (cycles per pixel, ``(fy, fx)`` in the ``fftfreq`` convention) comes from
+outside the graph: :func:`detect_carriers` runs
+:func:`~napari_qpi.retrieval.fourier.find_sideband` (numpy) on each hologram, which without
+metadata picks the sideband with ``fx >= 0``; its phase is then ``+phi`` or ``-phi`` depending on
+the direction of the carrier, exactly as for the classical method before its sign step. Mirroring
+the carrier (``f_c -> -f_c``) therefore flips the sign of the ``sin`` channel and leaves the
+others unchanged; given the sideband that carries ``+phi`` (the acquisition's
+``carrier_cycles_per_px``) the features do not depend on the carrier direction at all. Networks
+trained here see detected sidebands and learn the sign (cells positive), as before.
+
+Everything after the carrier is differentiable with respect to the hologram (``fft2``, gathers,
+products, ``ifft2``), so a front-end network trains end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ModelError, SidebandError
+from ..retrieval.fourier import (
+    DEFAULT_RADIUS_FRACTION,
+    FILTERS,
+    MIN_CARRIER_CYCLES_PER_PX,
+    Sideband,
+    crop_factor,
+    filter_window,
+    find_sideband,
+)
+
+#: Feature channels a front end can give, see :class:`FrontEndConfig`.
+CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude", "hologram")
+DEFAULT_CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude")
+#: Amplitude floor relative to the mean amplitude: keeps ``cos``, ``sin`` and the log finite and
+#: differentiable where the field vanishes (a phase vortex).
+AMPLITUDE_FLOOR = 1e-3
+#: Sideband of the probe that sizes memory (:func:`probe_arguments`): far enough from DC that the
+#: crop factor is 1 at the probe's size, so the estimate covers the finest native grid.
+PROBE_CARRIER: tuple[float, float] = (0.0, 0.4)
+
+
+@dataclass
+class FrontEndConfig:
+    """Settings of an :class:`OffAxisFrontEnd`; JSON round trip with :meth:`to_dict`.
+
+    Attributes
+    ----------
+    filter
+        Sideband filter, as the classical method: ``"smooth_disk"`` (default), ``"disk"`` or
+        ``"gaussian"``.
+    radius_fraction
+        Filter radius as a fraction of the carrier distance ``|f_c|`` (0.7, the classical
+        default: cycles per pixel ``0.7 |f_c|``).
+    channels
+        Features given to the network, in order, from :data:`CHANNELS`: ``"cos"`` / ``"sin"`` of
+        the wrapped phase, ``"log_amplitude"``, ``"hologram"`` (the input averaged over
+        ``q x q`` blocks).
+    """
+
+    filter: str = "smooth_disk"
+    radius_fraction: float = DEFAULT_RADIUS_FRACTION
+    channels: Sequence[str] = DEFAULT_CHANNELS
+
+    def __post_init__(self) -> None:
+        if self.filter not in FILTERS:
+            raise ModelError(f"front_end filter must be one of {FILTERS}, got {self.filter!r}")
+        if not 0 < self.radius_fraction < 1:
+            raise ModelError(
+                f"front_end radius_fraction must lie in (0, 1), got {self.radius_fraction}"
+            )
+        if isinstance(self.channels, str):
+            raise ModelError(f"front_end channels must be a list of names, got {self.channels!r}")
+        self.channels = tuple(self.channels)
+        bad = [name for name in self.channels if name not in CHANNELS]
+        if bad or not self.channels or len(set(self.channels)) != len(self.channels):
+            raise ModelError(
+                f"front_end channels must be distinct names from {CHANNELS}, got "
+                f"{list(self.channels)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields (channels as a list)."""
+        return {
+            "filter": self.filter,
+            "radius_fraction": float(self.radius_fraction),
+            "channels": list(self.channels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FrontEndConfig:
+        """Config from :meth:`to_dict` output; missing fields take their defaults."""
+        if unknown := sorted(set(data) - {f.name for f in fields(cls)}):
+            raise ModelError(f"unknown FrontEndConfig fields {unknown}")
+        return cls(**data)
+
+
+def as_front_end_config(value: FrontEndConfig | Mapping[str, Any] | None) -> FrontEndConfig | None:
+    """A network config's ``front_end`` field as a :class:`FrontEndConfig` (or None)."""
+    if value is None or isinstance(value, FrontEndConfig):
+        return value
+    if isinstance(value, Mapping):
+        return FrontEndConfig.from_dict(value)
+    raise ModelError(f"front_end must be a mapping of FrontEndConfig fields, got {value!r}")
+
+
+def detect_carriers(
+    holograms: np.ndarray | Tensor, carrier: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Sideband centre of each hologram, ``(N, 2)`` float64 ``(fy, fx)`` in cycles per pixel.
+
+    ``holograms`` is (N, H, W) or (N, 1, H, W) (raw or normalised: the search is scale-free).
+    Each runs :func:`~napari_qpi.retrieval.fourier.find_sideband`, with ``carrier`` (the sideband
+    carrying ``+phi``, e.g. from the acquisition metadata) when given.
+
+    Raises
+    ------
+    SidebandError
+        A hologram without off-axis fringes.
+    """
+    if isinstance(holograms, Tensor):
+        holograms = holograms.detach().float().cpu().numpy()
+    arr = np.asarray(holograms)
+    arr = arr.reshape(-1, *arr.shape[-2:])
+    return np.array(
+        [find_sideband(plane, carrier=carrier).center_cycles_per_px for plane in arr],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+
+
+def _check_carriers(carrier: Tensor | np.ndarray, batch: int) -> np.ndarray:
+    """``(batch, 2)`` float64 sideband centres, validated like the classical carrier."""
+    if isinstance(carrier, Tensor):
+        carrier = carrier.detach().cpu().double().numpy()
+    arr = np.asarray(carrier, dtype=np.float64).reshape(-1, 2)
+    if arr.shape[0] == 1 and batch > 1:
+        arr = np.repeat(arr, batch, axis=0)
+    if arr.shape[0] != batch:
+        raise SidebandError(f"got {arr.shape[0]} sideband centres for {batch} holograms")
+    distance = np.hypot(arr[:, 0], arr[:, 1])
+    if not np.isfinite(arr).all() or np.abs(arr).max() > 0.5:
+        raise SidebandError(
+            f"sideband centres must lie within [-0.5, 0.5] cycles per pixel, got {arr.tolist()}"
+        )
+    if distance.min() < MIN_CARRIER_CYCLES_PER_PX:
+        raise SidebandError(
+            f"a sideband centre lies within {MIN_CARRIER_CYCLES_PER_PX} cycles per pixel of DC: "
+            f"{arr.tolist()}"
+        )
+    return arr
+
+
+def _window(
+    crop: tuple[int, int],
+    shape: tuple[int, int],
+    offset: tuple[float, float],
+    radius: float,
+    kind: str,
+) -> np.ndarray:
+    """Filter over an fft-ordered crop whose bin 0 lies ``offset`` (cycles/px) from the centre
+    (the classical ``fourier._crop_window``, float32)."""
+    (my, mx), (h, w) = crop, shape
+    fy = (np.fft.fftfreq(my, 1.0 / my) / h + offset[0]).astype(np.float32)[:, None]
+    fx = (np.fft.fftfreq(mx, 1.0 / mx) / w + offset[1]).astype(np.float32)[None, :]
+    return filter_window(np.sqrt(fy * fy + fx * fx), radius, kind)
+
+
+def demodulate_torch(
+    images: Tensor, centres: np.ndarray, factor: int, radius_fraction: float, kind: str
+) -> Tensor:
+    """Complex native-grid field (B, H/q, W/q) of real holograms (B, H, W), differentiably.
+
+    ``centres`` (B, 2): sideband centres in cycles per pixel; ``factor`` q divides H and W. The
+    field equals :func:`~napari_qpi.retrieval.fourier.demodulate` at ``"native"`` resolution
+    (sub-bin ramp removed); amplitude in hologram units over ``q^2``, as there.
+    """
+    batch, h, w = images.shape
+    q = int(factor)
+    my, mx = h // q, w // q
+    spectrum = torch.fft.fft2(images - images.mean(dim=(-2, -1), keepdim=True))
+    oy = np.fft.fftfreq(my, 1.0 / my).round().astype(np.int64)
+    ox = np.fft.fftfreq(mx, 1.0 / mx).round().astype(np.int64)
+    bins = [(round(fy * h), round(fx * w)) for fy, fx in centres.tolist()]
+    rows = np.stack([np.mod(ky + oy, h) for ky, _ in bins])
+    cols = np.stack([np.mod(kx + ox, w) for _, kx in bins])
+    device = images.device
+    index_b = torch.arange(batch, device=device)[:, None, None]
+    crop = spectrum[
+        index_b,
+        torch.from_numpy(rows).to(device)[:, :, None],
+        torch.from_numpy(cols).to(device)[:, None, :],
+    ]
+    subs = [
+        (ky / h - fy, kx / w - fx)
+        for (ky, kx), (fy, fx) in zip(bins, centres.tolist(), strict=True)
+    ]
+    windows = np.stack(
+        [
+            _window((my, mx), (h, w), sub, radius_fraction * math.hypot(*centre), kind)
+            for sub, centre in zip(subs, centres.tolist(), strict=True)
+        ]
+    )
+    crop = crop * torch.from_numpy(windows).to(device=device, dtype=crop.real.dtype)
+    field = torch.fft.ifft2(crop) / (q * q)
+    sub = torch.tensor(subs, dtype=torch.float64) * q
+    ramp_y = torch.exp(2j * math.pi * sub[:, 0, None] * torch.arange(my, dtype=torch.float64))
+    ramp_x = torch.exp(2j * math.pi * sub[:, 1, None] * torch.arange(mx, dtype=torch.float64))
+    ramp = (ramp_y[:, :, None] * ramp_x[:, None, :]).to(device=device, dtype=field.dtype)
+    return field * ramp
+
+
+def _pad(x: Tensor, multiple: int, mode: str = "reflect") -> Tensor:
+    """Pad (B, C, h, w) on the bottom and right to multiples of ``multiple``."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not (pad_h or pad_w):
+        return x
+    if mode == "reflect" and not (pad_h < height and pad_w < width):
+        mode = "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def upsample_native(phase: Tensor, factor: int, size: Sequence[int]) -> Tensor:
+    """Bilinear interpolation of a native-grid map (B, C, h, w) to the hologram grid ``size``.
+
+    Native sample ``[j, i]`` lies at hologram pixel ``[q j, q i]`` (as in the classical
+    ``demodulate``), so hologram pixel ``y`` reads native position ``y / q``; beyond the last
+    native sample the map is held constant. ``q = 1`` only crops.
+    """
+    height, width = int(size[0]), int(size[1])
+    if factor == 1:
+        return phase[..., :height, :width]
+    padded = F.pad(phase, (0, 1, 0, 1), mode="replicate")
+    for dim, length in ((-2, height), (-1, width)):
+        position = torch.arange(length, device=phase.device, dtype=phase.dtype) / factor
+        low = position.floor().long().clamp(max=padded.shape[dim] - 2)
+        weight = (position - low.to(phase.dtype)).clamp(0.0, 1.0)
+        shape = (-1, 1) if dim == -2 else (1, -1)
+        a = padded.index_select(dim, low)
+        b = padded.index_select(dim, low + 1)
+        padded = a + (b - a) * weight.reshape(shape)
+    return padded
+
+
+@dataclass
+class NativeInput:
+    """A batch on the native grid, ready for the network body.
+
+    Attributes
+    ----------
+    features
+        (B, C, h', w') front-end features padded to the body's stride (h' >= h).
+    coords
+        (B, 2, h', w') coordinate channels subsampled to the native grid (or None).
+    factor
+        The crop factor q: native pixel = q hologram pixels.
+    native_shape
+        (h, w) = (H/q, W/q) before padding.
+    """
+
+    features: Tensor
+    coords: Tensor | None
+    factor: int
+    native_shape: tuple[int, int]
+
+
+class OffAxisFrontEnd(nn.Module):
+    """Demodulate off-axis holograms to field features at the native grid (see the module).
+
+    No parameters: the carrier is detected (or given), the filter fixed.
+    """
+
+    def __init__(self, config: FrontEndConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or FrontEndConfig()
+
+    @property
+    def out_channels(self) -> int:
+        """Feature channels the network body reads."""
+        return len(self.config.channels)
+
+    def factor(self, shape: tuple[int, int], centres: np.ndarray) -> int:
+        """Crop factor of the batch: the smallest :func:`crop_factor` of its sidebands."""
+        return min(
+            crop_factor(
+                shape,
+                Sideband(
+                    (float(fy), float(fx)), self.config.radius_fraction * math.hypot(fy, fx), 0.0
+                ),
+                self.config.filter,  # type: ignore[arg-type]
+            )
+            for fy, fx in centres.tolist()
+        )
+
+    def field(
+        self, hologram: Tensor, carrier: Tensor | np.ndarray | None = None
+    ) -> tuple[Tensor, int]:
+        """Complex native-grid field (B, H/q, W/q) of (B, 1, H, W) holograms, and q.
+
+        ``carrier``: (B, 2) or (2,) sideband centres in cycles per pixel; ``None`` detects them
+        (:func:`detect_carriers`).
+        """
+        if hologram.ndim != 4 or hologram.shape[1] != 1:
+            raise ModelError(
+                f"the off-axis front end takes (batch, 1, height, width) holograms, got "
+                f"{tuple(hologram.shape)}"
+            )
+        batch, _, h, w = hologram.shape
+        centres = detect_carriers(hologram) if carrier is None else _check_carriers(carrier, batch)
+        q = self.factor((h, w), centres)
+        images = hologram[:, 0].float()
+        field = demodulate_torch(
+            images, centres, q, self.config.radius_fraction, self.config.filter
+        )
+        return field, q
+
+    def forward(
+        self, hologram: Tensor, carrier: Tensor | np.ndarray | None = None
+    ) -> tuple[Tensor, int]:
+        """(B, 1, H, W) holograms -> (B, C, H/q, W/q) features (see :class:`FrontEndConfig`), q."""
+        field, q = self.field(hologram, carrier)
+        power = field.real.square() + field.imag.square()
+        scale = power.sqrt().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+        amplitude = (power + (AMPLITUDE_FLOOR * scale) ** 2).sqrt()
+        maps = {
+            "cos": lambda: field.real / amplitude,
+            "sin": lambda: field.imag / amplitude,
+            "log_amplitude": lambda: torch.log(amplitude / scale),
+            "hologram": lambda: (
+                F.avg_pool2d(hologram.float(), q)[:, 0] if q > 1 else hologram[:, 0].float()
+            ),
+        }
+        features = torch.stack([maps[name]() for name in self.config.channels], dim=1)
+        return features.to(hologram.dtype), q
+
+    def prepare(
+        self,
+        hologram: Tensor,
+        carrier: Tensor | np.ndarray | None,
+        stride: int,
+        coords: Tensor | None = None,
+    ) -> NativeInput:
+        """Features padded to ``stride`` (reflection) and ``coords`` (B, 2, H, W, at the
+        hologram grid) subsampled to the native grid and padded alike (replication)."""
+        features, q = self(hologram, carrier)
+        native = (int(features.shape[-2]), int(features.shape[-1]))
+        if coords is not None:
+            coords = _pad(coords[..., ::q, ::q], stride, mode="replicate")
+        return NativeInput(_pad(features, stride), coords, q, native)
+
+    @staticmethod
+    def restore(phase: Tensor, native: NativeInput, size: Sequence[int]) -> Tensor:
+        """Network output at the padded native grid -> (B, 1, H, W) at the hologram grid."""
+        height, width = native.native_shape
+        return upsample_native(phase[..., :height, :width], native.factor, size)
+
+
+def probe_arguments(module: nn.Module, probe: Tensor) -> dict[str, Tensor]:
+    """Keyword arguments for a memory probe of ``module`` (zeros have no sideband to detect)."""
+    if getattr(module, "front_end", None) is None:
+        return {}
+    carrier = torch.tensor([PROBE_CARRIER], dtype=torch.float64).expand(probe.shape[0], 2)
+    return {"carrier": carrier}
+
+
+def carriers_for(
+    module: nn.Module, holograms: np.ndarray, carrier: tuple[float, float] | None = None
+) -> np.ndarray | None:
+    """Sideband centres (N, 2) of raw (N, H, W) holograms for a front-end ``module``, else None.
+
+    ``carrier`` (the acquisition's ``carrier_cycles_per_px``) is used when known.
+    """
+    if getattr(module, "front_end", None) is None:
+        return None
+    return detect_carriers(holograms, carrier)
+
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_CHANNELS",
+    "FrontEndConfig",
+    "NativeInput",
+    "OffAxisFrontEnd",
+    "as_front_end_config",
+    "carriers_for",
+    "demodulate_torch",
+    "detect_carriers",
+    "probe_arguments",
+    "upsample_native",
+]

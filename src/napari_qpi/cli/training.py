@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
+from ..nn.frontend import FrontEndConfig
 from ..training.loop import ProgressBar, clear_work_files
 from ..training.search import (
     SEARCH_SHARE,
@@ -63,6 +64,14 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         default=1,
         help="PRNet: kernel side of every skip connection's convolution (1: the SparseMask "
         "space; 3: each connection sees a neighbourhood at its own resolution)",
+    )
+    flags.add(
+        "--front-end",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="demodulate the hologram inside the model at its detected sideband (classical "
+        "filter, native grid) and train the network on cos / sin of the wrapped phase and the "
+        "log amplitude (napari_qpi.nn.frontend); the card records it",
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
@@ -205,6 +214,11 @@ def _callbacks(args: argparse.Namespace, description: str) -> list[Any]:
     return [ProgressBar(description, disable=args.quiet)]
 
 
+def _front_end(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"front_end": config}`` with ``--front-end``, else nothing (old cards unchanged)."""
+    return {"front_end": FrontEndConfig().to_dict()} if args.front_end else {}
+
+
 def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "width": args.width,
@@ -213,6 +227,7 @@ def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
         "cells_positive": args.cells_positive,
         "stage_refine": args.stage_refine,
         "branch_kernel": args.branch_kernel,
+        **_front_end(args),
     }
 
 
@@ -344,6 +359,7 @@ def train_main(args: argparse.Namespace) -> int:
         network: dict[str, Any] = {
             "base_channels": args.base_channels,
             "cells_positive": args.cells_positive,
+            **_front_end(args),
         }
         family = "baseline"
     else:

@@ -54,9 +54,13 @@ from ..retrieval.fourier import (
     FILTERS,
     MIN_CARRIER_CYCLES_PER_PX,
     Sideband,
+    _fringe_peak,
+    _refine_peak,
+    as_image,
     crop_factor,
     filter_window,
     find_sideband,
+    half_spectrum,
 )
 
 #: Feature channels a front end can give, see :class:`FrontEndConfig`.
@@ -134,28 +138,49 @@ def as_front_end_config(value: FrontEndConfig | Mapping[str, Any] | None) -> Fro
     raise ModelError(f"front_end must be a mapping of FrontEndConfig fields, got {value!r}")
 
 
+def strongest_peak(image: np.ndarray) -> tuple[float, float]:
+    """Centre ``(fy, fx)`` (cycles/px, ``fx >= 0``) of the strongest compact off-DC spectral
+    peak, refined to sub-bin precision, as :func:`~napari_qpi.retrieval.fourier.find_sideband`
+    finds it, but without its test that the peak stands out as fringes do (which small crops
+    of holograms with large cells can fail: a broad sideband in few frequency bins)."""
+    img = as_image(image)
+    (fy, fx), _, _, shape = _fringe_peak(img)
+    magnitude = np.abs(half_spectrum(img))
+    return _refine_peak(magnitude, img.shape, (fy, fx), search=2.0 / min(shape))
+
+
 def detect_carriers(
-    holograms: np.ndarray | Tensor, carrier: tuple[float, float] | None = None
+    holograms: np.ndarray | Tensor,
+    carrier: tuple[float, float] | None = None,
+    *,
+    strict: bool = True,
 ) -> np.ndarray:
     """Sideband centre of each hologram, ``(N, 2)`` float64 ``(fy, fx)`` in cycles per pixel.
 
     ``holograms`` is (N, H, W) or (N, 1, H, W) (raw or normalised: the search is scale-free).
     Each runs :func:`~napari_qpi.retrieval.fourier.find_sideband`, with ``carrier`` (the sideband
-    carrying ``+phi``, e.g. from the acquisition metadata) when given.
+    carrying ``+phi``, e.g. from the acquisition metadata) when given. ``strict=False`` (what a
+    network does when called without carriers, e.g. in training) takes the strongest peak of a
+    hologram that fails the fringe test (:func:`strongest_peak`) instead of raising.
 
     Raises
     ------
     SidebandError
-        A hologram without off-axis fringes.
+        With ``strict``, a hologram without off-axis fringes.
     """
     if isinstance(holograms, Tensor):
         holograms = holograms.detach().float().cpu().numpy()
     arr = np.asarray(holograms)
     arr = arr.reshape(-1, *arr.shape[-2:])
-    return np.array(
-        [find_sideband(plane, carrier=carrier).center_cycles_per_px for plane in arr],
-        dtype=np.float64,
-    ).reshape(-1, 2)
+    centres = []
+    for plane in arr:
+        try:
+            centres.append(find_sideband(plane, carrier=carrier).center_cycles_per_px)
+        except SidebandError:
+            if strict or carrier is not None:
+                raise
+            centres.append(strongest_peak(plane))
+    return np.array(centres, dtype=np.float64).reshape(-1, 2)
 
 
 def _check_carriers(carrier: Tensor | np.ndarray, batch: int) -> np.ndarray:
@@ -328,7 +353,8 @@ class OffAxisFrontEnd(nn.Module):
         """Complex native-grid field (B, H/q, W/q) of (B, 1, H, W) holograms, and q.
 
         ``carrier``: (B, 2) or (2,) sideband centres in cycles per pixel; ``None`` detects them
-        (:func:`detect_carriers`).
+        (:func:`detect_carriers`, not strict: the strongest peak of an image without clear
+        fringes; :func:`~napari_qpi.retrieval.deep.retrieve_deep` is strict).
         """
         if hologram.ndim != 4 or hologram.shape[1] != 1:
             raise ModelError(
@@ -336,7 +362,9 @@ class OffAxisFrontEnd(nn.Module):
                 f"{tuple(hologram.shape)}"
             )
         batch, _, h, w = hologram.shape
-        centres = detect_carriers(hologram) if carrier is None else _check_carriers(carrier, batch)
+        centres = _check_carriers(
+            detect_carriers(hologram, strict=False) if carrier is None else carrier, batch
+        )
         q = self.factor((h, w), centres)
         images = hologram[:, 0].float()
         field = demodulate_torch(
@@ -416,5 +444,6 @@ __all__ = [
     "demodulate_torch",
     "detect_carriers",
     "probe_arguments",
+    "strongest_peak",
     "upsample_native",
 ]

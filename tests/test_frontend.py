@@ -1,0 +1,279 @@
+"""The off-axis front end inside the model (napari_qpi.nn.frontend, issue 18 item 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_qpi.errors import InputError, ModelError, SidebandError
+from napari_qpi.models import ModelCard
+from napari_qpi.models.weights import load_model_folder, save_model_folder
+from napari_qpi.nn import PRNet, PRNetConfig, UNet, UNetConfig, build_network
+from napari_qpi.nn.frontend import (
+    FrontEndConfig,
+    OffAxisFrontEnd,
+    detect_carriers,
+    upsample_native,
+)
+from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
+from napari_qpi.retrieval.deep import retrieve_deep
+from napari_qpi.retrieval.fourier import crop_factor, demodulate, find_sideband
+from napari_qpi.training.data import DataConfig, normalise_hologram, synthetic_batch
+from napari_qpi.training.losses import phase_loss
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _hologram(
+    shape: tuple[int, int] = (128, 128),
+    period: float = 5.0,
+    angle: float = 30.0,
+    noise: bool = True,
+    seed: int = 1,
+) -> tuple[np.ndarray, OffAxisSystem]:
+    cells = random_cells(shape, n_cells=3, peak_phase_rad=(3.0, 8.0), seed=seed)
+    system = OffAxisSystem(
+        carrier_period_px=period, carrier_angle_deg=angle, aberrations_rad={"defocus": 1.5}
+    )
+    hologram = simulate_hologram(cells.phase, cells.amplitude, system, seed=seed, noise=noise)
+    return np.asarray(hologram, dtype=np.float32), system
+
+
+def _tensor(hologram: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(normalise_hologram(hologram))[None, None]
+
+
+def _small(family: str, **config: object) -> torch.nn.Module:
+    if family == "prnet":
+        base = {"width": 0.25, "decoder_channels": 8, "coord_channels": True}
+        return PRNet(PRNetConfig(**{**base, "front_end": {}, **config}))
+    return UNet(UNetConfig(**{"base_channels": 4, "depth": 2, "front_end": {}, **config}))
+
+
+@pytest.mark.parametrize(
+    ("shape", "period", "angle"),
+    [((128, 128), 5.0, 30.0), ((96, 160), 3.2, 200.0), ((128, 192), 7.0, 100.0)],
+)
+def test_front_end_field_is_the_classical_native_field(shape, period, angle):
+    hologram, _ = _hologram(shape, period, angle)
+    sideband = find_sideband(hologram)
+    classical = demodulate(hologram, sideband)
+    field, q = OffAxisFrontEnd().field(torch.from_numpy(hologram)[None, None])
+    ours = field[0].numpy()
+    assert q == crop_factor(shape, sideband) and ours.shape == classical.shape
+    strong = np.abs(classical) > 0.05 * np.abs(classical).mean()
+    difference = np.angle(ours * np.conj(classical))[strong]
+    assert np.abs(difference).max() < 1e-4  # radians: exp(i phi) agrees to float32 rounding
+    np.testing.assert_allclose(np.abs(ours), np.abs(classical), rtol=1e-4, atol=1e-3)
+    features, _ = OffAxisFrontEnd()(_tensor(hologram))
+    wrapped = np.angle(classical)
+    assert features.shape == (1, 3, *classical.shape)
+    cos, sin = features[0, 0].numpy(), features[0, 1].numpy()
+    np.testing.assert_allclose(np.arctan2(sin, cos)[strong], wrapped[strong], atol=1e-4)
+
+
+def test_given_carrier_is_used_and_checked():
+    hologram, system = _hologram()
+    x = torch.from_numpy(hologram)[None, None]
+    plus = torch.tensor([system.sideband_cycles_per_px])
+    field, _ = OffAxisFrontEnd().field(x, plus)
+    sideband = find_sideband(hologram, carrier=system.sideband_cycles_per_px)
+    classical = demodulate(hologram, sideband)
+    np.testing.assert_allclose(field[0].numpy(), classical, rtol=1e-3, atol=1e-2)
+    for bad in ([[0.0, 0.01]], [[0.0, 0.7]], [[0.1, 0.1], [0.1, 0.1]]):
+        with pytest.raises(SidebandError):
+            OffAxisFrontEnd().field(x, torch.tensor(bad))
+    with pytest.raises(SidebandError):
+        detect_carriers(np.random.default_rng(0).normal(size=(1, 64, 64)))
+
+
+def _unit(features: torch.Tensor) -> np.ndarray:
+    """exp(i phi_w) from the cos / sin channels of one image."""
+    return features[0, 0].numpy() + 1j * features[0, 1].numpy()
+
+
+def _distance(a: np.ndarray, b: np.ndarray, border: int = 6) -> tuple[float, float]:
+    """Median and largest |b - exp(i c) a| for the best constant phase c, ``border`` native
+    pixels from the edge left out (the fringes do not continue across it: ringing)."""
+    inner = (slice(border, -border), slice(border, -border))
+    a, b = a[inner], b[inner]
+    c = np.angle(np.sum(b * np.conj(a)))
+    error = np.abs(b - np.exp(1j * c) * a)
+    return float(np.median(error)), float(error.max())
+
+
+def test_mirrored_carrier_conjugates_the_field_unless_the_sideband_is_given():
+    """Carrier f and -f: the sideband at one position carries +phi in one hologram and -phi in
+    the other, so exp(i phi_w) is conjugated (sin flips; up to a constant phase, where the fringes
+    start); demodulated at each one's +phi sideband the features agree. Not to float precision:
+    the DC term leaks into the filter mirrored (largest error ~0.1 for cells of 1-2 rad)."""
+    cells = random_cells((128, 128), n_cells=3, peak_phase_rad=(1.0, 2.0), seed=1)
+    holograms, plus = [], []
+    for angle in (30.0, 210.0):
+        system = OffAxisSystem(
+            carrier_period_px=4.0, carrier_angle_deg=angle, aberrations_rad={"defocus": 1.5}
+        )
+        hologram = simulate_hologram(cells.phase, cells.amplitude, system, noise=False)
+        holograms.append(_tensor(np.asarray(hologram, np.float32)))
+        plus.append(torch.tensor([system.sideband_cycles_per_px]))
+    front = OffAxisFrontEnd()
+    same = [front(h, plus[1])[0] for h in holograms]  # one sideband position (fx > 0) for both
+    median, largest = _distance(np.conj(_unit(same[0])), _unit(same[1]))
+    assert median < 0.01 and largest < 0.15
+    assert _distance(_unit(same[0]), _unit(same[1]))[0] > 0.3
+    own = [front(h, p)[0] for h, p in zip(holograms, plus, strict=True)]
+    median, largest = _distance(_unit(own[0]), _unit(own[1]))
+    assert median < 0.01 and largest < 0.15
+    for a, b in (same, own):
+        assert (a[0, 2] - b[0, 2]).abs().numpy()[6:-6, 6:-6].max() < 0.1
+
+
+def test_upsampling_puts_native_samples_on_their_hologram_pixels():
+    q, (h, w) = 4, (32, 48)
+    ys, xs = torch.meshgrid(torch.arange(h // q), torch.arange(w // q), indexing="ij")
+    native = (0.3 * q * ys + 0.1 * q * xs).float()[None, None]
+    full = upsample_native(native, q, (h, w))
+    Y, X = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    inside = (slice(0, h - q + 1), slice(0, w - q + 1))
+    torch.testing.assert_close(full[0, 0][inside], (0.3 * Y + 0.1 * X).float()[inside])
+    torch.testing.assert_close(full[..., ::q, ::q], native)
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_gradients_reach_the_hologram_and_every_parameter(family):
+    net = _small(family).train()
+    hologram, _ = _hologram((128, 128), 4.0, 60.0)
+    x = _tensor(hologram).requires_grad_(True)
+    net(x).square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    unused = [name for name, p in net.named_parameters() if p.grad is None]
+    assert not unused
+
+
+@pytest.mark.parametrize(
+    ("family", "config", "lr", "factor"),
+    [("prnet", {"decoder_channels": 16}, 1e-2, 0.9), ("unet", {"base_channels": 8}, 3e-3, 0.5)],
+)
+def test_front_end_networks_train_on_simulated_holograms(family, config, lr, factor):
+    """Real steps on one batch of simulated 64 px holograms, carriers detected in the forward."""
+    torch.manual_seed(0)
+    net = _small(family, **config).train()
+    x, y = synthetic_batch(DataConfig(size=64, batch_size=4), seed=3, step=0)
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(30):
+        loss = phase_loss(net(x), y, kind="l1")
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < factor * np.mean(losses[:3]), losses
+
+
+def test_config_round_trip_and_old_configs_unchanged():
+    front = FrontEndConfig(filter="gaussian", radius_fraction=0.5, channels=["cos", "sin"])
+    assert FrontEndConfig.from_dict(json.loads(json.dumps(front.to_dict()))) == front
+    for config in (PRNetConfig(width=0.25, front_end=front), UNetConfig(front_end=front)):
+        data = json.loads(json.dumps(config.to_dict()))
+        assert data["front_end"] == front.to_dict()
+        assert type(config).from_dict(data) == config
+    assert "front_end" not in PRNetConfig().to_dict() and "front_end" not in UNetConfig().to_dict()
+    for bad in ({"filter": "box"}, {"radius_fraction": 1.2}, {"channels": ["phase"]}, {"x": 1}):
+        with pytest.raises(ModelError):
+            FrontEndConfig.from_dict(bad)
+    with pytest.raises(ModelError):
+        UNetConfig(in_channels=2, front_end={})
+    with pytest.raises(InputError):
+        UNet(UNetConfig(base_channels=4, depth=2))(torch.zeros(1, 1, 32, 32), carrier=[0.1, 0.2])
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_fp16_weights_round_trip_gives_the_same_output(family, tmp_path):
+    torch.manual_seed(1)
+    net = _small(family).eval()
+    card = ModelCard(
+        name=f"fe-{family}",
+        family="baseline",
+        modality="hologram",
+        architecture={"network": family, "config": net.config.to_dict()},
+        normalisation={"method": "mean_std", "eps": 1e-6},
+    )
+    save_model_folder(tmp_path / family, net, card)
+    loaded, loaded_card = load_model_folder(tmp_path / family)
+    assert loaded_card.config["front_end"] == FrontEndConfig().to_dict()
+    assert isinstance(build_network(family, loaded_card.config).front_end, OffAxisFrontEnd)
+    reference = net.half().float()
+    hologram, _ = _hologram((128, 128), 4.0, 60.0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(_tensor(hologram)), reference(_tensor(hologram)))
+
+
+def test_retrieve_deep_passes_each_planes_sideband(tmp_path):
+    torch.manual_seed(2)
+    net = _small("prnet").eval()
+    card = ModelCard(
+        name="fe",
+        family="baseline",
+        modality="hologram",
+        architecture={"network": "prnet", "config": net.config.to_dict()},
+        normalisation={"method": "mean_std", "eps": 1e-6},
+    )
+    one, _ = _hologram((128, 128), 5.0, 30.0)
+    two, _ = _hologram((128, 128), 3.5, 120.0, seed=4)
+    result = retrieve_deep(np.stack([one, two]), model=(net, card))
+    carriers = result.info["front_end_carriers"]
+    expected = [find_sideband(h).center_cycles_per_px for h in (one, two)]
+    np.testing.assert_allclose(carriers, expected, atol=1e-6)
+    with torch.no_grad():
+        direct = net(_tensor(two), carrier=torch.tensor([expected[1]]))[0, 0].numpy()
+    np.testing.assert_allclose(result.phase[1], direct, atol=1e-5)
+    tiled = retrieve_deep(one, model=(net, card), tile=64, overlap=16)
+    assert tiled.phase.shape == one.shape and tiled.info["tiles"] > 1
+    with pytest.raises(SidebandError):
+        retrieve_deep(np.ones((64, 64), np.float32), model=(net, card))
+
+
+def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path):
+    from napari_qpi.cli.training import add_train_arguments, train_main
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    out = tmp_path / "fe-unet"
+    args = parser.parse_args(
+        [
+            "--out",
+            str(out),
+            "--family",
+            "unet",
+            "--base-channels",
+            "4",
+            "--front-end",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--eval-images",
+            "0",
+            "--val-every",
+            "0",
+            "--quiet",
+        ]
+    )
+    assert train_main(args) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"]["config"]["front_end"] == FrontEndConfig().to_dict()
+    assert "--front-end" in card["training"]["command"]
+    model, _ = load_model_folder(out)
+    assert model.front_end is not None

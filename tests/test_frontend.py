@@ -277,3 +277,12 @@ def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path):
     assert "--front-end" in card["training"]["command"]
     model, _ = load_model_folder(out)
     assert model.front_end is not None
+
+
+def test_pilot_script_runs_quick(capsys):
+    from test_benchmarks import load_script
+
+    pilot = load_script("frontend_pilot")
+    assert pilot.main(["--quick", "--families", "unet"]) == 0
+    out = capsys.readouterr().out
+    assert "| unet | yes |" in out and "| unet | no |" in out

@@ -1,0 +1,156 @@
+"""Pilot: the same small network with and without the off-axis front end (issue 18, item 1).
+
+    python benchmarks/frontend_pilot.py                 # the pilot of docs/frontend.md
+    python benchmarks/frontend_pilot.py --quick         # a smoke run (seconds)
+
+For each family (a small U-Net and a small PRNet) two networks are trained with
+:func:`napari_qpi.training.search.train` from the same seed, on the same synthetic batches, for the
+same number of steps: one reading the normalised hologram (``front_end=None``), one with
+``front_end=FrontEndConfig()`` (the hologram demodulated inside the model at its detected
+sideband; the network sees cos / sin of the wrapped phase and the log amplitude at the native
+grid). Scores: PSNR / RMSE on held-out synthetic fields (:func:`napari_qpi.training.data.
+held_out_set`, splits ``standard`` and ``transfer``), and on the real HL60 corpus of
+``tests/data/real_holograms`` the Pearson correlation inside the cell with the reference phase
+(``benchmarks/real_holograms.py``), phase from :func:`napari_qpi.retrieval.retrieve_deep` with a
+first-order background fit. One torch thread. A pilot, not a verdict: small networks, a few
+hundred CPU steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from napari_qpi.models.card import ModelCard
+from napari_qpi.nn.frontend import FrontEndConfig
+from napari_qpi.retrieval.deep import retrieve_deep
+from napari_qpi.training.data import NORMALISATION, held_out_set
+from napari_qpi.training.metrics import evaluate, network_predictor
+from napari_qpi.training.search import TrainSettings, train
+
+NETWORKS: dict[str, dict[str, Any]] = {
+    "unet": {"base_channels": 8, "depth": 3},
+    "prnet": {"width": 0.25, "decoder_channels": 16, "coord_channels": True},
+}
+
+
+def real_correlations(model: torch.nn.Module, family: str) -> list[float]:
+    """Correlation inside the cell with the reference phase, per case of the HL60 corpus."""
+    import real_holograms as corpus
+
+    card = ModelCard(
+        name="pilot",
+        family="baseline",
+        modality="hologram",
+        architecture={"network": family, "config": model.config.to_dict()},
+        normalisation=dict(NORMALISATION),
+    )
+    cases, _ = corpus.load_corpus()
+    references = corpus.load_references()
+    scores = []
+    for case in cases:
+        hologram, _ = corpus.raw_planes(case)
+        phase = retrieve_deep(hologram, model=(model, card), background_order=1).phase
+        scores.append(corpus.agreement(phase, references[case.reference])["correlation"])
+    return scores
+
+
+def run_one(
+    family: str, front_end: bool, args: argparse.Namespace
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train one network and score it; returns its row and the model."""
+    network = dict(NETWORKS[family])
+    if front_end:
+        network["front_end"] = FrontEndConfig().to_dict()
+    settings = TrainSettings(
+        network=network,
+        size=args.size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        loss="mse",
+        seed=args.seed,
+        val_every=0,
+        val_images=0,
+        eval_images=0,
+    )
+    start = time.perf_counter()
+    outcome = train(family, settings)
+    seconds = time.perf_counter() - start
+    model = outcome.model.eval()
+    row: dict[str, Any] = {
+        "family": family,
+        "front_end": front_end,
+        "train_s": round(seconds, 1),
+        "final_loss": round(float(outcome.record["loss_curve"][-1][1]), 4),
+    }
+    predict = network_predictor(model)
+    for split in ("standard", "transfer"):
+        scores = evaluate(predict, held_out_set(split, n=args.eval_images, size=args.size))
+        row[f"{split}_psnr_db"] = round(scores["psnr_db"], 2)
+        row[f"{split}_rmse_rad"] = round(scores["rmse_rad"], 3)
+    if not args.quick:
+        correlations = real_correlations(model, family)
+        row["real_correlation_mean"] = round(float(np.mean(correlations)), 3)
+        row["real_correlation"] = [round(c, 3) for c in correlations]
+    return row, model
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the rows."""
+    lines = [
+        "| network | front end | train s | standard PSNR dB | standard RMSE rad | "
+        "transfer PSNR dB | transfer RMSE rad | HL60 correlation in cell (mean; per case) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        real = "-"
+        if "real_correlation_mean" in r:
+            cases = ", ".join(f"{c:.2f}" for c in r["real_correlation"])
+            real = f"{r['real_correlation_mean']:.3f}; {cases}"
+        lines.append(
+            f"| {r['family']} | {'yes' if r['front_end'] else 'no'} | {r['train_s']} | "
+            f"{r['standard_psnr_db']} | {r['standard_rmse_rad']} | {r['transfer_psnr_db']} | "
+            f"{r['transfer_rmse_rad']} | {real} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-images", type=int, default=16)
+    parser.add_argument("--families", default="unet,prnet")
+    parser.add_argument("--quick", action="store_true", help="a few steps, no real data")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.size, args.eval_images, args.batch_size = 3, 64, 1, 2
+    torch.set_num_threads(1)
+    rows = []
+    for family in args.families.split(","):
+        for front_end in (False, True):
+            row, _ = run_one(family, front_end, args)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

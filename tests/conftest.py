@@ -65,3 +65,15 @@ def register_tiny_prnet():
     yield register
     for name in names:
         delete_user_model(name)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run fastest on one torch thread, above all on a machine shared with other
+    jobs (busy cores make OpenMP threads spin); the previous count is restored after the test."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

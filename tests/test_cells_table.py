@@ -12,10 +12,8 @@ from qtpy.QtCore import QPoint, Qt
 
 from napari_qpi._napari.cells_table import CellsTable
 from napari_qpi._napari.morphology_widget import CellMorphologyWidget
-from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi.io.tables import read_table_csv
-from napari_qpi.physics import random_cells
-from test_gui import ACQ, _click_run, _dock, _window
+from test_gui import _add_timelapse, _click_run, _dock, _measured_sample, _window
 
 USER = Qt.ItemDataRole.UserRole
 
@@ -56,14 +54,7 @@ def _selected_row(table: CellsTable) -> int | None:
 
 @pytest.fixture
 def measured_sample(make_napari_viewer, qtbot):
-    viewer = _window(make_napari_viewer)
-    viewer.open_sample("napari-qpi", "hologram")
-    retrieval, morphology = _dock(
-        viewer, PhaseRetrievalWidget(viewer), CellMorphologyWidget(viewer)
-    )
-    _click_run(retrieval, qtbot)
-    _click_run(morphology, qtbot)
-    return viewer, morphology, viewer.layers["hologram phase (classical) cells"]
+    return _measured_sample(make_napari_viewer, qtbot)
 
 
 def test_the_table_shows_every_cell_with_units_and_sorts_by_number(measured_sample, qtbot):
@@ -160,15 +151,7 @@ def test_the_labels_picker_and_removing_the_layer_change_the_table(measured_samp
 
 def test_a_stack_row_moves_the_viewer_to_its_frame(make_napari_viewer, qtbot):
     viewer = _window(make_napari_viewer)
-    stack = np.stack(
-        [
-            random_cells(
-                (128, 128), n_cells=3, kinds=("round",), allow_touching=False, seed=s
-            ).phase
-            for s in range(3)
-        ]
-    )
-    viewer.add_image(stack, name="timelapse", scale=(1, 0.2, 0.2), metadata={"qpi": ACQ})
+    _add_timelapse(viewer)
     (morphology,) = _dock(viewer, CellMorphologyWidget(viewer))
     _click_run(morphology, qtbot)
     labels, table = viewer.layers["timelapse cells"], morphology.table

@@ -45,12 +45,7 @@ from napari_qpi.training.loop import StopFlag
 BASE = "tiny-ft-base"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 #: Every model this file's tests create is named with this prefix (and only those are deleted).

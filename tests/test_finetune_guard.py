@@ -10,13 +10,7 @@ from napari_qpi.models import load_model
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
 from napari_qpi.training.finetune import FinetuneSettings, finetune
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n: int = 3, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -25,13 +25,7 @@ from napari_qpi.retrieval.fourier import crop_factor, demodulate, find_sideband
 from napari_qpi.training.data import DataConfig, normalise_hologram, synthetic_batch
 from napari_qpi.training.losses import phase_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _hologram(

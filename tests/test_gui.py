@@ -29,6 +29,19 @@ def _dock(viewer, *widgets):
     return widgets
 
 
+def _add_timelapse(viewer) -> None:
+    """A 3-frame stack of 3 round cells each (0.2 um pixels) as the image layer 'timelapse'."""
+    stack = np.stack(
+        [
+            random_cells(
+                (128, 128), n_cells=3, kinds=("round",), allow_touching=False, seed=s
+            ).phase
+            for s in range(3)
+        ]
+    )
+    viewer.add_image(stack, name="timelapse", scale=(1, 0.2, 0.2), metadata={"qpi": ACQ})
+
+
 def _canvas_width(viewer, qtbot) -> int:
     qtbot.wait(300)  # let the layout settle (the dock resizes on a later event)
     return viewer.window._qt_viewer.canvas.native.width()
@@ -129,7 +142,9 @@ def _hover_every_cell(viewer, labels, qtbot) -> int:
     return checked
 
 
-def test_hovering_every_measured_cell_shows_its_own_row(make_napari_viewer, qtbot):
+def _measured_sample(make_napari_viewer, qtbot):
+    """Open the sample, retrieve (classical) and measure, as a user would: viewer, the morphology
+    dock and the labels layer with its features."""
     viewer = _window(make_napari_viewer)
     viewer.open_sample("napari-qpi", "hologram")
     retrieval, morphology = _dock(
@@ -137,21 +152,17 @@ def test_hovering_every_measured_cell_shows_its_own_row(make_napari_viewer, qtbo
     )
     _click_run(retrieval, qtbot)
     _click_run(morphology, qtbot)
-    labels = viewer.layers["hologram phase (classical) cells"]
+    return viewer, morphology, viewer.layers["hologram phase (classical) cells"]
+
+
+def test_hovering_every_measured_cell_shows_its_own_row(make_napari_viewer, qtbot):
+    viewer, _, labels = _measured_sample(make_napari_viewer, qtbot)
     assert _hover_every_cell(viewer, labels, qtbot) == len(labels.features) >= 3
 
 
 def test_hovering_every_cell_of_a_stack_shows_its_own_row(make_napari_viewer, qtbot):
     viewer = _window(make_napari_viewer)
-    stack = np.stack(
-        [
-            random_cells(
-                (128, 128), n_cells=3, kinds=("round",), allow_touching=False, seed=s
-            ).phase
-            for s in range(3)
-        ]
-    )
-    viewer.add_image(stack, name="timelapse", scale=(1, 0.2, 0.2), metadata={"qpi": ACQ})
+    _add_timelapse(viewer)
     (morphology,) = _dock(viewer, CellMorphologyWidget(viewer))
     assert morphology.phase.value.name == "timelapse"
     _click_run(morphology, qtbot)

@@ -6,7 +6,6 @@ import ast
 import re
 
 import pytest
-import torch
 
 from napari_qpi.models import ModelCard, get_card, load_model, registry
 from napari_qpi.training.data import held_out_set
@@ -19,12 +18,7 @@ from napari_qpi.training.metrics import evaluate, network_predictor
 PSNR_TOLERANCE_DB = 0.02
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _shipped_hologram_cards() -> list[ModelCard]:

@@ -17,14 +17,7 @@ from napari_qpi.training.loop import StopFlag, fit
 from napari_qpi.training.losses import phase_loss
 from napari_qpi.training.metrics import evaluate, image_metrics, psnr
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, especially on a machine shared with other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _source(first_step: int):

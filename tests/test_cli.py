@@ -193,6 +193,35 @@ def test_measure_options_and_the_missing_wavelength_line(tmp_path, capsys):
     assert "neither auto" in capsys.readouterr().err
 
 
+def test_measure_cell_background_zero_counts_an_offset_local_removes_it(tmp_path, capsys):
+    """--cell-background zero measures as DryMass does (background at 0 rad): a 0.3 rad offset
+    under the cells adds to their mass; the default local ring background removes it."""
+    from cell_fields import make_field
+    from napari_qpi.acquisition import Acquisition
+    from napari_qpi.io import write_phase
+    from napari_qpi.io.tables import read_table_csv
+
+    field = make_field("round", n_cells=6, offset_rad=0.0, background_rad=0.0, seed=5)
+    acquisition = Acquisition(pixel_size_um=0.3, wavelength_nm=532.0)
+    tables = {}
+    for name, phase in (("flat", field.phase), ("offset", field.phase + 0.3)):
+        path = tmp_path / f"{name}_phase.ome.tif"
+        write_phase(path, phase.astype(np.float32), acquisition=acquisition, method={})
+        for mode in ("local", "zero"):
+            out = tmp_path / f"{name}-{mode}"
+            argv = ["measure", str(path), "--out", str(out), "--quiet", "--no-split"]
+            assert main([*argv, "--cell-background", mode]) == 0
+            tables[name, mode] = read_table_csv(out / f"{name}_cells.csv")
+    capsys.readouterr()
+    mass = {key: np.sort(t["dry_mass_pg"]) for key, t in tables.items()}
+    assert len(mass["flat", "zero"]) == len(mass["offset", "zero"]) >= 5
+    np.testing.assert_allclose(mass["offset", "local"], mass["flat", "local"], rtol=0.02)
+    assert (mass["offset", "zero"] > 1.05 * mass["flat", "zero"]).all(), "the offset is counted"
+    np.testing.assert_allclose(mass["flat", "zero"], mass["flat", "local"], rtol=0.05)
+    assert tables["offset", "zero"].metadata["cell_background"] == "zero"
+    assert tables["offset", "local"].metadata["cell_background"] == "local"
+
+
 def test_measure_track_writes_tracks_and_summary_and_refuses_a_single_image(tmp_path, capsys):
     from cell_fields import make_timelapse
     from napari_qpi.acquisition import Acquisition
@@ -225,7 +254,7 @@ def test_measure_wavelength_and_pixel_size_on_the_command_line_fill_the_dry_mass
     from napari_qpi.io import write_phase
     from napari_qpi.io.tables import read_table_csv
 
-    field = make_field("round", n_cells=6, seed=5)
+    field = make_field("round", n_cells=6, offset_rad=0.0, background_rad=0.0, seed=5)
     path = tmp_path / "bare_phase.ome.tif"
     write_phase(path, field.phase, acquisition=Acquisition(), method={})
     out = tmp_path / "out"

@@ -49,6 +49,24 @@ def test_widget_adds_labels_with_features(phase_viewer, qtbot):
     assert widget.table.model.rowCount() == expected
 
 
+def test_cell_background_zero_counts_an_offset_as_drymass_does(phase_viewer, qtbot):
+    from napari_qpi._napari.layers import MORPHOLOGY_KEY
+
+    viewer, _ = phase_viewer
+    viewer.layers["phase"].data = viewer.layers["phase"].data + 0.2  # a background offset
+    widget = CellMorphologyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.phase.value = viewer.layers["phase"]
+    masses = {}
+    for mode in ("local", "zero"):
+        widget.cell_background.value = mode
+        _run(widget, qtbot)
+        labels = viewer.layers["phase cells"]
+        assert labels.metadata[MORPHOLOGY_KEY]["metadata"]["cell_background"] == mode
+        masses[mode] = np.sort(labels.features["dry_mass_pg"].to_numpy())
+    assert (masses["zero"] > 1.05 * masses["local"]).all()
+
+
 def test_user_labels_of_wrong_shape_are_refused(phase_viewer, qtbot):
     viewer, _ = phase_viewer
     viewer.add_labels(np.zeros((10, 10), dtype=np.int32), name="small")

@@ -6,7 +6,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, LineEdit, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, create_widget
 from napari.utils.notifications import show_warning
 
 from ..errors import InputError
@@ -102,6 +102,14 @@ class CellMorphologyWidget(Container):
             step=0.005,
             tooltip="refractive increment for dry mass (0.18 mL/g)",
         )
+        self.cell_background = ComboBox(
+            label="cell background",
+            choices=[("local ring", "local"), ("0 rad (as DryMass)", "zero")],
+            value="local",
+            tooltip="phase a cell's dry mass is counted above: a plane fitted to a ring around "
+            "each cell (removes a residual offset or curved background), or 0 rad as DryMass "
+            "does (for phase whose background is already flat at 0)",
+        )
         self.track = CheckBox(
             label="track cells",
             value=False,
@@ -124,6 +132,7 @@ class CellMorphologyWidget(Container):
             self.exclude_border,
             self.wavelength,
             self.alpha,
+            self.cell_background,
             self.track,
             self.frame_interval,
         ]
@@ -187,6 +196,7 @@ class CellMorphologyWidget(Container):
             "wavelength_nm": wavelength,
             "alpha_um3_per_pg": float(self.alpha.value),
             "settings": self.settings(),
+            "local_background": self.cell_background.value == "local",
         }
         shape = tuple(phase.shape)
         total = int(np.prod(shape[:-2], dtype=int))

@@ -66,6 +66,8 @@ class MeasureOptions:
     min_area_um2: float | None = None
     threshold: str | float = "auto"
     split: bool = True
+    #: False: the background is taken as 0 rad, as DryMass does (the phase must be corrected).
+    local_background: bool = True
 
     def segmentation(self) -> SegmentationSettings:
         """Settings for :func:`~napari_qpi.morphology.segment_cells` (``None``: learnt)."""

@@ -89,6 +89,7 @@ def _measure_plane(
         "wavelength_nm": acquisition.wavelength_nm,
         "alpha_um3_per_pg": options.alpha_um3_per_pg,
         "settings": options.segmentation(),
+        "local_background": options.local_background,
     }
     if not stacked:
         return measure_stack(phase, **kwargs)

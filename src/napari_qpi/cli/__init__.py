@@ -84,6 +84,7 @@ def _measure_options(args: argparse.Namespace) -> MeasureOptions:
         min_area_um2=args.min_area,
         threshold=args.threshold,
         split=args.split,
+        local_background=args.cell_background == "local",
     )
 
 
@@ -325,6 +326,14 @@ def _save_profile(report: BatchReport, args: argparse.Namespace) -> None:
 
 
 def _add_measure_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cell-background",
+        choices=("local", "zero"),
+        default="local",
+        help="phase a cell's dry mass is counted above: 'local' (default) a plane fitted to a "
+        "ring around each cell, which removes a residual offset or curved background; 'zero' "
+        "0 rad, as DryMass does (for phase whose background is already flat at 0)",
+    )
     parser.add_argument(
         "--alpha",
         type=float,

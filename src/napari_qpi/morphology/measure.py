@@ -153,7 +153,7 @@ def _background_notes(
         f"The background phase is {background:.3g} rad, not 0: integrated phase, optical "
         f"volume and dry mass include this offset over each cell's area (about "
         f"{100 * bias:.0f}% of a typical cell's). Correct the background before measuring, "
-        "or measure with local_background=True."
+        "or measure against each cell's local background (the default; --cell-background local)."
     )
     warnings.warn(message, MorphologyWarning, stacklevel=4)
     return [message]
@@ -293,6 +293,7 @@ def measure_cells(
         "dry_mass_formula": "dry_mass_pg = wavelength_um / (2 pi alpha_um3_per_pg) * "
         "sum(phase_rad) * pixel_area_um2",
         "background_phase_rad": background,
+        "cell_background": "local" if local_background else "zero",
         "method": method_record,
         "notes": notes,
         "versions": _versions(),
@@ -400,6 +401,7 @@ def iter_measure_frames(
     wavelength_nm: float | None = None,
     alpha_um3_per_pg: float = DEFAULT_ALPHA_UM3_PER_PG,
     settings: SegmentationSettings | None = None,
+    local_background: bool = True,
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray, MorphologyTable]]:
     """Segment (unless labels are given) and measure a stack frame by frame.
 
@@ -435,6 +437,7 @@ def iter_measure_frames(
             alpha_um3_per_pg=alpha_um3_per_pg,
             frame=index,
             method=method,
+            local_background=local_background,
         )
         yield position, plane_labels, table
 
@@ -459,6 +462,7 @@ def measure_stack(
     wavelength_nm: float | None = None,
     alpha_um3_per_pg: float = DEFAULT_ALPHA_UM3_PER_PG,
     settings: SegmentationSettings | None = None,
+    local_background: bool = True,
 ) -> tuple[MorphologyTable, np.ndarray]:
     """Measure every frame of a stack; one table with a ``frame`` column.
 
@@ -469,7 +473,7 @@ def measure_stack(
         image is one frame. Leading axes are flattened in C order: ``frame`` is that flat index.
     labels_stack
         Labels of the same shape, or ``None`` to segment each frame with ``settings``.
-    pixel_size_um, wavelength_nm, alpha_um3_per_pg
+    pixel_size_um, wavelength_nm, alpha_um3_per_pg, local_background
         As in :func:`measure_cells`.
     settings
         Segmentation settings used when ``labels_stack`` is ``None``.
@@ -491,6 +495,7 @@ def measure_stack(
         wavelength_nm=wavelength_nm,
         alpha_um3_per_pg=alpha_um3_per_pg,
         settings=settings,
+        local_background=local_background,
     ):
         out_labels[position] = labels
         tables.append(table)

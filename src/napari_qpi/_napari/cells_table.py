@@ -28,6 +28,8 @@ __all__ = ["CellsTable", "CellsTableModel", "column_title", "number_format"]
 
 #: Identity columns, shown first (in this order) when present.
 _LEAD = ("index", "label", "frame", "track_id", "parent_track_id")
+#: The measurements a biologist reads first, right after the identity columns (when present).
+_FIRST = ("dry_mass_pg", "area_um2", "area_px2")
 _TITLES = {"index": "value", "track_id": "track", "parent_track_id": "parent track"}
 _UNIT_SUFFIX = re.compile(r"(_(um|px|pg|rad|per|h|s|frames)\d?)+$")
 _GUESSED_UNITS = {"_um2": "um^2", "_um3": "um^3", "_um": "um", "_px2": "px^2", "_px": "px"}
@@ -96,7 +98,7 @@ class CellsTableModel(QAbstractTableModel):
         if "index" in names and "label" in names:
             if np.array_equal(features["index"], features["label"]):
                 names.remove("index")  # a single image: the value is the label
-        lead = [c for c in _LEAD if c in names]
+        lead = [c for c in (*_LEAD, *_FIRST) if c in names]
         self.names = lead + [c for c in names if c not in lead]
         self._columns = [np.asarray(features[c]) for c in self.names]
         self._formats = [number_format(c) for c in self._columns]
@@ -383,6 +385,10 @@ def _table_view(model: CellsTableModel) -> QTableView:
     view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     view.setAlternatingRowColors(True)
+    # Qt's default alternate colour is light whatever the theme: under napari's dark theme every
+    # other row was light text on a light ground. A faint lightening of the theme's own base works
+    # on dark and light themes alike.
+    view.setStyleSheet("QTableView { alternate-background-color: rgba(128, 128, 128, 40); }")
     view.setWordWrap(False)
     view.verticalHeader().setVisible(False)
     view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)

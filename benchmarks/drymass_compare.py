@@ -154,7 +154,9 @@ def run(drymass_path: str | None) -> str:
             f"a disc of {INCLUSION} radii, background taken as 0 rad. **napari-qpi**: "
             "`segment_cells` + `measure_cells`, phase summed over the outline grown by 2 px above "
             "the cell's local background (a plane fitted to a ring around it); the last two "
-            "columns take the background as 0 rad like DryMass. Phase: the peers' reference "
+            "columns take the background as 0 rad like DryMass (`napari-qpi measure "
+            "--cell-background zero`, *cell background: 0 rad* in the dock). Phase: the peers' "
+            "reference "
             "(qpretrieve + qpimage background fit) and napari-qpi's own retrieval.",
             "",
             "| hologram | phase | DryMass (pg) | napari-qpi (pg) | difference | local "

@@ -44,6 +44,27 @@ def test_true_phase_is_consistent_and_wrong_phases_are_not(field) -> None:
     assert record["trusted"] is True and set(record["thresholds"]) == {"residual", "relative"}
 
 
+def test_the_shared_work_scores_as_each_sign_and_the_baseline_alone(field) -> None:
+    # consistency() shares the band limit of the two signs (conjugate mirror) and the amplitude;
+    # the scores must be those of one full computation per sign and of a flat phase
+    from napari_qpi.retrieval import consistency as module
+
+    hologram, truth = field
+    target = sideband_target(hologram)
+    assert module._mirror_symmetric(target.window)
+    phase = (truth + 0.3 * np.sin(np.arange(truth.size).reshape(truth.shape))).astype(np.float32)
+    scores, baseline = module._scores(target, phase)
+    for sign in (1, -1):
+        alone, predicted = module._score(target, phase, sign)
+        assert scores[sign][0] == pytest.approx(alone, rel=1e-4)
+        assert np.abs(scores[sign][1] - predicted).max() < 1e-4 * np.abs(predicted).max()
+    assert baseline == module._score(target, np.zeros_like(phase), 1)[0]
+    skewed = module.SidebandTarget(target.field, np.roll(target.window, 1, 1), target.sideband)
+    assert not module._mirror_symmetric(skewed.window)
+    scores, _ = module._scores(skewed, phase)
+    assert scores[-1][0] == pytest.approx(module._score(skewed, phase, -1)[0], rel=1e-4)
+
+
 def test_a_hologram_without_fringes_or_a_wrong_shape_is_refused(field) -> None:
     hologram, truth = field
     noise = np.random.default_rng(0).normal(100, 10, hologram.shape)

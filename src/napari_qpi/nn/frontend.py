@@ -54,13 +54,13 @@ from ..retrieval.fourier import (
     FILTERS,
     MIN_CARRIER_CYCLES_PER_PX,
     Sideband,
-    _fringe_peak,
-    _refine_peak,
     as_image,
     crop_factor,
-    filter_window,
+    crop_window,
     find_sideband,
+    fringe_peak,
     half_spectrum,
+    refine_peak,
 )
 
 #: Feature channels a front end can give, see :class:`FrontEndConfig`.
@@ -144,9 +144,9 @@ def strongest_peak(image: np.ndarray) -> tuple[float, float]:
     finds it, but without its test that the peak stands out as fringes do (which small crops
     of holograms with large cells can fail: a broad sideband in few frequency bins)."""
     img = as_image(image)
-    (fy, fx), _, _, shape = _fringe_peak(img)
+    (fy, fx), _, _, shape = fringe_peak(img)
     magnitude = np.abs(half_spectrum(img))
-    return _refine_peak(magnitude, img.shape, (fy, fx), search=2.0 / min(shape))
+    return refine_peak(magnitude, img.shape, (fy, fx), search=2.0 / min(shape))
 
 
 def detect_carriers(
@@ -205,21 +205,6 @@ def _check_carriers(carrier: Tensor | np.ndarray, batch: int) -> np.ndarray:
     return arr
 
 
-def _window(
-    crop: tuple[int, int],
-    shape: tuple[int, int],
-    offset: tuple[float, float],
-    radius: float,
-    kind: str,
-) -> np.ndarray:
-    """Filter over an fft-ordered crop whose bin 0 lies ``offset`` (cycles/px) from the centre
-    (the classical ``fourier._crop_window``, float32)."""
-    (my, mx), (h, w) = crop, shape
-    fy = (np.fft.fftfreq(my, 1.0 / my) / h + offset[0]).astype(np.float32)[:, None]
-    fx = (np.fft.fftfreq(mx, 1.0 / mx) / w + offset[1]).astype(np.float32)[None, :]
-    return filter_window(np.sqrt(fy * fy + fx * fx), radius, kind)
-
-
 def demodulate_torch(
     images: Tensor, centres: np.ndarray, factor: int, radius_fraction: float, kind: str
 ) -> Tensor:
@@ -251,7 +236,7 @@ def demodulate_torch(
     ]
     windows = np.stack(
         [
-            _window((my, mx), (h, w), sub, radius_fraction * math.hypot(*centre), kind)
+            crop_window((my, mx), tuple(sub), (h, w), radius_fraction * math.hypot(*centre), kind)
             for sub, centre in zip(subs, centres.tolist(), strict=True)
         ]
     )

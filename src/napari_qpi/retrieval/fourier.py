@@ -193,7 +193,7 @@ def _quadrant_ratio(image: np.ndarray, freq: tuple[float, float]) -> float:
     return min(ratios)
 
 
-def _fringe_peak(image: np.ndarray) -> tuple[tuple[float, float], float, bool, tuple[int, int]]:
+def fringe_peak(image: np.ndarray) -> tuple[tuple[float, float], float, bool, tuple[int, int]]:
     """The strongest off-DC peak of the quick spectrum and whether it counts as fringes.
 
     Returns the peak ``(fy, fx)`` in cycles per pixel, its ratio over the ring (see
@@ -247,7 +247,7 @@ def looks_like_hologram(image: np.ndarray) -> bool:
             return False
         if not np.issubdtype(arr.dtype, np.number):
             return False
-        _, _, found, _ = _fringe_peak(arr)
+        _, _, found, _ = fringe_peak(arr)
     except (TypeError, ValueError, MemoryError):
         return False
     return found
@@ -350,7 +350,7 @@ def find_sideband(
     h, w = shape
     if carrier is not None:
         carrier = _check_carrier(carrier)
-    (fy0, fx0), ratio, found, qshape = _fringe_peak(img)
+    (fy0, fx0), ratio, found, qshape = fringe_peak(img)
     if carrier is not None:
         found, threshold = ratio >= KNOWN_CARRIER_PEAK_RATIO, KNOWN_CARRIER_PEAK_RATIO
     else:
@@ -367,7 +367,7 @@ def find_sideband(
     else:
         if spectrum is None:
             spectrum = half_spectrum(img)
-        center = _refine_peak(np.abs(spectrum), shape, (fy0, fx0), search=2.0 / min(qshape))
+        center = refine_peak(np.abs(spectrum), shape, (fy0, fx0), search=2.0 / min(qshape))
     radius = filter_radius(
         math.hypot(*center),
         radius_fraction=radius_fraction,
@@ -383,7 +383,7 @@ def find_sideband(
     return Sideband((float(center[0]), float(center[1])), radius, ratio)
 
 
-def _refine_peak(
+def refine_peak(
     magnitude: np.ndarray, shape: tuple[int, int], guess: tuple[float, float], search: float
 ) -> tuple[float, float]:
     """Peak of the full half spectrum near ``guess`` (cycles/px), refined to sub-bin precision."""
@@ -461,7 +461,7 @@ def filter_window(distance: np.ndarray, radius: float, filter: str) -> np.ndarra
 
 
 @lru_cache(maxsize=8)
-def _crop_window(
+def crop_window(
     crop: tuple[int, int],
     offset: tuple[float, float],
     shape: tuple[int, int],
@@ -544,7 +544,7 @@ def demodulate(
         raise InputError(f"resolution must be 'native' or 'full', got {resolution!r}.")
     crop = _gather(spectrum, ky0 + oy, kx0 + ox, w)
     sub_y, sub_x = subbin_offset(sideband, (h, w))
-    crop *= _crop_window((my, mx), (sub_y, sub_x), (h, w), sideband.radius_cycles_per_px, filter)
+    crop *= crop_window((my, mx), (sub_y, sub_x), (h, w), sideband.radius_cycles_per_px, filter)
     if resolution == "native":
         field = sfft.ifft2(crop, workers=fft_workers(), overwrite_x=True)
         field *= np.float32(1.0 / (q * q))

@@ -583,6 +583,10 @@ def test_a_retrieval_warning_is_one_clean_notification_and_jumps_are_marked(
     assert tuple(jumps.scale) == tuple(phase.scale) == (0.2, 0.2)
     np.testing.assert_array_equal(jumps.data.astype(bool), jump_mask(phase.data))
 
+    _click_run(retrieval, qtbot)  # a rerun refreshes the same layer (no removal, no copy)
+    assert viewer.layers["no cells phase (classical) 2π jumps"] is jumps
+    assert sum("2π jumps" in layer.name for layer in viewer.layers) == 1
+
     retrieval.mark_jumps.value = False  # a rerun without the option adds no new jumps layer
     viewer.layers.remove(jumps)
     _click_run(retrieval, qtbot)

@@ -496,8 +496,14 @@ class PhaseRetrievalWidget(Container):
         """Add (or refresh) the labels layer of the 2 pi jumps of the phase layer ``name``."""
         labels = jump_labels(phase)
         jumps = f"{name} 2π jumps"
-        if jumps in self.viewer.layers:
-            self.viewer.layers.remove(jumps)
+        metadata = {"jump_fraction": float(labels.mean())}
+        old = self.viewer.layers[jumps] if jumps in self.viewer.layers else None
+        if isinstance(old, napari.layers.Labels) and old.ndim == labels.ndim:
+            # in place, as _add_layer does: removing a layer makes napari collect garbage
+            old.metadata, old.scale, old.data = metadata, kwargs["scale"], labels
+            return
+        if old is not None:
+            self.viewer.layers.remove(old)
         self.viewer.add_labels(
             labels,
             name=jumps,
@@ -505,7 +511,7 @@ class PhaseRetrievalWidget(Container):
             translate=kwargs["translate"],
             units=kwargs["units"],
             opacity=0.6,
-            metadata={"jump_fraction": float(labels.mean())},
+            metadata=metadata,
         )
 
     def _add_layer(self, data: Any, kwargs: dict[str, Any]) -> str:

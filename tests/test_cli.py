@@ -153,6 +153,77 @@ def test_help_and_classical_reconstruction_load_no_torch_napari_qt_or_distribute
     assert (out / "cells_1_phase.ome.tif").exists() and (out / "four_phase.ome.tif").exists()
 
 
+#: What building the parser (``napari-qpi --help``, any command's ``--help``) must not import:
+#: numpy and scipy cost most of a second on a busy 2-core machine; the rest are far heavier.
+PARSER_FORBIDDEN = (
+    "numpy",
+    "scipy",
+    "skimage",
+    "dask",
+    "distributed",
+    "torch",
+    "napari",
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+)
+
+
+def test_building_the_parser_imports_no_numpy_scipy_torch_napari_qt_or_distributed():
+    """The parser of every non-training command and ``import napari_qpi`` count no forbidden
+    top-level package in ``sys.modules`` (a count, not a clock: robust on a busy machine)."""
+    script = (
+        "import sys\n"
+        "import napari_qpi\n"
+        f"forbidden = set({PARSER_FORBIDDEN!r})\n"
+        "def heavy():\n"
+        "    return sorted({m.split('.')[0] for m in sys.modules} & forbidden)\n"
+        "print('PACKAGE', *heavy())\n"
+        "from napari_qpi.cli import build_parser\n"
+        "for selected in ('', 'reconstruct', 'measure', 'models'):\n"
+        "    build_parser(selected)\n"
+        "print('PARSER', *heavy())\n"
+        "import napari_qpi.cli.commands\n"  # the check can fail: the commands do load numpy
+        "print('COMMANDS', *heavy())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    lines = dict(line.partition(" ")[::2] for line in result.stdout.strip().splitlines())
+    assert lines["PACKAGE"] == "" and lines["PARSER"] == "", result.stdout
+    assert {"numpy", "scipy"} <= set(lines["COMMANDS"].split()), result.stdout
+
+
+def test_the_parser_defaults_are_the_engine_defaults(capsys):
+    """The light :mod:`napari_qpi.defaults` the parser reads are the values the engine uses."""
+    from napari_qpi import batch, defaults, morphology
+    from napari_qpi.cli import build_parser
+    from napari_qpi.retrieval import FILTERS, OffAxisSettings, autofocus, fourier
+
+    settings = OffAxisSettings()
+    assert settings.filter == defaults.DEFAULT_FILTER in FILTERS == defaults.FILTERS
+    assert settings.radius_fraction == fourier.DEFAULT_RADIUS_FRACTION == 0.7
+    assert settings.background_order == defaults.DEFAULT_BACKGROUND_ORDER == 2
+    assert sorted(autofocus.METRICS) == sorted(defaults.FOCUS_METRICS)
+    assert autofocus.DEFAULT_METRIC == defaults.DEFAULT_FOCUS_METRIC in autofocus.METRICS
+    assert morphology.DEFAULT_ALPHA_UM3_PER_PG == defaults.DEFAULT_ALPHA_UM3_PER_PG == 0.18
+    assert (batch.PHASE_SUFFIX, batch.TABLE_SUFFIX, batch.CONNECT_TIMEOUT_S) == (
+        "_phase.ome.tif",
+        "_cells.csv",
+        10.0,
+    )
+    assert batch.ClusterOptions().timeout_s == defaults.CONNECT_TIMEOUT_S
+    args = build_parser("reconstruct").parse_args(["reconstruct", "x.tif"])
+    assert (args.alpha, args.connect_timeout, args.focus_metric) == (0.18, 10.0, "tamura")
+    with pytest.raises(SystemExit):
+        build_parser("reconstruct").parse_args(["reconstruct", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "else smooth_disk)" in text and "else 0.7)" in text and "else 2)" in text
+    assert "{gradient,tamura,variance}" in text  # --focus-metric's choices
+
+
 def test_a_training_command_loads_its_flags_only_when_it_runs(capsys):
     from napari_qpi.cli import TRAINING_COMMANDS, build_parser
 

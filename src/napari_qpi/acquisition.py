@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
-
-import numpy as np
 
 from .errors import MetadataError
 
@@ -22,8 +21,14 @@ METADATA_KEY = "qpi"
 
 def is_real_number(value: Any) -> bool:
     """True for a real number of any kind (Python or NumPy: ``np.float32(0.25)`` too); False for
-    booleans (``True`` is an ``int`` to Python, never a wavelength) and everything else."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    booleans (``True`` is an ``int`` to Python, never a wavelength) and everything else.
+
+    NumPy is not imported for this (``import napari_qpi`` stays light): a NumPy bool can only
+    exist once NumPy is loaded, so it is looked up in :data:`sys.modules`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    numpy = sys.modules.get("numpy")
+    return numpy is None or not isinstance(value, numpy.bool_)
 
 
 @dataclass(frozen=True)

@@ -18,24 +18,19 @@ from typing import Any
 import numpy as np
 
 from ..acquisition import Acquisition
+from ..defaults import CONNECT_TIMEOUT_S, LABELS_SUFFIX, PHASE_SUFFIX, TABLE_SUFFIX
 from ..errors import FileFormatError, QPIError
 from ..io.images import SUPPORTED_EXTENSIONS, ImageData
 from ..morphology import DEFAULT_ALPHA_UM3_PER_PG, SegmentationSettings
 from ..reconstruct import settings_record
 from ..retrieval import OffAxisSettings
 
-PHASE_SUFFIX = "_phase.ome.tif"
-LABELS_SUFFIX = "_cells.ome.tif"
-TABLE_SUFFIX = "_cells.csv"
 #: Folder of the per-plane outputs of a stack while it is being processed.
 PLANES_SUFFIX = ".planes"
 #: Every cell of every file of a job, with a ``file`` column.
 COMBINED_TABLE = "morphology.csv"
 #: What made the planes in a ``.planes`` folder (checked before they are reused).
 PLANES_RECORD = "job.json"
-
-#: Seconds to wait for a scheduler (and for its first worker).
-CONNECT_TIMEOUT_S = 10.0
 
 
 _DISK_FULL_ERRNOS = frozenset(

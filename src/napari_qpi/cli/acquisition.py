@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..acquisition import Acquisition
 from ..errors import MetadataError
-from ..profile import MicroscopeProfile, load_profile, sample_pixel_size_um
+
+if TYPE_CHECKING:  # the parser needs neither: profiles are read when a command runs
+    from ..acquisition import Acquisition
+    from ..profile import MicroscopeProfile
 
 
 def add_acquisition_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +54,8 @@ def profile_from_args(args: argparse.Namespace) -> MicroscopeProfile:
         An unreadable or invalid profile, a pixel size of 0 or below, a camera pixel without
         magnification: one line saying what to fix.
     """
+    from ..profile import MicroscopeProfile, load_profile, sample_pixel_size_um
+
     profile = load_profile(args.profile) if getattr(args, "profile", None) else MicroscopeProfile()
     pixel = sample_pixel_size_um(
         getattr(args, "pixel_size", None),

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..batch import TABLE_SUFFIX, BatchReport
+from ..defaults import TABLE_SUFFIX
 from ..errors import QPIError
+
+if TYPE_CHECKING:
+    from ..batch import BatchReport
 
 __all__ = ["TRACKS_SUFFIX", "TRACK_SUMMARY_SUFFIX", "add_track_options", "track_tables"]
 

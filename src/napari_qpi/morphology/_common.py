@@ -8,10 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..acquisition import is_real_number
+from ..defaults import DEFAULT_ALPHA_UM3_PER_PG as DEFAULT_ALPHA_UM3_PER_PG
 from ..errors import InputError
-
-#: Default refractive increment of cell dry mass, um^3/pg (= mL/g).
-DEFAULT_ALPHA_UM3_PER_PG = 0.18
 
 
 class MorphologyWarning(UserWarning):

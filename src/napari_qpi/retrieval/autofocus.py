@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from ..defaults import DEFAULT_FOCUS_METRIC
 from ..errors import InputError
 from .background import background_mask, fit_background
 from .propagation import Propagator
@@ -93,7 +94,7 @@ METRICS: dict[str, Callable[[np.ndarray], float]] = {
     "variance": amplitude_variance,
     "gradient": gradient_energy,
 }
-DEFAULT_METRIC = "tamura"
+DEFAULT_METRIC = DEFAULT_FOCUS_METRIC
 
 
 @dataclass

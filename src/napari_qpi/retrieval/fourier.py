@@ -23,17 +23,12 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
+from ..defaults import DEFAULT_RADIUS_FRACTION as DEFAULT_RADIUS_FRACTION
+from ..defaults import FILTERS as FILTERS
 from ..errors import InputError, MetadataError, SidebandError
 from ..threads import fft_workers
 
 FilterName = Literal["disk", "smooth_disk", "gaussian"]
-FILTERS: tuple[str, ...] = ("disk", "smooth_disk", "gaussian")
-
-#: Default filter radius as a fraction of the carrier distance |f_c|. Measured on simulated cells
-#: up to 12 rad (``benchmarks/offaxis_classical.py``): the steep rims of thick round cells need the
-#: band; at 1/3 or 1/2 whole cells come out 2 pi low, 0.7 and 0.8 had none and the lowest error,
-#: also with absorbing cells. 0.7 leaves room for a DC term that spreads (real illumination).
-DEFAULT_RADIUS_FRACTION = 0.7
 #: Width of the raised-cosine edge of ``"smooth_disk"``, as a fraction of the radius.
 SMOOTH_EDGE_FRACTION = 0.2
 #: Whitened peak height (peak / median magnitude at the same spatial frequency) above which a

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..acquisition import Acquisition
+from ..defaults import DEFAULT_BACKGROUND_ORDER, DEFAULT_FILTER
 from ..errors import InputError, QPIWarning
 from .background import background_mask as auto_background_mask
 from .background import fit_background, noise_sigma
@@ -81,10 +82,10 @@ class OffAxisSettings:
     """
 
     carrier: tuple[float, float] | None = None
-    filter: Literal["disk", "smooth_disk", "gaussian"] = "smooth_disk"
+    filter: Literal["disk", "smooth_disk", "gaussian"] = DEFAULT_FILTER  # "smooth_disk"
     radius_fraction: float = DEFAULT_RADIUS_FRACTION
     numerical_aperture: float | None = None
-    background_order: int = 2
+    background_order: int = DEFAULT_BACKGROUND_ORDER  # 2
     resolution: Literal["full", "native"] = "full"
     unwrap: bool = True
     unwrap_method: Literal["auto", "ls", "quality"] = "auto"

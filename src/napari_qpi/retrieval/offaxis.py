@@ -38,6 +38,7 @@ from .fourier import (
     subbin_offset,
 )
 from .refocus import FieldRefocus
+from .saturation import fill_clipped
 from .unwrap import UnwrapReport, unwrap_phase
 
 _TWO_PI = np.float32(2 * np.pi)
@@ -318,6 +319,10 @@ def retrieve_offaxis(
     q = crop_factor(shape, sideband, settings.filter)
     info = _info_record(settings, sideband, q, carrier, ref is not None)
     ref_spectrum = half_spectrum(ref) if ref is not None else None
+    if settings.refocus_um is not None:  # clipped pixels would spread through the cells
+        img, spectrum, ref, ref_spectrum = fill_clipped(
+            img, spectrum, ref, ref_spectrum, sideband, settings.filter, info
+        )
     demod = _Demodulation(img, ref, spectrum, ref_spectrum, sideband, q, settings.filter)
     wrapped_n, ref_n = demod.native_phase(settings.refocus_um, acq, carrier is not None, info)
     t_native = time.perf_counter()

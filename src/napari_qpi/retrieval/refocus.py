@@ -26,8 +26,17 @@ import numpy as np
 from ..acquisition import Acquisition
 from ..errors import InputError
 from .autofocus import DEFAULT_METRIC, METRICS, FocusResult, drain, iter_autofocus, phase_sign
-from .fourier import Sideband, as_image, crop_factor, demodulate, find_sideband, subbin_offset
+from .fourier import (
+    Sideband,
+    as_image,
+    crop_factor,
+    demodulate,
+    find_sideband,
+    half_spectrum,
+    subbin_offset,
+)
 from .propagation import Propagator, check_optics, propagate
+from .saturation import fill_saturated
 
 if TYPE_CHECKING:
     from .offaxis import OffAxisSettings
@@ -121,15 +130,24 @@ def hologram_field(
         pixel_size_um=acq.pixel_size_um,
     )
     q = crop_factor(img.shape, sideband, settings.filter)
-    field = demodulate(img, sideband, filter=settings.filter, resolution=resolution, factor=q)
+    img, spectrum, _ = fill_saturated(img, half_spectrum(img), sideband, settings.filter)
+    field = demodulate(
+        img, sideband, filter=settings.filter, resolution=resolution, factor=q, spectrum=spectrum
+    )
     if reference is not None:
         ref = as_image(reference, "reference hologram")
         if ref.shape != img.shape:
             raise InputError(
                 f"The reference hologram has shape {ref.shape} but the hologram has {img.shape}."
             )
+        ref, ref_spectrum, _ = fill_saturated(ref, half_spectrum(ref), sideband, settings.filter)
         ref_field = demodulate(
-            ref, sideband, filter=settings.filter, resolution=resolution, factor=q
+            ref,
+            sideband,
+            filter=settings.filter,
+            resolution=resolution,
+            factor=q,
+            spectrum=ref_spectrum,
         )
         field = divide_reference(field, ref_field)
     factor = q if resolution == "native" else 1

@@ -248,16 +248,54 @@ class Propagator:
         self.wavelength_nm, self.pixel_size_um, self.medium_index = check_optics(
             wavelength_nm, pixel_size_um, medium_index
         )
-        self.field = _as_field(field)
+        self._field: np.ndarray | None = _as_field(field)
         self.sign = 1 if sign >= 0 else -1
         self.band_limit = band_limit
         self.workers = workers or fft_workers()
-        self.spectrum = sfft.fft2(self.field, workers=self.workers)
+        self.spectrum = sfft.fft2(self._field, workers=self.workers)
+
+    @classmethod
+    def from_spectrum(
+        cls,
+        spectrum: np.ndarray,
+        *,
+        wavelength_nm: float,
+        pixel_size_um: float,
+        medium_index: float = 1.0,
+        sign: int = 1,
+        band_limit: bool = True,
+        workers: int | None = None,
+    ) -> Propagator:
+        """A propagator of the field whose ``fft2`` is ``spectrum`` (fft order, ``(..., H, W)``);
+        the field itself is transformed only if asked for."""
+        self = cls.__new__(cls)
+        self.wavelength_nm, self.pixel_size_um, self.medium_index = check_optics(
+            wavelength_nm, pixel_size_um, medium_index
+        )
+        self._field = None
+        self.sign = 1 if sign >= 0 else -1
+        self.band_limit = band_limit
+        self.workers = workers or fft_workers()
+        self.spectrum = np.asarray(spectrum, dtype=np.complex64)
+        return self
+
+    @property
+    def field(self) -> np.ndarray:
+        """The field in its own plane (complex64)."""
+        if self._field is None:
+            out = sfft.ifft2(self.spectrum, workers=self.workers)
+            self._field = out.astype(np.complex64, copy=False)
+        return self._field
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the field, ``(..., H, W)``."""
+        return tuple(self.spectrum.shape)
 
     def transfer(self, z_um: float) -> np.ndarray:
         """The transfer function to ``z_um`` (already signed for this field's sideband)."""
         return transfer_function(
-            self.field.shape[-2:],
+            self.spectrum.shape[-2:],
             _check_z(z_um) * self.sign,
             wavelength_nm=self.wavelength_nm,
             pixel_size_um=self.pixel_size_um,

@@ -22,20 +22,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.fft as sfft
 
 from ..acquisition import Acquisition
 from ..errors import InputError
 from .autofocus import DEFAULT_METRIC, METRICS, FocusResult, drain, iter_autofocus, phase_sign
 from .fourier import (
     Sideband,
+    _filter_support,
+    _gather,
     as_image,
     crop_factor,
+    crop_window,
     demodulate,
     find_sideband,
     half_spectrum,
     subbin_offset,
 )
-from .propagation import Propagator, check_optics, propagate
+from .propagation import Propagator, check_optics, fft_workers, propagate
 from .saturation import fill_saturated
 
 if TYPE_CHECKING:
@@ -74,6 +78,9 @@ class HologramField:
         +1: the sideband carries ``+phi``; 0: found by search, sign not known yet.
     sideband, crop_factor
         The sideband demodulated and the native downsampling ``q``.
+    scale, band_cycles_per_um
+        Input pixels per field pixel, and the band of the field (the filter's support), cycles
+        per um in the sample plane.
     """
 
     field: np.ndarray
@@ -83,6 +90,8 @@ class HologramField:
     crop_factor: int
     wavelength_nm: float
     medium_index: float
+    scale: float = 1.0
+    band_cycles_per_um: float | None = None
 
     def propagator(self, sign: int = 1) -> Propagator:
         """A :class:`Propagator` of this field with the given sideband sign."""
@@ -102,12 +111,16 @@ def hologram_field(
     acquisition: Acquisition | None = None,
     settings: OffAxisSettings | None = None,
     resolution: str = "native",
+    fill_clipped: bool = True,
 ) -> HologramField:
     """Demodulate a hologram (and divide by its reference) for refocusing or autofocus.
 
     The sideband and filter follow ``settings`` and the acquisition as :func:`retrieve_offaxis`
     does. ``"native"`` (default) gives the field on every ``q``-th pixel: the same information in
-    ``q^2`` times fewer pixels, which makes autofocus fast.
+    ``q^2`` times fewer pixels; ``"compact"`` on the smallest fast FFT grid that holds the filter
+    (a step of ``H / my`` input pixels, not always an integer; ``"native"`` where no such grid is
+    smaller), which makes autofocus fast; ``"full"`` at every input pixel. Clipped pixels are
+    filled first (:mod:`.saturation`) unless ``fill_clipped`` is False.
 
     Raises
     ------
@@ -130,40 +143,100 @@ def hologram_field(
         pixel_size_um=acq.pixel_size_um,
     )
     q = crop_factor(img.shape, sideband, settings.filter)
-    img, spectrum, _ = fill_saturated(img, half_spectrum(img), sideband, settings.filter)
-    field = demodulate(
-        img, sideband, filter=settings.filter, resolution=resolution, factor=q, spectrum=spectrum
+    compact = (
+        _compact_size(img.shape, sideband, settings.filter) if resolution == "compact" else None
     )
+    if compact is not None and compact[0] * q >= img.shape[0]:
+        compact = None  # the native grid is as small
+    spectrum = half_spectrum(img)
+    if fill_clipped:
+        img, spectrum, _ = fill_saturated(img, spectrum, sideband, settings.filter)
+
+    def demod(image: np.ndarray, spec: np.ndarray) -> np.ndarray:
+        if compact is not None:
+            return demodulate_compact(spec, img.shape, sideband, settings.filter, compact)
+        res = "native" if resolution == "compact" else resolution
+        return demodulate(
+            image, sideband, filter=settings.filter, resolution=res, factor=q, spectrum=spec
+        )
+
+    field = demod(img, spectrum)
     if reference is not None:
         ref = as_image(reference, "reference hologram")
         if ref.shape != img.shape:
             raise InputError(
                 f"The reference hologram has shape {ref.shape} but the hologram has {img.shape}."
             )
-        ref, ref_spectrum, _ = fill_saturated(ref, half_spectrum(ref), sideband, settings.filter)
-        ref_field = demodulate(
-            ref,
-            sideband,
-            filter=settings.filter,
-            resolution=resolution,
-            factor=q,
-            spectrum=ref_spectrum,
-        )
-        field = divide_reference(field, ref_field)
-    factor = q if resolution == "native" else 1
+        ref_spectrum = half_spectrum(ref)
+        if fill_clipped:
+            ref, ref_spectrum, _ = fill_saturated(ref, ref_spectrum, sideband, settings.filter)
+        field = divide_reference(field, demod(ref, ref_spectrum))
+    scale = img.shape[0] / field.shape[0]
+    band = _filter_support(sideband.radius_cycles_per_px, settings.filter) / pixel
     return HologramField(
-        field, pixel * factor, 1 if carrier is not None else 0, sideband, q, wavelength, index
+        field,
+        pixel * scale,
+        1 if carrier is not None else 0,
+        sideband,
+        q,
+        wavelength,
+        index,
+        scale,
+        band,
     )
 
 
-def native_region(region: Any, q: int) -> tuple[slice, slice] | None:
-    """A region in hologram pixels (two slices or a box ``(y0, y1, x0, x1)``) on the native grid."""
+def _compact_size(
+    shape: tuple[int, int], sideband: Sideband, filter: str
+) -> tuple[int, int] | None:
+    """Smallest fast FFT grid ``(my, mx)`` that holds the sideband filter and samples both axes
+    with the same step ``H / my == W / mx``; ``None`` if there is none smaller than the image."""
+    h, w = shape
+    support = _filter_support(sideband.radius_cycles_per_px, filter)
+    my = sfft.next_fast_len(math.ceil(2 * support * max(h, w)) + 2)
+    while my < h:
+        if (w * my) % h == 0 and sfft.next_fast_len(w * my // h) == w * my // h:
+            mx = w * my // h
+            if mx >= 2 * support * w + 2:
+                return my, mx
+        my = sfft.next_fast_len(my + 1)
+    return None
+
+
+def demodulate_compact(
+    spectrum: np.ndarray,
+    shape: tuple[int, int],
+    sideband: Sideband,
+    filter: str,
+    size: tuple[int, int],
+) -> np.ndarray:
+    """The filtered sideband on a grid of ``size`` bins (complex64): the field sampled every
+    ``H / my`` input pixels, sub-bin carrier ramp removed, amplitude as :func:`demodulate`."""
+    h, w = shape
+    my, mx = size
+    fy, fx = sideband.center_cycles_per_px
+    oy = sfft.fftfreq(my, 1.0 / my).astype(np.intp)
+    ox = sfft.fftfreq(mx, 1.0 / mx).astype(np.intp)
+    crop = _gather(spectrum, round(fy * h) + oy, round(fx * w) + ox, w)
+    sub_y, sub_x = subbin_offset(sideband, shape)
+    crop *= crop_window((my, mx), (sub_y, sub_x), shape, sideband.radius_cycles_per_px, filter)
+    field = sfft.ifft2(crop, workers=fft_workers(), overwrite_x=True)
+    field *= np.float32(my * mx / (h * w))
+    if sub_y or sub_x:
+        field *= np.exp(2j * np.pi * sub_y * h / my * np.arange(my)).astype(np.complex64)[:, None]
+        field *= np.exp(2j * np.pi * sub_x * w / mx * np.arange(mx)).astype(np.complex64)[None, :]
+    return field.astype(np.complex64, copy=False)
+
+
+def native_region(region: Any, q: float) -> tuple[slice, slice] | None:
+    """A region in hologram pixels (two slices or a box ``(y0, y1, x0, x1)``) on a grid sampled
+    every ``q`` input pixels."""
     if region is None:
         return None
     if len(region) == 2 and all(isinstance(r, slice) for r in region):
         region = (region[0].start or 0, region[0].stop, region[1].start or 0, region[1].stop)
     y0, y1, x0, x1 = region
-    scale = [None if v is None else int(v) // q for v in (y0, y1, x0, x1)]
+    scale = [None if v is None else int(int(v) // q) for v in (y0, y1, x0, x1)]
     return slice(scale[0], scale[1]), slice(scale[2], scale[3])
 
 
@@ -176,13 +249,20 @@ def iter_hologram_autofocus(
     z_range: Sequence[float] | None = None,
     metric: str = DEFAULT_METRIC,
     region: Any = None,
+    fill_clipped: bool = False,
 ) -> Generator[tuple[int, int], None, tuple[float, FocusResult]]:
     """Best refocus distance (um, sample convention) of one hologram or a stack held at one z.
 
     ``hologram`` is ``(H, W)`` or ``(N, H, W)``; a stack is scored plane by plane at each z and
     the sum minimised (one z for the stack; for a z per plane call this per plane). ``region`` is
-    in hologram pixels. Returns the z to pass as ``OffAxisSettings(refocus_um=...)`` and the
-    search record (whose z is in the demodulated field's own convention). Yields
+    in hologram pixels. The field is demodulated on the compact grid (:func:`hologram_field`).
+    ``fill_clipped`` fills clipped pixels first (:mod:`.saturation`; the retrieval always does
+    when refocusing): off by default because it costs two more FFTs of the hologram, about a
+    third of a 1024^2 autofocus (104 of 298 ms, load 8 on 2 cores), for a small gain in z
+    (0.25 um pixels, -60 um, 868 pixels clipped: -59.50 um without, -59.74 um with). Returns the
+    z to pass as
+    ``OffAxisSettings(refocus_um=...)`` and the search record (whose z is in the demodulated
+    field's own convention). Yields
     ``(planes done, planes in all)`` as it goes; :func:`hologram_autofocus` runs it to the end.
     """
     planes = np.asarray(hologram)
@@ -192,7 +272,14 @@ def iter_hologram_autofocus(
     else:
         refs = [reference] * len(planes)
     fields = [
-        hologram_field(p, reference=r, acquisition=acquisition, settings=settings)
+        hologram_field(
+            p,
+            reference=r,
+            acquisition=acquisition,
+            settings=settings,
+            resolution="compact",
+            fill_clipped=fill_clipped,
+        )
         for p, r in zip(planes, refs, strict=True)
     ]
     first = fields[0]
@@ -204,7 +291,11 @@ def iter_hologram_autofocus(
         medium_index=first.medium_index,
     )
     result = yield from iter_autofocus(
-        prop, z_range=z_range, metric=metric, region=native_region(region, first.crop_factor)
+        prop,
+        z_range=z_range,
+        metric=metric,
+        region=native_region(region, first.scale),
+        band_cycles_per_um=first.band_cycles_per_um,
     )
     sign = first.sign or phase_sign(propagate_like(first, result.z_um))
     return sign * result.z_um, result

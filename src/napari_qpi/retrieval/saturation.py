@@ -41,7 +41,9 @@ MIN_SATURATED = 4
 #: Most clipped pixels solved with an explicit matrix (``n^2`` float32: 64 MB at 4096).
 MAX_DIRECT = 4096
 #: Conjugate-gradient stop: residual below this fraction of the first one, or this many steps.
-CG_TOLERANCE = 1e-3
+#: Measured on the -60 um case: phase RMSE in cells 1.011x in focus at 1e-3, 1.012x at 1e-2,
+#: 1.017x at 3e-2, 1.109x at 1e-1.
+CG_TOLERANCE = 1e-2
 CG_MAX_STEPS = 60
 
 
@@ -157,13 +159,16 @@ def fill_saturated(
     b = -out_of_band[rows, cols]
     if len(rows) <= MAX_DIRECT:
         kernel = _point_spread(shape, center, rho)
-        gram = -kernel[
-            (rows[:, None] - rows[None, :]) % shape[0], (cols[:, None] - cols) % shape[1]
-        ]
+        offsets = np.subtract.outer(rows.astype(np.int32), rows.astype(np.int32)) % shape[0]
+        offsets *= shape[1]
+        offsets += np.subtract.outer(cols.astype(np.int32), cols.astype(np.int32)) % shape[1]
+        gram = np.negative(kernel.ravel().take(offsets))
         gram[np.diag_indices_from(gram)] += 1.0
 
         def matvec(v: np.ndarray) -> np.ndarray:
-            return gram @ v
+            # einsum, not BLAS: a threaded sgemv spins when the cores are shared (16 ms against
+            # 0.2 ms for n = 868 at a load of 7 on 2 cores)
+            return np.einsum("ij,j->i", gram, v)
     else:
 
         def matvec(v: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..models.card import CARD_FILE, ModelCard
 from ..nn.cdpnet import CDPNet
 from ..training.cdp_models import evaluate_model, load_cdp_model, make_card, save_cdp_model
 from ..training.distill import (
+    STUDENT_RUNS,
     DistillConfig,
     DistillReport,
     held_out_objects,
@@ -121,9 +122,10 @@ def _add_training_flags(flags: Flags, d: DistillConfig) -> None:
     flags.add(
         "--sources",
         nargs="+",
-        choices=("cells", "images"),
+        choices=("cells", "images", "shapes"),
         default=list(d.sources),
-        help="training objects",
+        help="training objects: simulated cells, crops of scikit-image's bundled images, "
+        "procedural piecewise-constant objects (napari_qpi.physics.shapes)",
     )
     flags.add("--seed", type=int, default=d.seed)
     flags.add("--val-objects", type=int, default=d.val_objects)
@@ -158,6 +160,14 @@ def _add_run_flags(flags: Flags) -> None:
         "--overwrite",
         action="store_true",
         help="replace user models of the same names when registering",
+    )
+    flags.add(
+        "--students",
+        nargs="+",
+        choices=STUDENT_RUNS,
+        default=list(STUDENT_RUNS),
+        help="single-snapshot runs to train: the KD student and/or the control (independent "
+        "given the teacher: two processes can train them side by side; default: both)",
     )
     flags.add("--resume", action="store_true", help="continue from checkpoints in OUT/checkpoints")
     flags.add(
@@ -236,6 +246,7 @@ def distill_main(args: argparse.Namespace) -> int:
         checkpoint_dir=out / "checkpoints",
         resume=args.resume,
         teacher=None if given is None else given[:2],
+        students=getattr(args, "students", STUDENT_RUNS),
     )
     roles = {
         "teacher": ("teacher", report.teacher, "teacher", f"{config.teacher_masks}-snapshot"),
@@ -244,6 +255,7 @@ def distill_main(args: argparse.Namespace) -> int:
     }
     if given is not None:  # distilled from a teacher trained before: it keeps its own folder
         del roles["teacher"]
+    roles = {key: role for key, role in roles.items() if key in report.fits}
     teacher_name = f"{args.name}-teacher" if given is None else given[2].name
     objects = held_out_objects(config)
     folders = {}

@@ -24,7 +24,8 @@ The module has two halves with the same conventions:
 
 Training objects are complex fields of shape (H, W): phase-only cells drawn by
 :func:`napari_qpi.physics.phantoms.random_cells` (:func:`cell_objects`) and complex fields made
-from the grey-scale images bundled with scikit-image (:func:`image_objects`, nothing downloaded).
+from the grey-scale images bundled with scikit-image (:func:`image_objects`, nothing downloaded),
+and sharp-edged piecewise-constant objects (:mod:`napari_qpi.physics.shapes`).
 """
 
 from __future__ import annotations
@@ -496,10 +497,14 @@ def random_objects(
 ) -> np.ndarray:
     """A batch of training objects, complex64 (n, H, W), each drawn from one of ``sources``.
 
-    ``"cells"`` gives :func:`cell_objects`, ``"images"`` gives :func:`image_objects`; the source of
-    every object is drawn uniformly.
+    ``"cells"`` gives :func:`cell_objects`, ``"images"`` gives :func:`image_objects`,
+    ``"shapes"`` the piecewise-constant objects of
+    :func:`napari_qpi.physics.shapes.shape_objects`; the source of every object is drawn
+    uniformly.
     """
-    makers = {"cells": cell_objects, "images": image_objects}
+    from .shapes import shape_objects
+
+    makers = {"cells": cell_objects, "images": image_objects, "shapes": shape_objects}
     if not sources or set(sources) - set(makers):
         raise InputError(f"Unknown object sources {list(sources)}: choose from {sorted(makers)}.")
     rng = np.random.default_rng(seed)

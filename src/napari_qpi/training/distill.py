@@ -122,7 +122,8 @@ class DistillConfig:
     gram_patch
         Patch side p of the mask Gram matrices.
     sources
-        Object kinds: ``"cells"`` and/or ``"images"``.
+        Object kinds: any of ``"cells"``, ``"images"`` and ``"shapes"`` (see
+        :func:`~napari_qpi.physics.cdp.random_objects`).
     seed
         Seeds weights, masks, data and noise.
     val_objects
@@ -504,13 +505,20 @@ def teacher_initial_masks(config: DistillConfig) -> Tensor:
 
 @dataclass
 class DistillReport:
-    """Outcome of :func:`run_distillation`: models, training results and held-out scores."""
+    """Outcome of :func:`run_distillation`: models, training results and held-out scores.
+
+    ``student`` or ``control`` is ``None`` when that run was not asked for.
+    """
 
     teacher: CDPNet
-    student: CDPNet
-    control: CDPNet
+    student: CDPNet | None
+    control: CDPNet | None
     fits: dict[str, FitResult]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+#: The single-snapshot runs of :func:`run_distillation`: the KD student and the control.
+STUDENT_RUNS: tuple[str, ...] = ("kd", "control")
 
 
 def run_distillation(
@@ -522,14 +530,20 @@ def run_distillation(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     teacher: tuple[CDPNet, FitResult] | None = None,
+    students: Sequence[str] = STUDENT_RUNS,
 ) -> DistillReport:
-    """Teacher, KD student and control, then held-out scores of all three and of HIO / WF.
+    """Teacher, KD student and control, then held-out scores of all of them and of HIO / WF.
 
     ``minutes`` bounds the whole training: half for the teacher, a quarter for the KD student;
-    the control then trains for the steps the KD student made. The classical solvers run on the
-    student's learned mask (and WF on the teacher's masks) at the same noise. ``teacher``: a
-    trained teacher (and how it was trained) to distil from instead of training one.
+    the control then trains for the steps the KD student made (``config.student_steps`` when the
+    KD student is not trained in this run). ``students``: which of ``"kd"`` and ``"control"`` to
+    train (the two are independent given the teacher, so they can run as two processes). The
+    classical solvers run on the single-snapshot model's learned mask (the KD student's if it was
+    trained) and WF on the teacher's masks, at the same noise. ``teacher``: a trained teacher
+    (and how it was trained) to distil from instead of training one.
     """
+    if not students or set(students) - set(STUDENT_RUNS):
+        raise InputError(f"students must be among {list(STUDENT_RUNS)}, got {list(students)}")
     budget = None if minutes is None else 60.0 * minutes
 
     def bar(label: str) -> list[Any]:
@@ -539,54 +553,52 @@ def run_distillation(
         return None if checkpoint_dir is None else Path(checkpoint_dir) / f"{label}.pt"
 
     if teacher is None:
-        teacher_model, teacher_fit = train_teacher(
+        teacher = train_teacher(
             config,
             callbacks=bar("teacher"),
             time_budget_s=None if budget is None else budget / 2,
             checkpoint_path=checkpoint("teacher"),
             resume=resume,
         )
-    else:
-        teacher_model, teacher_fit = teacher
-        teacher_model.eval().requires_grad_(False)
-    teacher = teacher_model
-    student, student_fit = train_student(
-        config,
-        teacher,
-        callbacks=bar("student + KD"),
-        time_budget_s=None if budget is None else budget / 4,
-        checkpoint_path=checkpoint("student-kd"),
-        resume=resume,
-    )
-    control, control_fit = train_student(
-        config,
-        None,
-        steps=student_fit.step,
-        callbacks=bar("student alone"),
-        checkpoint_path=checkpoint("student-control"),
-        resume=resume,
-    )
+    teacher_model = teacher[0].eval().requires_grad_(False)
+    fits, models = {"teacher": teacher[1]}, {"teacher": teacher_model}
+    if "kd" in students:
+        models["student_kd"], fits["student_kd"] = train_student(
+            config,
+            teacher_model,
+            callbacks=bar("student + KD"),
+            time_budget_s=None if budget is None else budget / 4,
+            checkpoint_path=checkpoint("student-kd"),
+            resume=resume,
+        )
+    if "control" in students:
+        models["student_control"], fits["student_control"] = train_student(
+            config,
+            None,
+            steps=fits["student_kd"].step if "student_kd" in fits else None,
+            callbacks=bar("student alone"),
+            checkpoint_path=checkpoint("student-control"),
+            resume=resume,
+        )
     objects = held_out_objects(config)
-    scores = {
-        "teacher": evaluate_model(teacher, objects),
-        "student_kd": evaluate_model(student, objects),
-        "student_control": evaluate_model(control, objects),
-    }
-    noise = {
-        "photons_per_pixel": config.photons_per_pixel,
-        "read_noise_photons": config.read_noise_photons,
-        "oversampling": config.oversampling,
-        "iterations": classical_iterations,
-    }
+    scores = {key: evaluate_model(model, objects) for key, model in models.items()}
     if classical_iterations > 0:
-        one_mask = student.masks.export()
+        noise = {
+            "photons_per_pixel": config.photons_per_pixel,
+            "read_noise_photons": config.read_noise_photons,
+            "oversampling": config.oversampling,
+            "iterations": classical_iterations,
+        }
+        single = models.get("student_kd", models.get("student_control"))
+        one_mask = single.masks.export()
         scores["hio_student_mask"] = evaluate_solver(objects, one_mask, method="hio", **noise)
         scores["wf_student_mask"] = evaluate_solver(objects, one_mask, method="wf", **noise)
         scores["wf_teacher_masks"] = evaluate_solver(
-            objects, teacher.masks.export(), method="wf", **noise
+            objects, teacher_model.masks.export(), method="wf", **noise
         )
-    fits = {"teacher": teacher_fit, "student_kd": student_fit, "student_control": control_fit}
-    return DistillReport(teacher, student, control, fits, scores)
+    return DistillReport(
+        teacher_model, models.get("student_kd"), models.get("student_control"), fits, scores
+    )
 
 
 def load_teacher(folder: str | Path, config: DistillConfig) -> tuple[CDPNet, FitResult, ModelCard]:
@@ -607,6 +619,7 @@ def load_teacher(folder: str | Path, config: DistillConfig) -> tuple[CDPNet, Fit
 
 __all__ = [
     "MASKS_FILE",
+    "STUDENT_RUNS",
     "TRAIN_POOL_SEED",
     "DistillConfig",
     "DistillReport",

@@ -189,7 +189,10 @@ def test_cdp_unseen_quick_scores_the_shipped_students_and_the_solvers(
     np.testing.assert_allclose(np.abs(objects), 1.0, atol=1e-6)  # phase only
     assert np.angle(objects).min() >= -1e-6 and np.angle(objects).max() <= bench.PEAK_RAD + 1e-6
     assert bench.main(["--quick"]) == 0
-    rows = table_rows(capsys.readouterr().out, "| model (its own mask) |")
+    out = capsys.readouterr().out
+    rows = table_rows(out, "| model (its own mask) |")
+    paired = table_rows(out, "| held-out set |")
+    assert [row[0] for row in paired] == list(bench.SYNTHETIC_SETS)  # both kinds, paired
     systems = ["network", "HIO", "HIO, phase-only prior", "Wirtinger flow", "constant phase"]
     assert [row[1] for row in rows] == systems * len(bench.MODELS)
     assert all(math.isfinite(float(cell)) for row in rows for cell in row[2:-2])

@@ -198,3 +198,41 @@ def test_cdp_unseen_quick_scores_the_shipped_students_and_the_solvers(
     assert all(math.isfinite(float(cell)) for row in rows for cell in row[2:-2])
     assert {row[0] for row in rows} == {f"`{name}`" for name in bench.MODELS}
     assert not (tmp_path / "cdp.md").exists()
+
+
+def test_cdp_ship_students_installs_the_pair_with_the_measured_margin(tmp_path, monkeypatch):
+    from napari_qpi.nn.cdpnet import CDPNet, CDPNetConfig
+    from napari_qpi.training.cdp_models import make_card, save_cdp_model
+
+    bench = load_script("cdp_ship_students")
+    monkeypatch.setattr(bench, "N_OBJECTS", 6)
+    folders = {}
+    for name, family, seed in (("cdp-student", "distilled", 1), ("cdp-control", "baseline", 2)):
+        config = CDPNetConfig.student(shape=(16, 16), base_channels=4, depth=2, mask_seed=seed)
+        model = CDPNet(config).eval()
+        training = {"steps": 0, "config": {"sources": ["cells", "shapes"]}}
+        card = make_card(name, family, model, description="", training=training)
+        folders[name] = save_cdp_model(model, tmp_path / "runs" / name, card)
+    dest = tmp_path / "shipped"
+    dest.mkdir()
+    assert (
+        bench.main([str(folders["cdp-student"]), str(folders["cdp-control"]), "--dest", str(dest)])
+        == 0
+    )
+    student, control = (ModelCard.load(dest / name) for name in ("cdp-student", "cdp-control"))
+    for card, source in ((student, "cdp-student"), (control, "cdp-control")):
+        assert card.sha256 == ModelCard.load(folders[source]).sha256  # weights untouched
+        margin = card.extra["kd_margin"]
+        assert set(margin["psnr_db_vs_other_single_snapshot"]) == set(bench.SYNTHETIC_SETS)
+        assert margin["recommended"] in ("cdp-student", "cdp-control")
+        assert "cells, procedural sharp-edged objects" in card.description
+        assert str(tmp_path) not in margin["command"]
+    ours, theirs = (
+        c.extra["kd_margin"]["psnr_db_vs_other_single_snapshot"] for c in (student, control)
+    )
+    assert all(ours[k] == pytest.approx(-theirs[k]) for k in ours)  # the same pairs, both signs
+    # the rule: KD only when it beats the control by more than two seed sd on every set
+    wide = {name: (2.5 * bench.SEED_SD_DB, 0.1) for name in bench.SYNTHETIC_SETS}
+    assert bench.recommendation(wide, 2.5 * bench.SEED_SD_DB) == "cdp-student"
+    narrow = {name: (-0.3, 0.1) for name in bench.SYNTHETIC_SETS}
+    assert bench.recommendation(narrow, -0.3) == "cdp-control"

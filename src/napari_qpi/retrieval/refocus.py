@@ -81,6 +81,8 @@ class HologramField:
     scale, band_cycles_per_um
         Input pixels per field pixel, and the band of the field (the filter's support), cycles
         per um in the sample plane.
+    filter, hologram_shape
+        The sideband filter's name and the hologram's shape (for :meth:`band_window`).
     """
 
     field: np.ndarray
@@ -92,6 +94,20 @@ class HologramField:
     medium_index: float
     scale: float = 1.0
     band_cycles_per_um: float | None = None
+    filter: str = "smooth_disk"
+    hologram_shape: tuple[int, int] | None = None
+
+    def band_window(self) -> np.ndarray:
+        """The sideband filter on this field's FFT grid, centred (fft order, float32): the band
+        the field holds (the sub-bin offset, under one bin, is left out)."""
+        shape = self.hologram_shape or self.field.shape[-2:]
+        return crop_window(
+            tuple(self.field.shape[-2:]),
+            (0.0, 0.0),
+            tuple(shape),
+            self.sideband.radius_cycles_per_px,
+            self.filter,
+        )
 
     def propagator(self, sign: int = 1) -> Propagator:
         """A :class:`Propagator` of this field with the given sideband sign."""
@@ -183,6 +199,8 @@ def hologram_field(
         index,
         scale,
         band,
+        settings.filter,
+        img.shape,
     )
 
 
@@ -296,6 +314,7 @@ def iter_hologram_autofocus(
         metric=metric,
         region=native_region(region, first.scale),
         band_cycles_per_um=first.band_cycles_per_um,
+        band_window=first.band_window(),
     )
     sign = first.sign or phase_sign(propagate_like(first, result.z_um))
     return sign * result.z_um, result

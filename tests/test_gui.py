@@ -342,6 +342,54 @@ def test_no_gui_thread_gap_above_200_ms_while_retrieving_and_measuring_again(
     assert max(work_gaps.values()) < 200, work_gaps
 
 
+def test_garbage_is_collected_on_the_gui_thread_while_a_job_runs(make_napari_viewer, qtbot):
+    """Python's collector never runs in our worker threads: there it could free Qt objects of a
+    closed dock and crash napari (see napari_qpi._napari.gc_pin)."""
+    import gc
+    import threading
+    import weakref
+
+    from napari_qpi._napari.gc_pin import gui_thread_collector
+    from napari_qpi._napari.task import TaskControls
+
+    class Node:
+        """A reference cycle: freed by the cyclic collector only."""
+
+        def __init__(self) -> None:
+            self.me = self
+
+    collections: list[str] = []
+
+    def heard(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(threading.current_thread().name)
+
+    def job():
+        cycle = Node()
+        freed = weakref.ref(cycle)
+        del cycle
+        for step in range(40):  # allocate well past the collector's thresholds, for 2 s
+            _ = [Node() for _ in range(2000)]
+            yield step, 40
+            threading.Event().wait(0.05)
+        return {"enabled while running": gc.isenabled(), "cycle freed": freed() is None}
+
+    results = []
+    controls = TaskControls(lambda: job(), results.append)
+    _window(make_napari_viewer).window.add_dock_widget(controls)
+    collector = gui_thread_collector()
+    qtbot.waitUntil(lambda: collector.pins == 0, timeout=60_000)  # the warm-up imports are done
+    assert gc.isenabled()
+    gc.callbacks.append(heard)
+    try:
+        _click_run(type("W", (), {"controls": controls})(), qtbot)
+    finally:
+        gc.callbacks.remove(heard)
+    assert results == [{"enabled while running": False, "cycle freed": True}]
+    assert collections and set(collections) == {threading.main_thread().name}, collections
+    assert gc.isenabled() and collector.pins == 0  # given back as it was found
+
+
 # 6. save the analysis, open it again --------------------------------------------------------------
 
 

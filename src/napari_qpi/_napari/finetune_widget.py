@@ -48,6 +48,7 @@ from ..training.finetune import (
     resumable,
 )
 from ..training.loop import StopFlag
+from .gc_pin import gui_thread_collector, pin_while_running
 from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .loss_plot import LossPlot
@@ -69,14 +70,18 @@ def warm_up() -> threading.Event:
         if not WARMED_UP.is_set() and not any(
             t.name == "qpi-warm-up" for t in threading.enumerate()
         ):
+            collector = gui_thread_collector()
 
             def work() -> None:
                 try:
                     import torch._dynamo  # noqa: F401
                 finally:
                     WARMED_UP.set()
+                    collector.unpin_later.emit()
 
-            threading.Thread(target=work, name="qpi-warm-up", daemon=True).start()
+            collector.pin()  # no garbage collection in this thread (see gc_pin)
+            # not a daemon: exiting waits for it, instead of stopping it in the middle of an import
+            threading.Thread(target=work, name="qpi-warm-up", daemon=False).start()
     return WARMED_UP
 
 
@@ -420,7 +425,7 @@ class FinetuneWidget(Container):
             return None
         settings = OffAxisSettings(resolution="full", background_order=int(self.fill_order.value))
         jobs = [(layer.name, layer.data, acquisition_of(layer.metadata)) for layer in layers]
-        worker = _run_in_thread(_fill_job(jobs, settings))
+        worker = pin_while_running(_run_in_thread(_fill_job(jobs, settings)))
         worker.yielded.connect(
             lambda p: self.controls.say(f"filling targets: plane {p[0]} / {p[1]}")
         )

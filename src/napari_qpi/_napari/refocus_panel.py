@@ -25,6 +25,7 @@ from ..reconstruct import CLASSICAL_METHODS, output_acquisition, settings_record
 from ..retrieval import retrieve_offaxis
 from ..retrieval.autofocus import DEFAULT_METRIC, METRICS, default_range
 from ..retrieval.refocus import iter_hologram_autofocus, iter_zstack, optics
+from .gc_pin import pin_while_running
 from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .pickers import layer_picker
 from .task import Job, TaskControls, wrapping_label
@@ -216,7 +217,9 @@ class RefocusPanel(Container):
             self.status.value = str(error)
             return
         settings = replace(job["settings"], resolution="native", refocus_um=z)
-        worker = _preview(job["plane"], job["reference"], job["acquisition"], settings)
+        worker = pin_while_running(
+            _preview(job["plane"], job["reference"], job["acquisition"], settings)
+        )
         worker.returned.connect(lambda result: self._show_preview(result, job["layer"], z))
         worker.finished.connect(self._preview_finished)
         self.preview_worker = worker

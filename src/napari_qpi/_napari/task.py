@@ -21,6 +21,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import QPIError
+from .gc_pin import gui_thread_collector, pin_while_running
 
 Job = Generator[tuple[int, int], None, Any]
 
@@ -49,6 +50,8 @@ def warm_up_display() -> threading.Event:
         ):
             return DISPLAY_READY
 
+        collector = gui_thread_collector()
+
         def work() -> None:
             try:
                 import numpy as np
@@ -61,8 +64,11 @@ def warm_up_display() -> threading.Event:
                 pass
             finally:
                 DISPLAY_READY.set()
+                collector.unpin_later.emit()
 
-        threading.Thread(target=work, name="qpi-display-warm-up", daemon=True).start()
+        collector.pin()  # no garbage collection in this thread (see gc_pin)
+        # not a daemon: exiting waits for it, instead of stopping it in the middle of an import
+        threading.Thread(target=work, name="qpi-display-warm-up", daemon=False).start()
     return DISPLAY_READY
 
 
@@ -157,7 +163,7 @@ class TaskControls(Container):
         except QPIError as error:
             self._report(error)
             return None
-        worker = _run_in_thread(job)
+        worker = pin_while_running(_run_in_thread(job))
         self._warned: list[str] = []
         worker.warned.connect(self._on_warning)
         _disconnect_napari_relay(worker)

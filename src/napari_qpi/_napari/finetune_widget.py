@@ -77,7 +77,7 @@ def warm_up() -> threading.Event:
                     import torch._dynamo  # noqa: F401
                 finally:
                     WARMED_UP.set()
-                    collector.unpin_later.emit()
+                    collector.unpin_later.emit(True)  # and a full collection
 
             collector.pin()  # no garbage collection in this thread (see gc_pin)
             # not a daemon: exiting waits for it, instead of stopping it in the middle of an import

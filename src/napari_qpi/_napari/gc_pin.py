@@ -11,10 +11,9 @@ closes two docks while the warm-up threads import torch and numba segfaulted in 
 paint), and in 0 of 4 when the garbage was collected on the GUI thread first.
 
 While at least one of our threads runs, automatic collection is therefore off and a timer on the
-GUI thread collects the young generations instead, at a safe point of the event loop: the
-pattern of pyqtgraph's ``GarbageCollector``. The oldest generation is left for the automatic
-collector once our threads are done (a full collection on the GUI thread would stall it for
-longer than a user should feel). The collector's state is restored as it was found.
+GUI thread lets it run there instead, at a safe point of the event loop (the pattern of
+pyqtgraph's ``GarbageCollector``), as often and on the same generations as Python would. The
+collector's state is restored as it was found.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 __all__ = ["GuiThreadCollector", "gui_thread_collector", "pin_while_running"]
 
 #: How often the GUI thread collects while automatic collection is off (ms).
-INTERVAL_MS = 100
+INTERVAL_MS = 20
 
 
 class GuiThreadCollector(QObject):
@@ -37,7 +36,8 @@ class GuiThreadCollector(QObject):
     ends its pin by emitting :attr:`unpin_later` (queued to the GUI thread).
     """
 
-    unpin_later = Signal()
+    #: Emitted by a thread at its end: ``unpin(full)`` on the GUI thread.
+    unpin_later = Signal(bool)
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,7 +45,7 @@ class GuiThreadCollector(QObject):
         self._was_enabled = True
         self._timer = QTimer(self)
         self._timer.setInterval(INTERVAL_MS)
-        self._timer.timeout.connect(self.collect_young)
+        self._timer.timeout.connect(self.collect)
         self.unpin_later.connect(self.unpin)
 
     def pin(self) -> None:
@@ -56,24 +56,43 @@ class GuiThreadCollector(QObject):
             self._timer.start()
         self.pins += 1
 
-    def unpin(self) -> None:
-        """One thread of ours is done; the last one gives collection back (GUI thread only)."""
+    def unpin(self, full: bool = False) -> None:
+        """One thread of ours is done; the last one gives collection back (GUI thread only).
+
+        ``full``: collect every generation now. A warm-up thread asks for it: its imports leave
+        so many new long-lived objects that Python's next full collection (0.3-0.5 s on the
+        sample, 2 shared cores) would otherwise fall in the user's first *Run* or *Measure*;
+        here it falls while the user is still choosing settings.
+        """
         if self.pins == 0:
             return
+        if full:
+            gc.collect()
         self.pins -= 1
         if self.pins == 0:
             self._timer.stop()
-            self.collect_young()
             if self._was_enabled:
                 gc.enable()
 
-    def collect_young(self) -> None:
-        """Collect the generations whose thresholds are crossed, as the automatic collector
-        would, except the oldest."""
-        young, middle, _ = gc.get_count()
-        threshold_young, threshold_middle, _ = gc.get_threshold()
-        if young > threshold_young:
-            gc.collect(1 if middle > threshold_middle else 0)
+    def collect(self) -> None:
+        """Let Python's own collector run here, on the GUI thread, if its threshold is crossed.
+
+        An automatic collection starts when a tracked object is allocated past the threshold:
+        enabling the collector for one allocation keeps Python's own choice of generations (the
+        oldest only when long-lived objects grew by a quarter), so no full collection is put off
+        until our threads are done. No other Python thread runs meanwhile (this one holds the GIL).
+        """
+        if gc.get_count()[0] > gc.get_threshold()[0]:
+            gc.enable()
+            try:
+                _Allocation()  # the automatic collection, if one is due
+            finally:
+                gc.disable()
+
+
+class _Allocation:
+    """An object whose allocation can start an automatic collection (lists and dicts come from
+    free lists, which do not)."""
 
 
 _COLLECTOR: list[GuiThreadCollector] = []
@@ -90,5 +109,5 @@ def pin_while_running(worker: Any) -> Any:
     """Keep collection on the GUI thread from now until napari ``worker`` has finished."""
     collector = gui_thread_collector()
     collector.pin()
-    worker.finished.connect(collector.unpin)
+    worker.finished.connect(lambda: collector.unpin())
     return worker

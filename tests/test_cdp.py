@@ -636,9 +636,8 @@ def test_widget_exports_the_masks_and_runs_the_model(
     written = widget._export_masks()
     assert written == tmp_path / "student_masks.tif"
     np.testing.assert_array_equal(read_mask_tiff(written)[0], masks)
-    worker = widget.controls.start()
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
+    with qtbot.waitSignal(widget.controls.finished, timeout=30_000):  # the result shown
+        assert widget.controls.start() is not None
     phase = np.asarray(viewer.layers["single phase (tiny-cdp-1)"].data)
     assert phase.shape == (16, 16) and np.isfinite(phase).all()
 

@@ -34,9 +34,8 @@ def test_widget_offers_a_user_model_and_runs_it(make_napari_viewer, qtbot, tiny_
     widget.hologram.value = viewer.layers["holo"]
     widget.method.value = tiny_model
     assert not widget.filter.visible
-    worker = widget.controls.start()
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
+    with qtbot.waitSignal(widget.controls.finished, timeout=30_000):  # the result shown
+        assert widget.controls.start() is not None
     phase = viewer.layers[f"holo phase ({tiny_model})"]
     assert phase.data.shape == (96, 128) and phase.data.dtype == np.float32
     assert phase.metadata["qpi_method"]["name"] == tiny_model

@@ -48,10 +48,10 @@ def _canvas_width(viewer, qtbot) -> int:
 
 
 def _click_run(widget, qtbot, timeout=60_000):
+    """Click Run and wait until the run is over (its result shown, or its error reported)."""
     widget.controls.run_button.native.click()
-    worker = widget.controls.worker
-    if worker is not None:
-        with qtbot.waitSignal(worker.finished, timeout=timeout):
+    if widget.controls.running:  # not refused at once (bad input)
+        with qtbot.waitSignal(widget.controls.finished, timeout=timeout):
             pass
 
 
@@ -272,32 +272,39 @@ def test_settings_are_remembered_when_the_dock_is_closed_and_reopened(make_napar
 
 class Heartbeat:
     """A 10 ms timer on the GUI thread; the longest gap between its ticks is the longest time the
-    event loop could not run."""
+    event loop could not run. Each tick also reads the GUI thread's own CPU time, so a gap can be
+    told apart from the time other processes took the CPU on a shared machine."""
 
     def __init__(self) -> None:
         import time
 
         from qtpy.QtCore import QTimer
 
-        self.clock = time.perf_counter
-        self.ticks: list[float] = []
+        self.ticks: list[tuple[float, float]] = []
         self.timer = QTimer()
         self.timer.setInterval(10)
-        self.timer.timeout.connect(lambda: self.ticks.append(self.clock()))
+        self.timer.timeout.connect(
+            lambda: self.ticks.append((time.perf_counter(), time.thread_time()))
+        )
         self.timer.start()
 
-    def max_gap_ms(self) -> float:
+    def max_gaps_ms(self) -> tuple[float, float]:
+        """The longest gap between ticks (wall clock) and the most CPU time the GUI thread spent
+        between two ticks, in ms."""
         self.timer.stop()
         assert len(self.ticks) > 3, "the timer never ran"
-        return 1e3 * float(np.max(np.diff(self.ticks)))
+        wall, cpu = np.diff(np.array(self.ticks), axis=0).T
+        return 1e3 * float(wall.max()), 1e3 * float(cpu.max())
 
 
-def test_no_gui_thread_gap_above_200_ms_while_retrieving_and_measuring_again(
-    make_napari_viewer, qtbot
-):
-    """The work itself never blocks the event loop; adding the result layer (napari's own work
-    on the GUI thread) is timed and printed, not bounded: on a shared 2-core machine with software
-    OpenGL it is what a user still sees (see the report printed by this test)."""
+def test_gui_thread_gaps_while_retrieving_and_measuring_and_again(make_napari_viewer, qtbot):
+    """From the click to the result on screen (layer added, table and plots filled, the window
+    repainted), how long the GUI thread works without returning to the event loop. The bound is
+    on the GUI thread's CPU time between two ticks, which is the wall-clock gap on an idle
+    machine; the wall-clock gaps are printed (on the shared 2-core test machine other processes
+    stretch them)."""
+    import os
+
     from napari_qpi._napari.task import warm_up_display
 
     viewer = _window(make_napari_viewer)
@@ -306,40 +313,28 @@ def test_no_gui_thread_gap_above_200_ms_while_retrieving_and_measuring_again(
         viewer, PhaseRetrievalWidget(viewer), CellMorphologyWidget(viewer)
     )
     assert warm_up_display().wait(60)  # done while a user would still be choosing settings
-    qtbot.wait(100)
-    work_gaps, adding = {}, {}
+    qtbot.wait(300)
+    wall, cpu = {}, {}
     runs = [("retrieval", retrieval), ("measure", morphology)] * 2  # first runs, then reruns
     for number, (name, widget) in enumerate(runs):
         key = f"{name} {1 + number // 2}"
         heartbeat = Heartbeat()
-        add_result = widget.controls._on_result
-        times: list[float] = []
-
-        def timed(result, add_result=add_result, times=times, clock=heartbeat.clock):
-            times.append(clock())
-            add_result(result)
-            times.append(clock())
-
-        widget.controls._on_result = timed
         _click_run(widget, qtbot)
-        widget.controls._on_result = add_result
-        heartbeat.timer.stop()
-        qtbot.wait(300)  # napari draws the new layer (its own first-draw work, not ours)
+        qtbot.wait(300)  # napari and the dock paint the result
+        wall[key], cpu[key] = heartbeat.max_gaps_ms()
         assert widget.controls.status.value == "done", widget.controls.status.value
-        ticks = np.array([t for t in heartbeat.ticks if t <= times[0]] + [times[0]])
-        assert len(ticks) > 3
-        work_gaps[key] = 1e3 * float(np.max(np.diff(ticks)))
-        adding[key] = 1e3 * (times[1] - times[0])
-    print("longest GUI-thread gap while working (ms):", {k: round(v) for k, v in work_gaps.items()})
-    print(
-        "adding the result layer, on the GUI thread (ms):", {k: round(v) for k, v in adding.items()}
-    )
-    # The very first Run of a session still stalls up to ~270 ms on this shared, loaded 2-core
-    # machine (measured 142-265 ms over four runs; layout of the dock when the progress bar
-    # first shows, under CPU contention); every later run stays under 200 ms.
-    first = work_gaps.pop("retrieval 1")
-    assert first < 400, first
-    assert max(work_gaps.values()) < 200, work_gaps
+    cells = viewer.layers["hologram phase (classical) cells"]
+    assert morphology.table.model.rowCount() == len(cells.features) > 0
+    assert morphology.plots.visible
+    print(f"load average {os.getloadavg()[0]:.1f}; longest gap, click to result shown (ms):")
+    print("  wall clock:", {k: round(v) for k, v in wall.items()})
+    print("  GUI thread CPU:", {k: round(v) for k, v in cpu.items()})
+    # Reruns stay well under 200 ms. The first Run and the first Measure still spend 120-225 ms
+    # of CPU time in one turn on the shared 2-core machine (napari adding an image or labels
+    # layer: ~110-150 ms of it, its first repaint the rest), so they have a looser bound here;
+    # the issue's 200 ms is not met for them on this machine.
+    assert max(cpu["retrieval 2"], cpu["measure 2"]) < 200, cpu
+    assert max(cpu["retrieval 1"], cpu["measure 1"]) < 300, cpu
 
 
 def test_garbage_is_collected_on_the_gui_thread_while_a_job_runs(make_napari_viewer, qtbot):

@@ -114,10 +114,8 @@ def test_sample_data_opens_in_viewer(make_napari_viewer):
 
 
 def _run_widget(widget, qtbot, timeout=30_000):
-    worker = widget.controls.start()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+    with qtbot.waitSignal(widget.controls.finished, timeout=timeout):
+        assert widget.controls.start() is not None
 
 
 def test_widget_adds_phase_layer_matching_truth(make_napari_viewer, qtbot):

@@ -22,10 +22,8 @@ def phase_viewer(make_napari_viewer):
 
 
 def _run(widget, qtbot):
-    worker = widget.controls.start()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
+    with qtbot.waitSignal(widget.controls.finished, timeout=30_000):
+        assert widget.controls.start() is not None
 
 
 def test_widget_adds_labels_with_features(phase_viewer, qtbot):

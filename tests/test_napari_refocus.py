@@ -48,10 +48,9 @@ def widget(make_napari_viewer):
 
 
 def _run(controls, qtbot, timeout=30_000):
-    worker = controls.start()
-    assert worker is not None, controls.status.value
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+    """Start ``controls``' job and wait until the run is over (its result shown)."""
+    with qtbot.waitSignal(controls.finished, timeout=timeout):
+        assert controls.start() is not None, controls.status.value
 
 
 def test_autofocus_sets_the_slider_and_run_refocuses(widget, qtbot):

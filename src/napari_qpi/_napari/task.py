@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from psygnal import Signal
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
@@ -27,6 +28,11 @@ Job = Generator[tuple[int, int], None, Any]
 
 #: Messages longer than this also go to a napari notification (the dock line wraps them).
 LONG_MESSAGE = 60
+
+#: Delay between the steps of showing a result (ms). Not 0: Qt 6 posts a zero-delay single shot
+#: as an event, handled in the same pass as the other posted events, so no timer (and no
+#: repaint) could run between two steps; a real timer lets the event loop turn in between.
+_TURN_MS = 1
 
 #: Set when :func:`warm_up_display` has done the one-off work of showing a first result.
 DISPLAY_READY = threading.Event()
@@ -59,12 +65,13 @@ def warm_up_display() -> threading.Event:
                 from napari.layers import Labels
 
                 Labels(np.zeros((4, 4), np.int32), features=pd.DataFrame({"index": [1]}))
+                _fill_vispy_dash_patterns()
                 _exercise_the_pipeline()
             except Exception:  # only a warm-up: the real work reports its own errors
                 pass
             finally:
                 DISPLAY_READY.set()
-                collector.unpin_later.emit()
+                collector.unpin_later.emit(True)  # and a full collection
 
         collector.pin()  # no garbage collection in this thread (see gc_pin)
         # not a daemon: exiting waits for it, instead of stopping it in the middle of an import
@@ -96,6 +103,20 @@ class _Failure:
     error: Exception
 
 
+def _fill_vispy_dash_patterns() -> None:
+    """Compute vispy's line dash patterns once, off the GUI thread.
+
+    napari's polygon-drawing overlay of a labels layer makes three vispy 'agg' lines, and the
+    first one computes 13 dash patterns in a Python loop (``vispy.visuals.line.dash_atlas``,
+    cached for the process by ``functools.lru_cache``): 70-130 ms of the first labels layer's
+    creation on the GUI thread, measured on the sample. The patterns are plain numpy arrays, so
+    building one atlas here fills that cache; no OpenGL is touched.
+    """
+    from vispy.visuals.line.dash_atlas import DashAtlas
+
+    DashAtlas()
+
+
 def _exercise_the_pipeline() -> None:
     """Retrieve and measure a tiny simulated hologram (loads every module the real run uses)."""
     from ..morphology import iter_measure_frames
@@ -117,12 +138,20 @@ class TaskControls(Container):
     :class:`QPIError` with a message for the user if something is wrong) and returns a generator
     that does the work, yielding ``(done, total)`` and returning the result. The generator runs in
     a worker thread; ``on_result`` receives its result back in the GUI thread.
+
+    Showing a result can cost the GUI thread more than a user should feel (napari building a
+    layer's visual, a table, a plot): ``on_result`` may then return an iterator, and each of its
+    steps runs in a turn of the event loop of its own, so the loop repaints and answers the user
+    between them. ``finished`` is emitted when the run is over: the result shown, an error
+    reported or the job cancelled.
     """
+
+    finished = Signal()
 
     def __init__(
         self,
         make_job: Callable[[], Job],
-        on_result: Callable[[Any], None],
+        on_result: Callable[[Any], Iterator[Any] | None],
         *,
         run_text: str = "Run",
         on_cancel: Callable[[], str | None] | None = None,
@@ -145,6 +174,7 @@ class TaskControls(Container):
         self._on_result = on_result
         self._on_cancel = on_cancel
         self.worker: GeneratorWorker | None = None
+        self._showing: Iterator[Any] | None = None  # the steps left of showing a result
         self._warned: list[str] = []  # this run's warnings, each shown once
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
@@ -152,7 +182,8 @@ class TaskControls(Container):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        """A job is running, or its result is still being shown."""
+        return self.worker is not None or self._showing is not None
 
     def start(self) -> GeneratorWorker | None:
         """Build the worker and start it on the next turn of the event loop."""
@@ -197,10 +228,35 @@ class TaskControls(Container):
             self._report(result.error)
             return
         try:
-            self._on_result(result)
+            shown = self._on_result(result)
         except Exception as error:  # the GUI reports it; it must never reach the event loop
             self._report(error)
             return
+        if isinstance(shown, Iterator):
+            self._showing = shown  # a generator: nothing of it has run yet
+            QTimer.singleShot(_TURN_MS, self._show_next)
+            return
+        self._say_done()
+
+    def _show_next(self) -> None:
+        """One more step of showing a result, then back to the event loop (see ``on_result``)."""
+        if self._showing is None:
+            return
+        try:
+            next(self._showing)
+        except StopIteration:
+            self._showing = None
+            self._say_done()
+        except Exception as error:
+            self._showing = None
+            self._report(error)
+        else:
+            QTimer.singleShot(_TURN_MS, self._show_next)
+            return
+        if self.worker is None:
+            self._end_run()
+
+    def _say_done(self) -> None:
         self.status.value = "done" if not self._warned else f"done; {self._warned[-1]}"
         if self._warned:
             self.status.native.setToolTip("\n".join(self._warned))
@@ -244,9 +300,17 @@ class TaskControls(Container):
 
     def _on_finished(self) -> None:
         self.worker = None
+        if self._showing is None:
+            self._end_run()
+        else:
+            self.cancel_button.enabled = False  # the work is done; only showing it is left
+
+    def _end_run(self) -> None:
+        """The run is over (result shown, error reported or cancelled): ready for the next."""
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self.progress.visible = False
+        self.finished.emit()
 
 
 def _disconnect_napari_relay(worker: GeneratorWorker) -> None:

@@ -329,10 +329,10 @@ def test_gui_thread_gaps_while_retrieving_and_measuring_and_again(make_napari_vi
     print(f"load average {os.getloadavg()[0]:.1f}; longest gap, click to result shown (ms):")
     print("  wall clock:", {k: round(v) for k, v in wall.items()})
     print("  GUI thread CPU:", {k: round(v) for k, v in cpu.items()})
-    # Reruns stay well under 200 ms. The first Run and the first Measure still spend 120-225 ms
+    # Reruns stay well under 200 ms. The first Run and the first Measure still spend 115-175 ms
     # of CPU time in one turn on the shared 2-core machine (napari adding an image or labels
-    # layer: ~110-150 ms of it, its first repaint the rest), so they have a looser bound here;
-    # the 200 ms is not met for them on this machine.
+    # layer: ~110-150 ms of it), 225-305 ms of wall clock at load 4-5, so they have a looser
+    # bound here; the 200 ms (wall clock) is not met for them on this machine.
     assert max(cpu["retrieval 2"], cpu["measure 2"]) < 200, cpu
     assert max(cpu["retrieval 1"], cpu["measure 1"]) < 300, cpu
 

@@ -8,6 +8,7 @@ instead of a traceback.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -233,7 +234,9 @@ class TaskControls(Container):
             self._report(error)
             return
         if isinstance(shown, Iterator):
-            self._showing = shown  # a generator: nothing of it has run yet
+            # one more turn after the last step: saying "done", hiding the progress bar (the dock
+            # is laid out again) and the next run's start do not add to the last step's turn
+            self._showing = itertools.chain(shown, [None])
             QTimer.singleShot(_TURN_MS, self._show_next)
             return
         self._say_done()

@@ -92,10 +92,16 @@ def test_rows_and_cells_select_each_other(measured_sample, qtbot):
     _, morphology, labels = measured_sample
     table = morphology.table
     _click_header(table, "dry mass (pg)", qtbot)
+    assert not labels.show_selected_label
     for row in (2, 0):
         _click_row(table, row, qtbot)
         assert labels.selected_label == _column(table, "label")[row]
-    assert not labels.show_selected_label, "the table does not change how labels are drawn"
+        # the viewer shows that cell alone, as selecting it on a plot does
+        assert labels.show_selected_label
+        plotted = morphology.plots
+        labels.show_selected_label = False
+        plotted.select_cell(int(labels.selected_label))
+        assert labels.show_selected_label
     _click_header(table, "dry mass (pg)", qtbot)  # sorting again keeps the cell selected
     assert _column(table, "label")[_selected_row(table)] == labels.selected_label
     # the reverse: picking a label in the viewer selects its row

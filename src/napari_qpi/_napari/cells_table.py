@@ -283,6 +283,7 @@ class CellsTable(Container):
             if self.model.frames is not None and self.layer.ndim > 2:
                 self._go_to_frame(int(self.model.frames[position]))
             self.layer.selected_label = int(self.model.values[position])
+            self.layer.show_selected_label = True  # the cell alone, as a click on a plot shows it
         finally:
             self._syncing = False
         self._update_caption()

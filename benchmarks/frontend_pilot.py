@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from napari_qpi.models.card import ModelCard
-from napari_qpi.nn.frontend import FrontEndConfig
+from napari_qpi.nn.frontend import RESIDUAL_FRONT_END, FrontEndConfig
 from napari_qpi.retrieval.deep import retrieve_deep
 from napari_qpi.training.data import NORMALISATION, held_out_set
 from napari_qpi.training.metrics import evaluate, network_predictor
@@ -64,13 +64,21 @@ def real_correlations(model: torch.nn.Module, family: str) -> list[float]:
     return scores
 
 
+#: The arms of the pilot: the input each network reads.
+ARMS: dict[str, FrontEndConfig | None] = {
+    "no": None,
+    "yes": FrontEndConfig(),
+    "residual": RESIDUAL_FRONT_END,
+}
+
+
 def run_one(
-    family: str, front_end: bool, args: argparse.Namespace
+    family: str, arm: str, args: argparse.Namespace
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     """Train one network and score it; returns its row and the model."""
     network = dict(NETWORKS[family])
-    if front_end:
-        network["front_end"] = FrontEndConfig().to_dict()
+    if ARMS[arm] is not None:
+        network["front_end"] = ARMS[arm].to_dict()
     settings = TrainSettings(
         network=network,
         size=args.size,
@@ -89,12 +97,12 @@ def run_one(
     model = outcome.model.eval()
     row: dict[str, Any] = {
         "family": family,
-        "front_end": front_end,
+        "front_end": arm,
         "train_s": round(seconds, 1),
         "final_loss": round(float(outcome.record["loss_curve"][-1][1]), 4),
     }
     predict = network_predictor(model)
-    for split in ("standard", "transfer"):
+    for split in args.splits.split(","):
         scores = evaluate(predict, held_out_set(split, n=args.eval_images, size=args.size))
         row[f"{split}_psnr_db"] = round(scores["psnr_db"], 2)
         row[f"{split}_rmse_rad"] = round(scores["rmse_rad"], 3)
@@ -118,7 +126,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             cases = ", ".join(f"{c:.2f}" for c in r["real_correlation"])
             real = f"{r['real_correlation_mean']:.3f}; {cases}"
         lines.append(
-            f"| {r['family']} | {'yes' if r['front_end'] else 'no'} | {r['train_s']} | "
+            f"| {r['family']} | {r['front_end']} | {r['train_s']} | "
             f"{r['standard_psnr_db']} | {r['standard_rmse_rad']} | {r['transfer_psnr_db']} | "
             f"{r['transfer_rmse_rad']} | {real} |"
         )
@@ -134,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=16)
     parser.add_argument("--families", default="unet,prnet")
+    parser.add_argument(
+        "--arms", default="no,yes,residual", help=f"comma-separated, from {list(ARMS)}"
+    )
+    parser.add_argument("--splits", default="standard,transfer")
     parser.add_argument("--quick", action="store_true", help="a few steps, no real data")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -142,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows = []
     for family in args.families.split(","):
-        for front_end in (False, True):
-            row, _ = run_one(family, front_end, args)
+        for arm in args.arms.split(","):
+            row, _ = run_one(family, arm, args)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(table(rows))

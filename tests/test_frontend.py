@@ -14,6 +14,7 @@ from napari_qpi.models import ModelCard
 from napari_qpi.models.weights import load_model_folder, save_model_folder
 from napari_qpi.nn import PRNet, PRNetConfig, UNet, UNetConfig, build_network
 from napari_qpi.nn.frontend import (
+    RESIDUAL_FRONT_END,
     FrontEndConfig,
     OffAxisFrontEnd,
     detect_carriers,
@@ -22,6 +23,7 @@ from napari_qpi.nn.frontend import (
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
 from napari_qpi.retrieval.deep import retrieve_deep
 from napari_qpi.retrieval.fourier import crop_factor, demodulate, find_sideband
+from napari_qpi.retrieval.offaxis import OffAxisSettings, retrieve_offaxis
 from napari_qpi.training.data import DataConfig, normalise_hologram, synthetic_batch
 from napari_qpi.training.losses import phase_loss
 
@@ -237,7 +239,10 @@ def test_retrieve_deep_passes_each_planes_sideband(tmp_path):
         retrieve_deep(np.ones((64, 64), np.float32), model=(net, card))
 
 
-def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path):
+@pytest.mark.parametrize(
+    ("flag", "front_end"), [("--front-end", FrontEndConfig()), ("--residual", RESIDUAL_FRONT_END)]
+)
+def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path, flag, front_end):
     from napari_qpi.cli.training import add_train_arguments, train_main
 
     parser = argparse.ArgumentParser()
@@ -251,7 +256,7 @@ def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path):
             "unet",
             "--base-channels",
             "4",
-            "--front-end",
+            flag,
             "--size",
             "64",
             "--steps",
@@ -267,10 +272,10 @@ def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path):
     )
     assert train_main(args) == 0
     card = json.loads((out / "card.json").read_text())
-    assert card["architecture"]["config"]["front_end"] == FrontEndConfig().to_dict()
-    assert "--front-end" in card["training"]["command"]
+    assert card["architecture"]["config"]["front_end"] == front_end.to_dict()
+    assert flag in card["training"]["command"]
     model, _ = load_model_folder(out)
-    assert model.front_end is not None
+    assert model.front_end is not None and model.front_end.config == front_end
 
 
 def test_pilot_script_runs_quick(capsys):
@@ -280,3 +285,48 @@ def test_pilot_script_runs_quick(capsys):
     assert pilot.main(["--quick", "--families", "unet"]) == 0
     out = capsys.readouterr().out
     assert "| unet | yes |" in out and "| unet | no |" in out
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+@pytest.mark.parametrize(("period", "angle"), [(5.0, 30.0), (3.5, 200.0)])
+def test_untrained_residual_model_is_the_classical_method(family, period, angle):
+    """Zero-initialised last layer: the output is the classical native phase (cells positive)
+    on the hologram pixels that carry native samples, whichever sideband was detected."""
+    torch.manual_seed(3)
+    net = _small(family, front_end=RESIDUAL_FRONT_END.to_dict()).eval()
+    hologram, _ = _hologram((128, 128), period, angle)
+    classical = retrieve_offaxis(hologram, settings=OffAxisSettings(resolution="native"))
+    q = round(classical.pixel_size_factor)
+    with torch.no_grad():
+        ours = net(_tensor(hologram))[0, 0].numpy()
+    assert ours.shape == hologram.shape
+    np.testing.assert_allclose(ours[::q, ::q], classical.phase, atol=2e-3)
+    assert ours.max() > 2.0 and ours.min() > -1.0  # cells rise above the medium (3-8 rad)
+
+
+def test_residual_front_end_trains_and_starts_at_the_classical_loss():
+    torch.manual_seed(0)
+    net = _small("unet", base_channels=8, front_end=RESIDUAL_FRONT_END.to_dict()).train()
+    x, y = synthetic_batch(DataConfig(size=64, batch_size=4), seed=3, step=0)
+    with torch.no_grad():
+        classical = net.front_end.prepare(x, None, net.stride)
+        start = OffAxisFrontEnd.restore(torch.zeros_like(classical.base), classical, (64, 64))
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = phase_loss(net(x), y, kind="l1")
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(phase_loss(start, y, kind="l1").item(), rel=1e-5)
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_residual_config_needs_the_classical_channel():
+    with pytest.raises(ModelError, match="classical"):
+        FrontEndConfig(residual=True)
+    data = json.loads(json.dumps(RESIDUAL_FRONT_END.to_dict()))
+    assert data["residual"] is True and data["channels"][-1] == "classical"
+    assert FrontEndConfig.from_dict(data) == RESIDUAL_FRONT_END
+    assert "residual" not in FrontEndConfig().to_dict()

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
-from ..nn.frontend import FrontEndConfig
+from ..nn.frontend import RESIDUAL_FRONT_END, FrontEndConfig
 from ..training.loop import ProgressBar, clear_work_files
 from ..training.search import (
     SEARCH_SHARE,
@@ -72,6 +72,14 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         help="demodulate the hologram inside the model at its detected sideband (classical "
         "filter, native grid) and train the network on cos / sin of the wrapped phase and the "
         "log amplitude (napari_qpi.nn.frontend); the card records it",
+    )
+    flags.add(
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with the front end (implies --front-end): also give the network the classical "
+        "method's unwrapped, background-corrected phase and train it to predict a correction "
+        "to it (its last layer starts at zero: the untrained model is the classical method)",
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
@@ -215,7 +223,10 @@ def _callbacks(args: argparse.Namespace, description: str) -> list[Any]:
 
 
 def _front_end(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"front_end": config}`` with ``--front-end``, else nothing (old cards unchanged)."""
+    """``{"front_end": config}`` with ``--front-end`` or ``--residual``, else nothing (old cards
+    unchanged)."""
+    if getattr(args, "residual", False):
+        return {"front_end": RESIDUAL_FRONT_END.to_dict()}
     return {"front_end": FrontEndConfig().to_dict()} if args.front_end else {}
 
 

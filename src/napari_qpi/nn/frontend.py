@@ -64,11 +64,13 @@ from ..retrieval.fourier import (
 )
 
 #: Feature channels a front end can give, see :class:`FrontEndConfig`.
-CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude", "hologram")
+CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude", "hologram", "classical")
 DEFAULT_CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude")
 #: Amplitude floor relative to the mean amplitude: keeps ``cos``, ``sin`` and the log finite and
 #: differentiable where the field vanishes (a phase vortex).
 AMPLITUDE_FLOOR = 1e-3
+#: Polynomial order of the background the ``classical`` channel removes (the classical default).
+CLASSICAL_BACKGROUND_ORDER = 2
 #: Sideband of the probe that sizes memory (:func:`probe_arguments`): far enough from DC that the
 #: crop factor is 1 at the probe's size, so the estimate covers the finest native grid.
 PROBE_CARRIER: tuple[float, float] = (0.0, 0.4)
@@ -89,12 +91,18 @@ class FrontEndConfig:
     channels
         Features given to the network, in order, from :data:`CHANNELS`: ``"cos"`` / ``"sin"`` of
         the wrapped phase, ``"log_amplitude"``, ``"hologram"`` (the input averaged over
-        ``q x q`` blocks).
+        ``q x q`` blocks), ``"classical"`` (the classical method's unwrapped, background-corrected
+        phase at the native grid, radians, cells positive: :func:`classical_native`).
+    residual
+        The network predicts a correction: its output (radians) is added to the ``classical``
+        channel, and its last layer starts at zero, so an untrained model *is* the classical
+        method. Needs ``"classical"`` in ``channels``.
     """
 
     filter: str = "smooth_disk"
     radius_fraction: float = DEFAULT_RADIUS_FRACTION
     channels: Sequence[str] = DEFAULT_CHANNELS
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.filter not in FILTERS:
@@ -112,14 +120,19 @@ class FrontEndConfig:
                 f"front_end channels must be distinct names from {CHANNELS}, got "
                 f"{list(self.channels)}"
             )
+        if self.residual and "classical" not in self.channels:
+            raise ModelError('a residual front end needs the "classical" channel')
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields (channels as a list)."""
-        return {
+        """JSON-serialisable fields (channels as a list; ``residual`` only when set)."""
+        data: dict[str, Any] = {
             "filter": self.filter,
             "radius_fraction": float(self.radius_fraction),
             "channels": list(self.channels),
         }
+        if self.residual:
+            data["residual"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FrontEndConfig:
@@ -127,6 +140,11 @@ class FrontEndConfig:
         if unknown := sorted(set(data) - {f.name for f in fields(cls)}):
             raise ModelError(f"unknown FrontEndConfig fields {unknown}")
         return cls(**data)
+
+
+#: The residual front end: the field's features and the classical phase, the network's output
+#: added to the latter.
+RESIDUAL_FRONT_END = FrontEndConfig(channels=(*DEFAULT_CHANNELS, "classical"), residual=True)
 
 
 def as_front_end_config(value: FrontEndConfig | Mapping[str, Any] | None) -> FrontEndConfig | None:
@@ -203,6 +221,32 @@ def _check_carriers(carrier: Tensor | np.ndarray, batch: int) -> np.ndarray:
             f"{arr.tolist()}"
         )
     return arr
+
+
+def classical_native(field: Tensor, order: int = CLASSICAL_BACKGROUND_ORDER) -> Tensor:
+    """The classical method's phase of native-grid fields (B, h, w) -> (B, h, w), radians.
+
+    What :func:`~napari_qpi.retrieval.offaxis.retrieve_offaxis` does after demodulation, in numpy
+    outside the graph (no gradient): unwrap the wrapped phase ``angle(field)``
+    (:func:`~napari_qpi.retrieval.unwrap.unwrap_phase`), find the background and fit a
+    polynomial of ``order`` to it (:func:`~napari_qpi.retrieval.background.background_mask`,
+    robust to a cell filling half the field), subtract it, and choose the sign that makes the
+    cells positive on balance (:func:`~napari_qpi.retrieval.offaxis.cells_sign_evidence`; a
+    detected sideband may be either of the two conjugate ones).
+    """
+    from ..retrieval.background import background_mask, fit_background
+    from ..retrieval.offaxis import cells_sign_evidence
+    from ..retrieval.unwrap import unwrap_phase
+
+    wrapped = torch.angle(field.detach()).cpu().numpy()
+    planes = []
+    for plane in wrapped:
+        unwrapped = unwrap_phase(plane)
+        mask = background_mask(unwrapped, order=order)
+        corrected = unwrapped - fit_background(unwrapped, order=order, mask=mask)
+        sign = 1.0 if cells_sign_evidence(corrected, mask) >= 0 else -1.0
+        planes.append(sign * corrected)
+    return torch.from_numpy(np.stack(planes).astype(np.float32)).to(field.device)
 
 
 def demodulate_torch(
@@ -296,12 +340,16 @@ class NativeInput:
         The crop factor q: native pixel = q hologram pixels.
     native_shape
         (h, w) = (H/q, W/q) before padding.
+    base
+        (B, 1, h', w') the classical phase (radians) the network's output is added to, padded as
+        the features; None unless the front end is ``residual``.
     """
 
     features: Tensor
     coords: Tensor | None
     factor: int
     native_shape: tuple[int, int]
+    base: Tensor | None = None
 
 
 class OffAxisFrontEnd(nn.Module):
@@ -332,25 +380,28 @@ class OffAxisFrontEnd(nn.Module):
             for fy, fx in centres.tolist()
         )
 
-    def field(
-        self, hologram: Tensor, carrier: Tensor | np.ndarray | None = None
-    ) -> tuple[Tensor, int]:
-        """Complex native-grid field (B, H/q, W/q) of (B, 1, H, W) holograms, and q.
-
-        ``carrier``: (B, 2) or (2,) sideband centres in cycles per pixel; ``None`` detects them
-        (:func:`detect_carriers`, not strict: the strongest peak of an image without clear
-        fringes; :func:`~napari_qpi.retrieval.deep.retrieve_deep` is strict).
-        """
+    def carriers(self, hologram: Tensor, carrier: Tensor | np.ndarray | None) -> np.ndarray:
+        """(B, 2) sideband centres of (B, 1, H, W) holograms, cycles per pixel: ``carrier``
+        ((B, 2) or (2,)) checked, or, when ``None``, detected (:func:`detect_carriers`, not
+        strict: the strongest peak of an image without clear fringes;
+        :func:`~napari_qpi.retrieval.deep.retrieve_deep` is strict)."""
         if hologram.ndim != 4 or hologram.shape[1] != 1:
             raise ModelError(
                 f"the off-axis front end takes (batch, 1, height, width) holograms, got "
                 f"{tuple(hologram.shape)}"
             )
-        batch, _, h, w = hologram.shape
-        centres = _check_carriers(
-            detect_carriers(hologram, strict=False) if carrier is None else carrier, batch
-        )
-        q = self.factor((h, w), centres)
+        found = detect_carriers(hologram, strict=False) if carrier is None else carrier
+        return _check_carriers(found, hologram.shape[0])
+
+    def field(
+        self, hologram: Tensor, carrier: Tensor | np.ndarray | None = None
+    ) -> tuple[Tensor, int]:
+        """Complex native-grid field (B, H/q, W/q) of (B, 1, H, W) holograms, and q
+        (``carrier`` as for :meth:`carriers`)."""
+        return self._field(hologram, self.carriers(hologram, carrier))
+
+    def _field(self, hologram: Tensor, centres: np.ndarray) -> tuple[Tensor, int]:
+        q = self.factor(tuple(hologram.shape[-2:]), centres)
         images = hologram[:, 0].float()
         field = demodulate_torch(
             images, centres, q, self.config.radius_fraction, self.config.filter
@@ -361,7 +412,18 @@ class OffAxisFrontEnd(nn.Module):
         self, hologram: Tensor, carrier: Tensor | np.ndarray | None = None
     ) -> tuple[Tensor, int]:
         """(B, 1, H, W) holograms -> (B, C, H/q, W/q) features (see :class:`FrontEndConfig`), q."""
-        field, q = self.field(hologram, carrier)
+        features, q, _ = self._features(hologram, carrier)
+        return features, q
+
+    def _features(
+        self, hologram: Tensor, carrier: Tensor | np.ndarray | None
+    ) -> tuple[Tensor, int, Tensor | None]:
+        """Features, q and the classical phase (B, 1, h, w) when a channel uses it."""
+        centres = self.carriers(hologram, carrier)
+        field, q = self._field(hologram, centres)
+        classical = None
+        if "classical" in self.config.channels:
+            classical = classical_native(field)[:, None]
         power = field.real.square() + field.imag.square()
         scale = power.sqrt().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
         amplitude = (power + (AMPLITUDE_FLOOR * scale) ** 2).sqrt()
@@ -372,9 +434,10 @@ class OffAxisFrontEnd(nn.Module):
             "hologram": lambda: (
                 F.avg_pool2d(hologram.float(), q)[:, 0] if q > 1 else hologram[:, 0].float()
             ),
+            "classical": lambda: classical[:, 0],  # type: ignore[index]
         }
         features = torch.stack([maps[name]() for name in self.config.channels], dim=1)
-        return features.to(hologram.dtype), q
+        return features.to(hologram.dtype), q, classical
 
     def prepare(
         self,
@@ -385,15 +448,21 @@ class OffAxisFrontEnd(nn.Module):
     ) -> NativeInput:
         """Features padded to ``stride`` (reflection) and ``coords`` (B, 2, H, W, at the
         hologram grid) subsampled to the native grid and padded alike (replication)."""
-        features, q = self(hologram, carrier)
+        features, q, classical = self._features(hologram, carrier)
         native = (int(features.shape[-2]), int(features.shape[-1]))
         if coords is not None:
             coords = _pad(coords[..., ::q, ::q], stride, mode="replicate")
-        return NativeInput(_pad(features, stride), coords, q, native)
+        base = None
+        if self.config.residual and classical is not None:
+            base = _pad(classical.to(features.dtype), stride)
+        return NativeInput(_pad(features, stride), coords, q, native, base)
 
     @staticmethod
     def restore(phase: Tensor, native: NativeInput, size: Sequence[int]) -> Tensor:
-        """Network output at the padded native grid -> (B, 1, H, W) at the hologram grid."""
+        """Network output at the padded native grid (plus the classical phase of a residual
+        front end) -> (B, 1, H, W) at the hologram grid."""
+        if native.base is not None:
+            phase = phase + native.base
         height, width = native.native_shape
         return upsample_native(phase[..., :height, :width], native.factor, size)
 
@@ -421,11 +490,13 @@ def carriers_for(
 __all__ = [
     "CHANNELS",
     "DEFAULT_CHANNELS",
+    "RESIDUAL_FRONT_END",
     "FrontEndConfig",
     "NativeInput",
     "OffAxisFrontEnd",
     "as_front_end_config",
     "carriers_for",
+    "classical_native",
     "demodulate_torch",
     "detect_carriers",
     "probe_arguments",

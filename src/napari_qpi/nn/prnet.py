@@ -339,6 +339,9 @@ class PRNet(nn.Module):
             if isinstance(module, RefineBlock):
                 nn.init.zeros_(module.body[-1].weight)
         init_weights(self.head, nonlinearity="linear", mode="fan_in")
+        if config.front_end is not None and config.front_end.residual:
+            nn.init.zeros_(self.head[-1].weight)  # starts as the classical method
+            nn.init.zeros_(self.head[-1].bias)
 
     @property
     def stride(self) -> int:

@@ -150,6 +150,9 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(channels[0], config.out_channels, kernel_size=1)
         init_weights(self)
         init_weights(self.head, nonlinearity="linear", mode="fan_in")
+        if config.front_end is not None and config.front_end.residual:
+            nn.init.zeros_(self.head.weight)  # starts as the classical method
+            nn.init.zeros_(self.head.bias)
 
     @property
     def stride(self) -> int:

@@ -139,6 +139,35 @@ def test_widget_adds_phase_layer_matching_truth(make_napari_viewer, qtbot):
     assert widget.controls.status.value == "done"
 
 
+def test_widget_adds_the_network_residual_layer_on_request(make_napari_viewer, qtbot):
+    """A network run with "show network vs hologram residual": a radians layer on the phase's
+    grid holding what the phase leaves unexplained in the sideband; classical runs offer no such
+    option."""
+    from napari_qpi.retrieval.consistency import network_residual
+
+    viewer = make_napari_viewer()
+    for data, kwargs, layer_type in hologram_sample():
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    widget = PhaseRetrievalWidget(viewer)
+    widget.hologram.value = viewer.layers["hologram"]
+    assert widget.method.value == "classical" and widget.residual_map.native.isHidden()
+    widget.method.value = "prnet-searched"
+    assert not widget.residual_map.native.isHidden()
+    widget.residual_map.value = True
+    _run_widget(widget, qtbot, timeout=120_000)
+    phase_layer = viewer.layers["hologram phase (prnet-searched)"]
+    residual = viewer.layers["hologram phase (prnet-searched) residual vs hologram"]
+    hologram = np.asarray(viewer.layers["hologram"].data)
+    assert residual.data.shape == hologram.shape
+    assert tuple(residual.scale) == tuple(phase_layer.scale)
+    assert np.abs(residual.data).max() <= np.pi + 1e-5
+    expected = network_residual(
+        hologram, np.asarray(phase_layer.data), widget.acquisition(viewer.layers["hologram"])
+    )
+    np.testing.assert_allclose(residual.data, expected, atol=1e-4)
+    assert residual.metadata["qpi"]["of"] == phase_layer.name
+
+
 def test_widget_native_resolution_scales_layer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     for data, kwargs, layer_type in hologram_sample():

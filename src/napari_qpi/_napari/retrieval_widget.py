@@ -41,6 +41,7 @@ from ..reconstruct import (
     settings_record,
 )
 from ..retrieval import OffAxisSettings
+from ..retrieval.consistency import network_residual
 from .actions import ActionsBar, load_profile_dialog
 from .gui_settings import remember
 from .layers import (
@@ -86,6 +87,7 @@ class PhaseRetrievalWidget(Container):
                 self.resolution,
                 self.planes,
                 self.mark_jumps,
+                self.residual_map,
                 self.wavelength,
                 self.pixel_size,
                 self.medium_index,
@@ -172,6 +174,15 @@ class PhaseRetrievalWidget(Container):
             "more than pi between neighbours: where unwrapping may have failed (out of focus, "
             "noise); an empty layer means none",
         )
+        self.residual_map = CheckBox(
+            text="show network vs hologram residual",
+            value=False,
+            tooltip="networks only: also add a layer of what the network's phase leaves "
+            "unexplained in the hologram's sideband (radians; the sideband re-formed from the "
+            "phase and the measured amplitude, compared with the recorded one). Flat near 0: "
+            "the physics agrees; structure where the cells are: the network invents or misses "
+            "phase there, compare with the classical method",
+        )
 
     def _make_acquisition_fields(self) -> None:
         """Wavelength (nm), pixel size (um) and medium index (0: unknown), and Load profile."""
@@ -244,6 +255,7 @@ class PhaseRetrievalWidget(Container):
                 "resolution": self.resolution,
                 "planes": self.planes,
                 "mark_jumps": self.mark_jumps,
+                "residual_map": self.residual_map,
             },
         )
         self._show_stack_options()
@@ -306,6 +318,7 @@ class PhaseRetrievalWidget(Container):
         for widget in (self.reference, self.filter, self.radius_fraction, self.resolution):
             widget.visible = classical and not cdp
         self.background_order.visible = not cdp  # classical and hologram networks fit it
+        self.residual_map.visible = not classical and not cdp
         cdp_model = cdp and self.method.value not in CDP_SOLVERS
         self.mask_file.visible = self.export_masks.visible = cdp_model
 
@@ -365,6 +378,9 @@ class PhaseRetrievalWidget(Container):
         total = len(plane_indices(tuple(data.shape)))
         planes: list[np.ndarray] = []
         self._partial = {"job": job, "planes": planes, "total": total, "shape": data.shape}
+        maps: list[np.ndarray] | None = (
+            [] if self.residual_map.value and method not in CLASSICAL_METHODS else None
+        )
 
         def run() -> Job:
             for done, result in enumerate(
@@ -378,9 +394,14 @@ class PhaseRetrievalWidget(Container):
                 start=1,
             ):
                 planes.append(result.phase)
+                if maps is not None:
+                    hologram = np.asarray(data[result.index])
+                    maps.append(network_residual(hologram, result.phase, acquisition))
                 job["factor"] = result.pixel_size_factor
                 job["acquisition"] = output_acquisition(acquisition, result.pixel_size_factor)
                 yield done, total
+            if maps:
+                job["residual_map"] = _stack(maps, data.shape)
             return {**job, "phase": _stack(planes, data.shape)}
 
         return run()
@@ -500,6 +521,19 @@ class PhaseRetrievalWidget(Container):
         name = self._add_layer(data, kwargs)
         if self.mark_jumps.value and isinstance(phase, np.ndarray):  # not on a lazy stack
             self._add_jumps(name, phase, kwargs)
+        if "residual_map" in result:
+            self._add_layer(
+                result["residual_map"],
+                {
+                    "name": f"{name} residual vs hologram",
+                    "scale": kwargs["scale"],
+                    "translate": kwargs["translate"],
+                    "units": kwargs["units"],
+                    "colormap": "bwr",
+                    "contrast_limits": (-np.pi, np.pi),
+                    "metadata": {"qpi": {"modality": "residual", "of": name, "unit": "rad"}},
+                },
+            )
         return name
 
     def _add_jumps(self, name: str, phase: np.ndarray, kwargs: dict[str, Any]) -> None:

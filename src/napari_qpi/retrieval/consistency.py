@@ -318,6 +318,18 @@ def _scores(
     return scores, _fitted(u, flat_blank, flat_mask, energy)[0]
 
 
+def network_residual(
+    hologram: np.ndarray, phase: np.ndarray, acquisition: Acquisition | None = None
+) -> np.ndarray:
+    """Per-pixel phase (radians, (H, W) float32, in [-pi, pi]) of what ``phase`` leaves
+    unexplained in ``hologram``'s sideband: ``angle(U conj(BL[A exp(i s phase)] exp(i b)))``,
+    the measured band-limited field against the one re-formed from the phase and the measured
+    amplitude (sign and background fitted as in :func:`consistency`). Near 0 where the physics
+    agrees; the pattern of a wrong phase where it does not."""
+    found = consistency(hologram, phase, acquisition=acquisition, residual_map=True)
+    return np.asarray(found.residual_map, dtype=np.float32)
+
+
 def consistency(
     hologram: np.ndarray | SidebandTarget,
     phase: np.ndarray,
@@ -404,5 +416,6 @@ __all__ = [
     "consistency",
     "consistency_loss",
     "fit_phase_background",
+    "network_residual",
     "sideband_target",
 ]

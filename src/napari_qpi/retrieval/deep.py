@@ -260,6 +260,14 @@ def _fit_memory(
     return limit, batch, reduced
 
 
+def _whole_fields_only(module: nn.Module) -> bool:
+    """A residual front end corrects the classical phase of the whole field (unwrapping,
+    background fit and sign are properties of the field): tiles would each get their own and
+    disagree by whole radians, so such a model runs whole planes, whatever ``tile`` asks."""
+    front_end = getattr(module, "front_end", None)
+    return bool(front_end is not None and front_end.config.residual)
+
+
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise InputError(f"{name} must be an integer >= {low}, got {value!r}.")
@@ -367,6 +375,8 @@ def retrieve_deep(
         ``"cpu"``, ``"cuda"``, ``"mps"``, ``None`` for the best available.
     tile
         Largest tile side in pixels (rounded down to a multiple of the network's stride);
+        not used by a model with a residual front end (it corrects the classical phase of the
+        whole field: whole planes only, or a clear error when one does not fit ``max_memory``);
         ``None`` (default) runs whole images whenever one network call fits ``max_memory``, and
         tiles only when it does not. Tiles start on the stride grid and blend away seams, but a
         network that pools globally (PRNet's ``G``) or reads coordinate channels sees one tile
@@ -526,14 +536,22 @@ def _run_network(
             if card.modality != "cdp":
                 budget = max_memory or int(MEMORY_FRACTION * free_memory(dev))
                 per_pixel = bytes_per_pixel(module, batch.shape[1], stride, dev)
+                whole_only = _whole_fields_only(module)
                 tile, batch_size, reduced = _fit_memory(
-                    tile,
+                    None if whole_only else tile,
                     batch_size,
                     shape=(height, width),
                     stride=stride,
                     per_pixel=per_pixel,
                     budget=budget,
                 )
+                if whole_only and reduced:
+                    raise InputError(
+                        f"Not enough memory for this model on a {height}x{width} px field: it "
+                        "corrects the classical phase of the whole field, so it cannot run in "
+                        "tiles. Free memory, allow more with max_memory, run on another device, "
+                        "or use the classical method."
+                    )
                 memory = {
                     "limit_bytes": budget,
                     "bytes_per_pixel": round(per_pixel, 1),

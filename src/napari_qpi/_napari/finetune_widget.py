@@ -34,7 +34,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import InputError, QPIError
-from ..models import export_model, get_card, import_model, list_models
+from ..models import export_model, import_model, list_models
 from ..reconstruct import iter_reconstruct
 from ..retrieval import OffAxisSettings
 from ..training.finetune import (
@@ -263,7 +263,10 @@ class FinetuneWidget(Container):
             text="self-supervised (no targets)",
             value=False,
             visible=False,
-            tooltip="CDP models: learn from the measurements alone (measurement consistency)",
+            tooltip="learn from the inputs alone, no targets: CDP models through their masks "
+            "(measurement consistency), hologram models through the sideband their phase "
+            "re-forms (adapts a model to your microscope; the classical targets of 'fill' "
+            "usually teach more)",
         )
         self.epochs = SpinBox(
             label="epochs",
@@ -380,10 +383,7 @@ class FinetuneWidget(Container):
 
     def _base_changed(self, *_: Any) -> None:
         name = self.base.value
-        cdp = bool(name) and get_card(name).modality == "cdp"
-        self.self_supervised.visible = cdp
-        if not cdp:
-            self.self_supervised.value = False
+        self.self_supervised.visible = bool(name)
         if name and not self.model_name.value:
             self.model_name.value = _free_name(f"{name}-finetuned")
 

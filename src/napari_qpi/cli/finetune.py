@@ -86,7 +86,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add(
         "--self-supervised",
         action="store_true",
-        help="CDP models: learn from the measurements alone (no --targets)",
+        help="learn from the measurements alone (no --targets): CDP models through their "
+        "masks, hologram models through the sideband their phase re-forms (test-time "
+        "adaptation to a new microscope)",
     )
     flags.add("--minutes", type=float, help="wall-time budget (default: no limit)")
     flags.add("--seed", type=int, default=defaults.seed)

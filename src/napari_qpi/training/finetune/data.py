@@ -58,7 +58,10 @@ class FinetuneSettings:
     loss
         ``"l1"`` or ``"mse"``, offset-free.
     self_supervised
-        CDP models only: learn from the measurements alone (measurement consistency), no targets.
+        Learn from the measurements alone, no targets: CDP models through their masks
+        (measurement consistency), hologram models through the sideband the phase re-forms
+        (:func:`~napari_qpi.retrieval.consistency.consistency_loss`: test-time adaptation to a
+        new microscope).
     minutes
         Optional wall-time budget; the learning rate anneals over it and training ends when spent.
     weight_decay

@@ -113,7 +113,7 @@ def plan_finetune(
         A registered model's name, or a ``(module, card)`` pair (the module is copied).
     measurements, targets, ignore
         See :func:`collect_pairs`; ``targets`` may be ``None`` only with
-        ``settings.self_supervised`` on a CDP model.
+        ``settings.self_supervised``.
     settings
         :class:`FinetuneSettings`.
     modality
@@ -194,8 +194,8 @@ def plan_finetune(
 def _check_request(
     card: ModelCard, settings: FinetuneSettings, modality: str | None, targets: OptionalArrays
 ) -> None:
-    """Refuse a base model of another modality, a self-supervised hologram run, a run without
-    targets, and hologram models with another input normalisation."""
+    """Refuse a base model of another modality, a run without targets that is not
+    self-supervised, and hologram models with another input normalisation."""
     kinds = {"hologram": "off-axis holograms", "cdp": "coded diffraction patterns"}
     if modality is not None and modality not in kinds:
         raise InputError(f"unknown modality {modality!r}; the inputs must be holograms or CDPs")
@@ -204,16 +204,10 @@ def _check_request(
             f"the base model {card.name!r} reconstructs {kinds[card.modality]}, but the inputs "
             f"are {kinds[modality]}: choose a {modality} model as the base"
         )
-    if settings.self_supervised and card.modality != "cdp":
-        raise InputError(
-            "self-supervised fine-tuning needs a CDP model (it checks the estimate against the "
-            "measured patterns through the model's masks); for holograms give target phases, "
-            "e.g. from the classical method"
-        )
     if targets is None and not settings.self_supervised:
         raise InputError(
             "choose target phase layers (one per input; the 'fill' button makes them with the "
-            "classical method), or, for a CDP model, tick self-supervised"
+            "classical method), or tick self-supervised"
         )
     if card.modality == "hologram" and card.normalisation.get("method") != "mean_std":
         raise ModelError(

@@ -340,7 +340,10 @@ def _batch_source(plan: FinetunePlan, batch_size: int) -> Callable[[int], Iterat
         return _cdp_batches(plan, batch_size)
     return pairs_from_arrays(
         [p.measurement for p in plan.train],
-        [p.target for p in plan.train],
+        [
+            p.target if p.target is not None else np.zeros(p.measurement.shape, np.float32)
+            for p in plan.train
+        ],
         [p.ignore for p in plan.train],
         size=plan.crop,
         batch_size=batch_size,

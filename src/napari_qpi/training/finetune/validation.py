@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...errors import InputError, SidebandError
 from ...models.card import ModelCard, normalise
 from ...nn import pad_to_multiple
 from ..losses import Reduction, offset_free_difference, phase_loss
@@ -56,6 +57,29 @@ def consistency_loss(estimate: Tensor, patterns: Tensor, model: nn.Module) -> Te
     return residual.square().mean() / measured.mean().clamp_min(1e-12)
 
 
+def sideband_loss(model: nn.Module, x: Tensor) -> Tensor:
+    """Target-free loss of a hologram network on normalised holograms (B, 1, H, W): how much of
+    each hologram's sideband its phase leaves unexplained
+    (:func:`~napari_qpi.retrieval.consistency.consistency_loss`; the sideband of each crop,
+    flipped or rotated or not, is found in the crop itself)."""
+    from ...retrieval.consistency import consistency_loss as hologram_consistency_loss
+    from ...retrieval.consistency import sideband_target
+
+    targets, kept = [], []
+    for i, plane in enumerate(x[:, 0].detach().float().cpu().numpy()):
+        try:
+            targets.append(sideband_target(plane))
+            kept.append(i)
+        except SidebandError:  # a crop without clear fringes (e.g. a large cell) teaches nothing
+            continue
+    if not kept:
+        raise InputError(
+            "self-supervised fine-tuning found no off-axis fringes in any crop of this batch: "
+            "use larger crops, or give target phases (the 'fill' button: classical targets)"
+        )
+    return hologram_consistency_loss(model(x[kept]), targets)
+
+
 def _loss_fn(plan: FinetunePlan) -> Callable[[nn.Module, Sequence[Tensor]], Tensor]:
     """Training loss; sign-free for a base network that picks its own sign (``cells_positive``):
     a crop with few cells cannot tell the sign rule which way is up."""
@@ -64,6 +88,8 @@ def _loss_fn(plan: FinetunePlan) -> Callable[[nn.Module, Sequence[Tensor]], Tens
 
     def hologram_loss(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
         x, y, ignore = (t.to(device) for t in batch)
+        if plan.settings.self_supervised:
+            return sideband_loss(model, x)
         return phase_loss(model(x), y, ignore, kind=kind, sign_free=sign_free)
 
     def cdp_loss(model: nn.Module, batch: Sequence[Tensor]) -> Tensor:
@@ -141,6 +167,9 @@ def _validation_fn(plan: FinetunePlan) -> Callable[[nn.Module], dict[str, float]
         losses, psnrs = [], []
         for x, (height, width), target, ignore in items:
             x = x.to(device)
+            if plan.modality == "hologram" and plan.settings.self_supervised:
+                losses.append(float(sideband_loss(model, x[..., :height, :width])))
+                continue
             if plan.modality == "hologram":
                 prediction = model(x)[..., :height, :width].float().cpu()
                 losses.append(float(phase_loss(prediction, target, ignore, kind=kind)))

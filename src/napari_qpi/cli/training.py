@@ -185,9 +185,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add("--base-channels", type=int, default=64, help="U-Net base channels")
     flags.add(
         "--data",
-        choices=("standard", "transfer"),
+        choices=("standard", "transfer", "wide"),
         default=defaults.data,
-        help="training distribution: standard, or the transfer split's second microscope",
+        help="training distribution: standard, the transfer split's second microscope, or "
+        "wide (2.5-8 px fringes, 0.12-0.45 um pixels, up to 9 rad, low contrast and light)",
     )
     flags.add("--size", type=int, default=defaults.size, help="training field side, px")
     flags.add(

@@ -127,6 +127,11 @@ def split_config(split: str, size: int = 256) -> DataConfig:
     ``"transfer"``
         A second system: carrier periods of 6-8 px (outside training) within 20 degrees of the
         x axis, smaller pixels.
+    ``"wide"``
+        A training distribution (not a held-out split) that covers what real cameras give:
+        fringe periods of 2.5-8 px at any angle, pixels of 0.12-0.45 um (cells from a quarter of
+        the field to most of it), peak phases up to 9 rad, fringe contrast down to 0.15 and
+        full wells down to 1000 electrons.
     """
     base = DataConfig(size=size, batch_size=1)
     if split == "standard":
@@ -148,7 +153,19 @@ def split_config(split: str, size: int = 256) -> DataConfig:
             carrier_angle_deg=(-20.0, 20.0),
             pixel_size_um=(0.15, 0.3),
         )
-    raise InputError(f"unknown held-out split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split == "wide":
+        return replace(
+            base,
+            carrier_period_px=(2.5, 8.0),
+            pixel_size_um=(0.12, 0.45),
+            peak_phase_rad=(0.5, 9.0),
+            fringe_visibility=(0.15, 0.95),
+            full_well_electrons=(1000.0, 20000.0),
+            read_noise_electrons=(2.0, 15.0),
+        )
+    raise InputError(
+        f"unknown data split {split!r}; choose one of {', '.join((*SPLITS, 'wide'))}"
+    )
 
 
 @dataclass

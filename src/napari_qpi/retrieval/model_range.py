@@ -90,14 +90,21 @@ def _from_mapping(values: dict[str, Any], source: str) -> TrainingRange:
     )
 
 
+def range_of_data(data: Any, source: str) -> TrainingRange | None:
+    """The range of a training run's data settings (``DataConfig.to_dict()``), or ``None``."""
+    if isinstance(data, dict) and "carrier_period_px" in data:
+        return _from_mapping(data, source)
+    return None
+
+
 def training_range(card: ModelCard) -> TrainingRange | None:
     """The card's training range (see the module docstring), or ``None`` if it cannot say."""
     explicit = card.extra.get("training_range")
     if isinstance(explicit, dict):
         return _from_mapping(explicit, "the model card")
     data = card.training.get("data") if isinstance(card.training, dict) else None
-    if isinstance(data, dict) and "carrier_period_px" in data:
-        return _from_mapping(data, "the card's training data settings")
+    if (found := range_of_data(data, "the card's training data settings")) is not None:
+        return found
     if card.base_model:
         from ..models import get_card
 
@@ -219,5 +226,6 @@ __all__ = [
     "check_hologram",
     "check_phase",
     "peak_phase",
+    "range_of_data",
     "training_range",
 ]

@@ -163,9 +163,7 @@ def split_config(split: str, size: int = 256) -> DataConfig:
             full_well_electrons=(1000.0, 20000.0),
             read_noise_electrons=(2.0, 15.0),
         )
-    raise InputError(
-        f"unknown data split {split!r}; choose one of {', '.join((*SPLITS, 'wide'))}"
-    )
+    raise InputError(f"unknown data split {split!r}; choose one of {', '.join((*SPLITS, 'wide'))}")
 
 
 @dataclass

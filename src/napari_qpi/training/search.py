@@ -492,8 +492,21 @@ def model_card(
         training=recipe,
         metrics=metrics,
         description=description,
-        extra={"parameters": record["parameters"]},
+        extra={"parameters": record["parameters"], **_training_range(recipe)},
     )
+
+
+def _training_range(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``{"training_range": ...}`` from the run's data settings (what the card states the model
+    saw, :mod:`napari_qpi.retrieval.model_range`), or nothing without them."""
+    from ..retrieval.model_range import range_of_data
+
+    found = range_of_data(
+        recipe.get("data"),
+        "training.data of this card (napari_qpi.training.data.DataConfig of the run that made "
+        "the weights)",
+    )
+    return {} if found is None else {"training_range": found.to_dict()}
 
 
 def save_model_folder(

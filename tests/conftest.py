@@ -39,26 +39,27 @@ TINY_PRNET = {"width": 0.25, "decoder_channels": 8, "connectivity": {"D0": ["E0"
 @pytest.fixture
 def register_tiny_prnet():
     """``register(name)`` saves an untrained tiny PRNet (seed 0) as the user model ``name`` and
-    returns the name; the models registered this way, and only they, are deleted afterwards."""
+    returns the name (``register(name, "unet", config)``: another network of ``napari_qpi.nn``);
+    the models registered this way, and only they, are deleted afterwards."""
     import torch
 
     from napari_qpi.models import ModelCard, delete_user_model, save_user_model
-    from napari_qpi.nn import PRNet, PRNetConfig
+    from napari_qpi.nn import build_network
     from napari_qpi.training.data import NORMALISATION
 
     names: list[str] = []
 
-    def register(name: str) -> str:
+    def register(name: str, network: str = "prnet", config: dict | None = None) -> str:
         torch.manual_seed(0)
-        config = PRNetConfig(**TINY_PRNET)
+        module = build_network(network, TINY_PRNET if config is None else config)
         card = ModelCard(
             name=name,
-            family="searched",
+            family="searched" if network == "prnet" else "baseline",
             modality="hologram",
-            architecture={"network": "prnet", "config": config.to_dict()},
+            architecture={"network": network, "config": module.config.to_dict()},
             normalisation=dict(NORMALISATION),
         )
-        save_user_model(PRNet(config), card, overwrite=True)
+        save_user_model(module, card, overwrite=True)
         names.append(name)
         return name
 

@@ -280,27 +280,15 @@ def test_out_of_memory_halves_the_batch_then_says_so(base_model, monkeypatch):
 
 
 def test_self_supervised_hologram_finetuning_needs_no_targets_and_explains_the_sideband(
-    base_model,
+    base_model, register_tiny_prnet
 ):
     """Test-time adaptation: no target phases, the loss is what the phase leaves unexplained in
     each hologram's sideband; validation (the same loss) falls, the phase explains the hologram
     better and the card says how it learnt. A U-Net base (the tiny PRNet's coarse head cannot
     draw fringe-scale phase at all)."""
-    from napari_qpi.nn import UNet, UNetConfig
     from napari_qpi.retrieval.consistency import consistency
-    from napari_qpi.training.data import NORMALISATION
 
-    torch.manual_seed(0)
-    config = UNetConfig(base_channels=8, depth=3)
-    base = f"{MADE_HERE}unet"
-    card = ModelCard(
-        name=base,
-        family="baseline",
-        modality="hologram",
-        architecture={"network": "unet", "config": config.to_dict()},
-        normalisation=dict(NORMALISATION),
-    )
-    save_user_model(UNet(config), card, overwrite=True)
+    base = register_tiny_prnet("tiny-unet-selfsup", "unet", {"base_channels": 8, "depth": 3})
     holograms, _ = _data(n=4, size=128)  # 64 px holograms are too small to show their sideband
     settings = _settings("tiny-ft-selfsup", self_supervised=True, epochs=30, lr=1e-3, crop=128)
     plan = plan_finetune(base, holograms, None, settings=settings)

@@ -156,6 +156,21 @@ def test_gradients_reach_the_hologram_and_every_parameter(family):
     assert not unused
 
 
+def _adam_steps(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int = 30
+) -> list[float]:
+    """Losses of ``steps`` Adam steps of the L1 phase loss on one batch."""
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = phase_loss(net(x), y, kind="l1")
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize(
     ("family", "config", "lr", "factor"),
     [("prnet", {"decoder_channels": 16}, 1e-2, 0.9), ("unet", {"base_channels": 8}, 3e-3, 0.5)],
@@ -165,14 +180,7 @@ def test_front_end_networks_train_on_simulated_holograms(family, config, lr, fac
     torch.manual_seed(0)
     net = _small(family, **config).train()
     x, y = synthetic_batch(DataConfig(size=64, batch_size=4), seed=3, step=0)
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
-    losses = []
-    for _ in range(30):
-        loss = phase_loss(net(x), y, kind="l1")
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _adam_steps(net, x, y, lr)
     assert np.mean(losses[-3:]) < factor * np.mean(losses[:3]), losses
 
 
@@ -311,14 +319,7 @@ def test_residual_front_end_trains_and_starts_at_the_classical_loss():
     with torch.no_grad():
         classical = net.front_end.prepare(x, None, net.stride)
         start = OffAxisFrontEnd.restore(torch.zeros_like(classical.base), classical, (64, 64))
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = phase_loss(net(x), y, kind="l1")
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _adam_steps(net, x, y, 3e-3)
     assert losses[0] == pytest.approx(phase_loss(start, y, kind="l1").item(), rel=1e-5)
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
 

@@ -305,7 +305,7 @@ def run(
     real: dict[str, list[dict[str, float]]] = {}
     real_cases: list[str] = []
     for name, predict in methods.items():
-        if name != ZERO:
+        if name not in (ZERO, CLASSICAL_CARRIER):  # the corpus carries no carrier metadata
             real_cases, real[name] = real_agreement(predict)
             log(f"real {name}: " + ", ".join(f"{r['correlation']:.3f}" for r in real[name]))
     transfer_accuracy = None

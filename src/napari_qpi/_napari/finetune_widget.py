@@ -48,6 +48,7 @@ from ..training.finetune import (
     resumable,
 )
 from ..training.loop import StopFlag
+from .dock import DockContainer
 from .gc_pin import gui_thread_collector, pin_while_running
 from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
@@ -166,7 +167,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(DockContainer):
     """Fine-tune a registered model on annotated layers; the result is a new user model."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -212,7 +213,7 @@ class FinetuneWidget(Container):
                 ),
             ]
         )
-        self.native.layout().insertWidget(len(self) - 1, self.plot)
+        self.body.layout().insertWidget(len(self) - 1, self.plot)
         self.last_outcome: FinetuneOutcome | None = None
         self._connect_events(viewer)
 

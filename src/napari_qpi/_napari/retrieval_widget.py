@@ -9,7 +9,7 @@ a stack keeps the planes already retrieved. Results are named after their method
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     PushButton,
@@ -43,6 +42,7 @@ from ..reconstruct import (
 from ..retrieval import OffAxisSettings
 from ..retrieval.consistency import network_residual
 from .actions import ActionsBar, load_profile_dialog
+from .dock import DockContainer
 from .gui_settings import remember
 from .layers import (
     CDP_KEY,
@@ -60,7 +60,7 @@ WHOLE_STACK = "whole stack"
 VIEWED_PLANES = "viewed planes only"
 
 
-class PhaseRetrievalWidget(Container):
+class PhaseRetrievalWidget(DockContainer):
     """Retrieve unwrapped, background-corrected phase from an off-axis hologram layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -402,7 +402,8 @@ class PhaseRetrievalWidget(Container):
                 yield done, total
             if maps:
                 job["residual_map"] = _stack(maps, data.shape)
-            return {**job, "phase": _stack(planes, data.shape)}
+            phase = _stack(planes, data.shape)
+            return {**job, "phase": phase, "contrast_limits": phase_contrast_limits(phase)}
 
         return run()
 
@@ -415,8 +416,15 @@ class PhaseRetrievalWidget(Container):
         missing = np.full_like(planes[0], np.nan)
         phase = _stack(planes + [missing] * (total - len(planes)), partial["shape"])
         job = partial["job"]
-        name = self._add_result(
-            {**job, "phase": phase, "sample": planes[0], "done": (len(planes), total)}
+        name = _exhaust(
+            self._result_steps(
+                {
+                    **job,
+                    "phase": phase,
+                    "contrast_limits": phase_contrast_limits(planes[0]),
+                    "done": (len(planes), total),
+                }
+            )
         )
         return f"kept the {len(planes)} of {total} planes done in '{name}' (the others are NaN)"
 
@@ -436,7 +444,7 @@ class PhaseRetrievalWidget(Container):
                 "phase": lazy.data,
                 "factor": lazy.pixel_size_factor,
                 "acquisition": lazy.acquisition,
-                "sample": lazy.first.phase,
+                "contrast_limits": phase_contrast_limits(lazy.first.phase),
             }
 
         self._partial = None
@@ -479,17 +487,19 @@ class PhaseRetrievalWidget(Container):
         return self._add_layer(data, kwargs)
 
     def _show_result(self, result: dict[str, Any]) -> Iterator[None]:
-        """Add the result in an event-loop turn of its own (see TaskControls): napari's adding
-        of an image layer costs the GUI thread ~110 ms of CPU time on the sample, and the
-        worker's last signals are handled in the turn that delivers the result."""
+        """Show the result in event-loop turns of their own (see TaskControls): the worker's
+        last signals are handled in the turn that delivers the result, and napari's adding of
+        one image layer alone costs the GUI thread ~100-130 ms of CPU time on the sample."""
         yield
-        self._add_result(result)
-
-    def _add_result(self, result: dict[str, Any]) -> str:
-        """Add the phase layer (named after the method, on the hologram's grid); its name."""
-        self._partial = None
         if "settings" not in result:
-            return self._add_cdp_result(result)
+            self._add_cdp_result(result)
+        else:
+            yield from self._result_steps(result)
+
+    def _result_steps(self, result: dict[str, Any]) -> Generator[None, None, str]:
+        """Add the phase layer (named after the method, on the hologram's grid), then the
+        optional jumps and residual layers, each in a turn of its own; returns the name."""
+        self._partial = None
         source = result["layer"]
         phase = result["phase"]
         scale = np.array(source.scale, dtype=float)
@@ -513,16 +523,18 @@ class PhaseRetrievalWidget(Container):
             acquisition=result["acquisition"],
             extra_metadata={METHOD_KEY: method},
             colormap="viridis",
-            contrast_limits=phase_contrast_limits(result.get("sample", phase)),
+            contrast_limits=result["contrast_limits"],
         )
         kwargs["scale"] = tuple(scale)
         kwargs["translate"] = tuple(source.translate)
         kwargs["units"] = tuple(str(u) for u in source.units)
-        name = self._add_layer(data, kwargs)
+        name = yield from self._layer_steps(data, kwargs)
         if self.mark_jumps.value and isinstance(phase, np.ndarray):  # not on a lazy stack
+            yield
             self._add_jumps(name, phase, kwargs)
         if "residual_map" in result:
-            self._add_layer(
+            yield
+            yield from self._layer_steps(
                 result["residual_map"],
                 {
                     "name": f"{name} residual vs hologram",
@@ -559,20 +571,37 @@ class PhaseRetrievalWidget(Container):
         )
 
     def _add_layer(self, data: Any, kwargs: dict[str, Any]) -> str:
-        """Add the result, or update the layer of the same name in place on a rerun.
+        """Add an image layer at once (see :meth:`_layer_steps`); its name."""
+        return _exhaust(self._layer_steps(data, kwargs))
 
-        Updating rather than removing and re-adding keeps napari from running a full garbage
-        collection on removal (0.7 s on the GUI thread, measured on the sample).
+    def _layer_steps(self, data: Any, kwargs: dict[str, Any]) -> Generator[None, None, str]:
+        """Add the result, or update the layer of the same name in place on a rerun; its name.
+
+        A new layer's model (thumbnail, slice: ~10-15 ms) is built in a turn before the one
+        that adds it to the viewer. Updating rather than removing and re-adding keeps napari
+        from running a full garbage collection on removal (0.7 s on the GUI thread, measured on
+        the sample).
         """
         name = kwargs["name"]
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is None or layer.ndim != np.ndim(data) or layer.rgb:
-            return self.viewer.add_image(data, **kwargs).name
+            new = napari.layers.Image(data, **kwargs)
+            yield
+            return self.viewer.add_layer(new).name
         layer.metadata = kwargs["metadata"]
         layer.scale = kwargs.get("scale", layer.scale)
         layer.data = data
         layer.contrast_limits = kwargs["contrast_limits"]
         return name
+
+
+def _exhaust(steps: Generator[None, None, str]) -> str:
+    """Run all the steps of a generator at once; what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _stack(planes: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

@@ -38,7 +38,7 @@ def run_to_end(controls) -> None:
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     viewer = napari.Viewer(show=True, title="napari-qpi")
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window._qt_window.resize(1500, 1120)  # the morphology dock shows table and plot
     viewer.open_sample("napari-qpi", "hologram")
     retrieval = PhaseRetrievalWidget(viewer)
     dock = viewer.window.add_dock_widget(retrieval, name="Phase retrieval", area="right")

@@ -69,11 +69,20 @@ def test_the_table_shows_every_cell_with_units_and_sorts_by_number(measured_samp
     assert f"{len(features)} cells" in table.caption.value
     shown = table.model.data(table.model.index(0, titles.index("dry mass (pg)")))
     assert len(shown.split(".")[-1]) <= 4, shown  # rounded, not 17 digits
-    # as many rows as fit: the table takes the room a taller window gives
+    # the window keeps its size (the dock scrolls); a window tall enough for all the fields gives
+    # the table the room left over: as many rows as fit
     qtbot.wait(300)
+    window, scroll = viewer.window._qt_window, morphology.native
+    assert window.height() == 900 and scroll.verticalScrollBar().maximum() > 0
     before = table.view.height()
-    viewer.window._qt_window.resize(1400, viewer.window._qt_window.height() + 600)
+    for _ in range(15):  # the two docks share each growth of the window
+        if scroll.verticalScrollBar().maximum() == 0:
+            break
+        window.resize(1400, window.height() + 200)
+        qtbot.wait(100)
+    window.resize(1400, window.height() + 300)
     qtbot.wait(300)
+    assert scroll.verticalScrollBar().maximum() == 0
     assert table.view.height() > before
     # a click on a header sorts by the numbers; a second click reverses
     mass = np.asarray(features["dry_mass_pg"], dtype=float)

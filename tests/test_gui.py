@@ -86,6 +86,36 @@ def test_a_very_long_message_never_squeezes_the_canvas(make_napari_viewer, qtbot
     assert any(message in str(n.message) for n in notification_manager.records)
 
 
+def test_the_docks_scroll_and_share_the_height_instead_of_growing_the_window(
+    make_napari_viewer, qtbot
+):
+    """Two docks stacked on the right: each gets about half the height and scrolls its fields;
+    the window keeps its size when the result rows (progress, table, plots) appear."""
+    viewer = _window(make_napari_viewer)
+    viewer.open_sample("napari-qpi", "hologram")
+    retrieval, morphology = _dock(
+        viewer, PhaseRetrievalWidget(viewer), CellMorphologyWidget(viewer)
+    )
+    docks = [widget.native.parentWidget() for widget in (retrieval, morphology)]
+
+    def shared() -> bool:
+        heights = [dock.height() for dock in docks]
+        return min(heights) > 0.8 * max(heights)  # Qt alone gave the second ~90 px of ~850
+
+    qtbot.waitUntil(shared, timeout=5000)
+    _click_run(retrieval, qtbot)
+    _click_run(morphology, qtbot)
+    qtbot.wait(300)
+    assert viewer.window._qt_window.height() == 900  # it grew to 2143 px before
+    bar = morphology.native.verticalScrollBar()
+    assert bar.maximum() > 0  # the table and plots are below: scrolled to, not cut off
+    bar.setValue(bar.maximum())
+    qtbot.wait(100)
+    plot = morphology.plots.canvas
+    top = plot.mapTo(morphology.native.viewport(), plot.rect().topLeft()).y()
+    assert 0 <= top and top + plot.height() <= morphology.native.viewport().height()
+
+
 # 2. pickers default to the right layer -----------------------------------------------------------
 
 

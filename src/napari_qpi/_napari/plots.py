@@ -37,7 +37,7 @@ class CellPlots(Container):
         self.x = ComboBox(label="x", choices=[])
         self.y = ComboBox(label="y", choices=[])
         self.save_button = PushButton(text="Save plot…")
-        self.figure = Figure(figsize=(4.0, 3.0), layout="constrained")
+        self.figure = Figure(figsize=(4.0, 2.4), layout="constrained")  # 240 px: its minimum
         self.axes = self.figure.add_subplot()
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(240)

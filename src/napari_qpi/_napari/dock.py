@@ -31,6 +31,9 @@ class DockContainer(Container):
         super().__init__(scrollable=True, **kwargs)
         scroll = self.native
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        # room the dock has beyond what the fields ask for stays below them (napari adds such a
+        # stretch to a plain dock); with stretch 0 it gives way to rows with a stretch factor
+        self.body.layout().addStretch(0)
         self._docking = _OnFirstShow(scroll, self._share_height)
 
     @property

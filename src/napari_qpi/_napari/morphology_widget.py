@@ -274,7 +274,7 @@ class CellMorphologyWidget(DockContainer):
         """Show a measurement: labels layer, tracks, table, plots, each in an event-loop turn.
 
         In one turn they cost the GUI thread ~300 ms on the sample the first time (napari adding
-        the labels layer ~130 ms of CPU time, the table ~15 ms, the plot's draw ~60 ms, then the
+        the labels layer ~115-160 ms of CPU time, the table ~15 ms, the plot's draw ~60 ms, then the
         window's repaint); between the steps napari repaints and the dock answers the user (see
         TaskControls). The plots are shown and filled in one step, so that matplotlib draws the
         figure once (drawing the empty axes first cost another ~55 ms).

@@ -489,7 +489,7 @@ class PhaseRetrievalWidget(DockContainer):
     def _show_result(self, result: dict[str, Any]) -> Iterator[None]:
         """Show the result in event-loop turns of their own (see TaskControls): the worker's
         last signals are handled in the turn that delivers the result, and napari's adding of
-        one image layer alone costs the GUI thread ~100-130 ms of CPU time on the sample."""
+        one image layer alone costs the GUI thread ~115-130 ms of CPU time on the sample."""
         yield
         if "settings" not in result:
             self._add_cdp_result(result)

@@ -10,10 +10,16 @@ same number of steps: one reading the normalised hologram (``front_end=None``), 
 sideband; the network sees cos / sin of the wrapped phase and the log amplitude at the native
 grid). Scores: PSNR / RMSE on held-out synthetic fields (:func:`napari_qpi.training.data.
 held_out_set`, splits ``standard`` and ``transfer``), and on the real HL60 corpus of
-``tests/data/real_holograms`` the Pearson correlation inside the cell with the reference phase
-(``benchmarks/real_holograms.py``), phase from :func:`napari_qpi.retrieval.retrieve_deep` with a
-first-order background fit. One torch thread. A pilot, not a verdict: small networks, a few
-hundred CPU steps.
+``tests/data/real_holograms`` the correlation and slope inside the cell and the background RMS
+against the reference phase, evaluated exactly as ``benchmarks/searched_models.py`` does
+(:func:`searched_models.real_agreement`: whole planes, :func:`napari_qpi.retrieval.retrieve_deep`
+without metadata and without an extra background fit). One torch thread. A pilot, not a
+verdict: small networks, a few hundred CPU steps.
+
+The residual arms differ only in how the network reads the classical phase it corrects
+(``--classical-input`` of ``napari-qpi train``): ``residual`` the phase itself,
+``residual-none`` not at all, ``residual-gradient`` its differences along y and x,
+``residual-wrapped`` cos / sin of it, ``residual-both`` differences and cos / sin.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from napari_qpi.models.card import ModelCard
-from napari_qpi.nn.frontend import RESIDUAL_FRONT_END, FrontEndConfig
+from napari_qpi.nn.frontend import CLASSICAL_INPUTS, FrontEndConfig, residual_front_end
 from napari_qpi.retrieval.deep import retrieve_deep
 from napari_qpi.training.data import NORMALISATION, held_out_set
 from napari_qpi.training.metrics import evaluate, network_predictor
@@ -43,9 +49,10 @@ NETWORKS: dict[str, dict[str, Any]] = {
 }
 
 
-def real_correlations(model: torch.nn.Module, family: str) -> list[float]:
-    """Correlation inside the cell with the reference phase, per case of the HL60 corpus."""
-    import real_holograms as corpus
+def real_scores(model: torch.nn.Module, family: str) -> list[dict[str, float]]:
+    """Agreement with the reference phase per case of the HL60 corpus, as
+    ``benchmarks/searched_models.py`` measures it (the same function)."""
+    from searched_models import real_agreement
 
     card = ModelCard(
         name="pilot",
@@ -54,21 +61,22 @@ def real_correlations(model: torch.nn.Module, family: str) -> list[float]:
         architecture={"network": family, "config": model.config.to_dict()},
         normalisation=dict(NORMALISATION),
     )
-    cases, _ = corpus.load_corpus()
-    references = corpus.load_references()
-    scores = []
-    for case in cases:
-        hologram, _ = corpus.raw_planes(case)
-        phase = retrieve_deep(hologram, model=(model, card), background_order=1).phase
-        scores.append(corpus.agreement(phase, references[case.reference])["correlation"])
-    return scores
+    _, rows = real_agreement(
+        lambda hologram, _: (
+            retrieve_deep(hologram, model=(model, card), device="cpu", tile=None).phase
+        )
+    )
+    return rows
 
 
 #: The arms of the pilot: the input each network reads.
 ARMS: dict[str, FrontEndConfig | None] = {
     "no": None,
     "yes": FrontEndConfig(),
-    "residual": RESIDUAL_FRONT_END,
+    "residual": residual_front_end("phase"),
+    **{
+        f"residual-{name}": residual_front_end(name) for name in CLASSICAL_INPUTS if name != "phase"
+    },
 }
 
 
@@ -77,6 +85,8 @@ def run_one(
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     """Train one network and score it; returns its row and the model."""
     network = dict(NETWORKS[family])
+    if family == "unet":
+        network.update(base_channels=args.unet_base_channels, depth=args.unet_depth)
     if ARMS[arm] is not None:
         network["front_end"] = ARMS[arm].to_dict()
     settings = TrainSettings(
@@ -107,28 +117,32 @@ def run_one(
         row[f"{split}_psnr_db"] = round(scores["psnr_db"], 2)
         row[f"{split}_rmse_rad"] = round(scores["rmse_rad"], 3)
     if not args.quick:
-        correlations = real_correlations(model, family)
+        scores = real_scores(model, family)
+        correlations = [r["correlation"] for r in scores]
         row["real_correlation_mean"] = round(float(np.mean(correlations)), 3)
         row["real_correlation"] = [round(c, 3) for c in correlations]
+        row["real_slope"] = [round(r["slope"], 2) for r in scores]
+        row["real_background_rms_rad"] = [round(r["background_rms_rad"], 2) for r in scores]
     return row, model
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of the rows."""
+def table(rows: list[dict[str, Any]], splits: list[str]) -> str:
+    """Markdown table of the rows: PSNR per split, HL60 correlation and slope per case."""
     lines = [
-        "| network | front end | train s | standard PSNR dB | standard RMSE rad | "
-        "transfer PSNR dB | transfer RMSE rad | HL60 correlation in cell (mean; per case) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | front end | train s | "
+        + " | ".join(f"{split} PSNR dB" for split in splits)
+        + " | HL60 correlation in cell (mean; per case) | HL60 slope per case |",
+        "|---|---|---|" + "---|" * len(splits) + "---|---|",
     ]
     for r in rows:
-        real = "-"
+        real, slope = "-", "-"
         if "real_correlation_mean" in r:
             cases = ", ".join(f"{c:.2f}" for c in r["real_correlation"])
             real = f"{r['real_correlation_mean']:.3f}; {cases}"
+            slope = ", ".join(f"{c:.2f}" for c in r["real_slope"])
+        psnr = " | ".join(str(r[f"{split}_psnr_db"]) for split in splits)
         lines.append(
-            f"| {r['family']} | {r['front_end']} | {r['train_s']} | "
-            f"{r['standard_psnr_db']} | {r['standard_rmse_rad']} | {r['transfer_psnr_db']} | "
-            f"{r['transfer_rmse_rad']} | {real} |"
+            f"| {r['family']} | {r['front_end']} | {r['train_s']} | {psnr} | {real} | {slope} |"
         )
     return "\n".join(lines)
 
@@ -142,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=16)
     parser.add_argument("--families", default="unet,prnet")
+    parser.add_argument(
+        "--unet-base-channels",
+        type=int,
+        default=NETWORKS["unet"]["base_channels"],
+        help="the U-Net's size (the shipped unet: 24 channels, depth 4)",
+    )
+    parser.add_argument("--unet-depth", type=int, default=NETWORKS["unet"]["depth"])
     parser.add_argument(
         "--arms", default="no,yes,residual", help=f"comma-separated, from {list(ARMS)}"
     )
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             row, _ = run_one(family, arm, args)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(table(rows))
+    print(table(rows, args.splits.split(",")))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -12,12 +12,15 @@ import torch
 from napari_qpi.errors import InputError, ModelError, SidebandError
 from napari_qpi.models import ModelCard
 from napari_qpi.models.weights import load_model_folder, save_model_folder
-from napari_qpi.nn import PRNet, PRNetConfig, UNet, UNetConfig, build_network
+from napari_qpi.nn import PRNet, PRNetConfig, UNet, UNetConfig, build_network, frontend
 from napari_qpi.nn.frontend import (
+    CLASSICAL_INPUTS,
     RESIDUAL_FRONT_END,
     FrontEndConfig,
     OffAxisFrontEnd,
+    classical_views,
     detect_carriers,
+    residual_front_end,
     upsample_native,
 )
 from napari_qpi.physics import OffAxisSystem, random_cells, simulate_hologram
@@ -248,9 +251,14 @@ def test_retrieve_deep_passes_each_planes_sideband(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flag", "front_end"), [("--front-end", FrontEndConfig()), ("--residual", RESIDUAL_FRONT_END)]
+    ("flags", "front_end"),
+    [
+        (["--front-end"], FrontEndConfig()),
+        (["--residual"], RESIDUAL_FRONT_END),
+        (["--residual", "--classical-input", "gradient"], residual_front_end("gradient")),
+    ],
 )
-def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path, flag, front_end):
+def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path, flags, front_end):
     from napari_qpi.cli.training import add_train_arguments, train_main
 
     parser = argparse.ArgumentParser()
@@ -264,7 +272,7 @@ def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path, flag, f
             "unet",
             "--base-channels",
             "4",
-            flag,
+            *flags,
             "--size",
             "64",
             "--steps",
@@ -281,7 +289,7 @@ def test_train_command_with_front_end_writes_a_card_that_loads(tmp_path, flag, f
     assert train_main(args) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["architecture"]["config"]["front_end"] == front_end.to_dict()
-    assert flag in card["training"]["command"]
+    assert " ".join(flags) in card["training"]["command"]
     model, _ = load_model_folder(out)
     assert model.front_end is not None and model.front_end.config == front_end
 
@@ -297,11 +305,13 @@ def test_pilot_script_runs_quick(capsys):
 
 @pytest.mark.parametrize("family", ["prnet", "unet"])
 @pytest.mark.parametrize(("period", "angle"), [(5.0, 30.0), (3.5, 200.0)])
-def test_untrained_residual_model_is_the_classical_method(family, period, angle):
+@pytest.mark.parametrize("classical_input", ["phase", "gradient"])
+def test_untrained_residual_model_is_the_classical_method(family, period, angle, classical_input):
     """Zero-initialised last layer: the output is the classical native phase (cells positive)
-    on the hologram pixels that carry native samples, whichever sideband was detected."""
+    on the hologram pixels that carry native samples, whichever sideband was detected, whether
+    or not the network reads that phase."""
     torch.manual_seed(3)
-    net = _small(family, front_end=RESIDUAL_FRONT_END.to_dict()).eval()
+    net = _small(family, front_end=residual_front_end(classical_input).to_dict()).eval()
     hologram, _ = _hologram((128, 128), period, angle)
     classical = retrieve_offaxis(hologram, settings=OffAxisSettings(resolution="native"))
     q = round(classical.pixel_size_factor)
@@ -324,10 +334,48 @@ def test_residual_front_end_trains_and_starts_at_the_classical_loss():
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
 
 
-def test_residual_config_needs_the_classical_channel():
-    with pytest.raises(ModelError, match="classical"):
-        FrontEndConfig(residual=True)
+def test_residual_configs_round_trip_and_the_shipped_one_is_unchanged():
     data = json.loads(json.dumps(RESIDUAL_FRONT_END.to_dict()))
     assert data["residual"] is True and data["channels"][-1] == "classical"
-    assert FrontEndConfig.from_dict(data) == RESIDUAL_FRONT_END
+    assert FrontEndConfig.from_dict(data) == RESIDUAL_FRONT_END == residual_front_end("phase")
     assert "residual" not in FrontEndConfig().to_dict()
+    for name in CLASSICAL_INPUTS:
+        config = residual_front_end(name)
+        assert FrontEndConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert residual_front_end("none").channels == ("cos", "sin", "log_amplitude")
+    with pytest.raises(ModelError, match="classical input"):
+        residual_front_end("level")
+
+
+def test_classical_views_do_not_see_the_phase_level():
+    """Differences ignore any constant, cos / sin any multiple of 2 pi."""
+    y, x = np.mgrid[0:32, 0:40] / 8.0
+    phase = torch.from_numpy(3.0 * np.exp(-((x - 2.5) ** 2) - (y - 2) ** 2))[None].float()
+    views, shifted, turned = (classical_views(phase + c) for c in (0.0, 0.7, 4 * np.pi))
+    for name in ("classical_dy", "classical_dx"):
+        np.testing.assert_allclose(views[name], shifted[name], atol=1e-5)
+        assert views[name].shape == phase.shape
+    for name in ("classical_cos", "classical_sin"):
+        np.testing.assert_allclose(views[name], turned[name], atol=1e-5)
+    np.testing.assert_allclose(views["classical_dx"][..., :-1], torch.diff(phase), atol=1e-6)
+    assert views["classical"].sub(shifted["classical"]).abs().max() > 0.69
+
+
+@pytest.mark.parametrize(("classical_input", "level_free"), [("phase", False), ("gradient", True)])
+def test_level_free_residual_network_corrects_a_raised_phase_the_same(
+    monkeypatch, classical_input, level_free
+):
+    """A classical phase raised by 4 pi raises the output of a network that reads only level-free
+    views of it by exactly 4 pi (its correction is unchanged); one reading the phase itself moves
+    its correction too."""
+    torch.manual_seed(5)
+    net = _small("unet", base_channels=8, front_end=residual_front_end(classical_input).to_dict())
+    torch.nn.init.normal_(net.head.weight, std=0.3)  # a correction that is not zero
+    hologram = _tensor(_hologram((128, 128))[0])
+    with torch.no_grad():
+        out = net.eval()(hologram)
+        native = frontend.classical_native
+        monkeypatch.setattr(frontend, "classical_native", lambda f: native(f) + 4 * np.pi)
+        raised = net(hologram)
+    change = (raised - out - 4 * np.pi).abs().max().item()
+    assert (change < 1e-3) if level_free else (change > 0.05), change

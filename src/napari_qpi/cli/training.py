@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
-from ..nn.frontend import RESIDUAL_FRONT_END, FrontEndConfig
+from ..nn.frontend import CLASSICAL_INPUTS, FrontEndConfig, residual_front_end
 from ..training.loop import ProgressBar, clear_work_files
 from ..training.search import (
     SEARCH_SHARE,
@@ -80,6 +80,16 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         help="with the front end (implies --front-end): also give the network the classical "
         "method's unwrapped, background-corrected phase and train it to predict a correction "
         "to it (its last layer starts at zero: the untrained model is the classical method)",
+    )
+    flags.add(
+        "--classical-input",
+        choices=sorted(CLASSICAL_INPUTS),
+        default="phase",
+        help="with --residual: how the network reads the classical phase it corrects: 'phase' "
+        "(the phase itself, radians), 'gradient' (its differences along y and x), 'wrapped' "
+        "(cos / sin of it), 'both' (differences and cos / sin) or 'none' (not at all); all "
+        "but 'phase' leave the network blind to the phase's level, so cells thicker than in "
+        "training do not move it",
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
@@ -227,7 +237,8 @@ def _front_end(args: argparse.Namespace) -> dict[str, Any]:
     """``{"front_end": config}`` with ``--front-end`` or ``--residual``, else nothing (old cards
     unchanged)."""
     if getattr(args, "residual", False):
-        return {"front_end": RESIDUAL_FRONT_END.to_dict()}
+        classical_input = getattr(args, "classical_input", "phase")
+        return {"front_end": residual_front_end(classical_input).to_dict()}
     return {"front_end": FrontEndConfig().to_dict()} if args.front_end else {}
 
 

@@ -64,8 +64,20 @@ from ..retrieval.fourier import (
 )
 
 #: Feature channels a front end can give, see :class:`FrontEndConfig`.
-CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude", "hologram", "classical")
+CHANNELS: tuple[str, ...] = (
+    "cos",
+    "sin",
+    "log_amplitude",
+    "hologram",
+    "classical",
+    "classical_dy",
+    "classical_dx",
+    "classical_cos",
+    "classical_sin",
+)
 DEFAULT_CHANNELS: tuple[str, ...] = ("cos", "sin", "log_amplitude")
+#: Channels computed from the classical phase (:func:`classical_native`).
+CLASSICAL_CHANNELS: tuple[str, ...] = tuple(name for name in CHANNELS if "classical" in name)
 #: Amplitude floor relative to the mean amplitude: keeps ``cos``, ``sin`` and the log finite and
 #: differentiable where the field vanishes (a phase vortex).
 AMPLITUDE_FLOOR = 1e-3
@@ -92,11 +104,19 @@ class FrontEndConfig:
         Features given to the network, in order, from :data:`CHANNELS`: ``"cos"`` / ``"sin"`` of
         the wrapped phase, ``"log_amplitude"``, ``"hologram"`` (the input averaged over
         ``q x q`` blocks), ``"classical"`` (the classical method's unwrapped, background-corrected
-        phase at the native grid, radians, cells positive: :func:`classical_native`).
+        phase at the native grid, radians, cells positive: :func:`classical_native`), and views of
+        that phase which do not depend on its level or size (:func:`classical_views`):
+        ``"classical_dy"`` / ``"classical_dx"`` (its forward differences, radians per native
+        pixel: the local slope, blind to the offset, with the unwrapping's slips) and
+        ``"classical_cos"`` / ``"classical_sin"`` (cos / sin of it: the wrapped phase in the
+        classical method's frame, background removed and cells positive, bounded to [-1, 1]).
     residual
-        The network predicts a correction: its output (radians) is added to the ``classical``
-        channel, and its last layer starts at zero, so an untrained model *is* the classical
-        method. Needs ``"classical"`` in ``channels``.
+        The network predicts a correction: its output (radians) is added to the classical phase
+        (:func:`classical_native`), and its last layer starts at zero, so an untrained model *is*
+        the classical method. The network need not read the ``"classical"`` channel itself: the
+        absolute phase is outside the training range on cells thicker than it saw (12.6 rad HL60
+        cells against 0.5-7 rad), so a residual network that reads only level-free channels
+        cannot react to it.
     """
 
     filter: str = "smooth_disk"
@@ -120,8 +140,6 @@ class FrontEndConfig:
                 f"front_end channels must be distinct names from {CHANNELS}, got "
                 f"{list(self.channels)}"
             )
-        if self.residual and "classical" not in self.channels:
-            raise ModelError('a residual front end needs the "classical" channel')
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields (channels as a list; ``residual`` only when set)."""
@@ -145,6 +163,27 @@ class FrontEndConfig:
 #: The residual front end: the field's features and the classical phase, the network's output
 #: added to the latter.
 RESIDUAL_FRONT_END = FrontEndConfig(channels=(*DEFAULT_CHANNELS, "classical"), residual=True)
+#: Residual front ends whose network reads no absolute classical phase, by the name of the
+#: ``--classical-input`` option (``"phase"`` is :data:`RESIDUAL_FRONT_END`).
+CLASSICAL_INPUTS: dict[str, tuple[str, ...]] = {
+    "phase": ("classical",),
+    "none": (),
+    "gradient": ("classical_dy", "classical_dx"),
+    "wrapped": ("classical_cos", "classical_sin"),
+    "both": ("classical_dy", "classical_dx", "classical_cos", "classical_sin"),
+}
+
+
+def residual_front_end(classical_input: str = "phase") -> FrontEndConfig:
+    """The residual front end whose network reads the classical phase as ``classical_input``
+    (a key of :data:`CLASSICAL_INPUTS`) besides the field's features."""
+    if classical_input not in CLASSICAL_INPUTS:
+        raise ModelError(
+            f"classical input must be one of {list(CLASSICAL_INPUTS)}, got {classical_input!r}"
+        )
+    return FrontEndConfig(
+        channels=(*DEFAULT_CHANNELS, *CLASSICAL_INPUTS[classical_input]), residual=True
+    )
 
 
 def as_front_end_config(value: FrontEndConfig | Mapping[str, Any] | None) -> FrontEndConfig | None:
@@ -247,6 +286,29 @@ def classical_native(field: Tensor, order: int = CLASSICAL_BACKGROUND_ORDER) -> 
         sign = 1.0 if cells_sign_evidence(corrected, mask) >= 0 else -1.0
         planes.append(sign * corrected)
     return torch.from_numpy(np.stack(planes).astype(np.float32)).to(field.device)
+
+
+def classical_views(classical: Tensor) -> dict[str, Tensor]:
+    """Level-free views of a classical phase (B, h, w), radians, each (B, h, w).
+
+    ``classical_dy`` / ``classical_dx``: forward differences along y / x (radians per native
+    pixel; the last row / column repeats the one before, so the map keeps its size): unchanged
+    by any constant added to the phase, and a ``2 pi`` step where the unwrapping slipped stays
+    visible. ``classical_cos`` / ``classical_sin``: cos / sin of the phase (dimensionless),
+    unchanged by any multiple of ``2 pi``.
+    """
+
+    def difference(dim: int) -> Tensor:
+        step = torch.diff(classical, dim=dim)
+        return torch.cat([step, step.narrow(dim, step.shape[dim] - 1, 1)], dim=dim)
+
+    return {
+        "classical": classical,
+        "classical_dy": difference(-2),
+        "classical_dx": difference(-1),
+        "classical_cos": torch.cos(classical),
+        "classical_sin": torch.sin(classical),
+    }
 
 
 def demodulate_torch(
@@ -422,8 +484,10 @@ class OffAxisFrontEnd(nn.Module):
         centres = self.carriers(hologram, carrier)
         field, q = self._field(hologram, centres)
         classical = None
-        if "classical" in self.config.channels:
+        views: dict[str, Tensor] = {}
+        if self.config.residual or set(self.config.channels) & set(CLASSICAL_CHANNELS):
             classical = classical_native(field)[:, None]
+            views = classical_views(classical[:, 0])
         power = field.real.square() + field.imag.square()
         scale = power.sqrt().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
         amplitude = (power + (AMPLITUDE_FLOOR * scale) ** 2).sqrt()
@@ -434,8 +498,8 @@ class OffAxisFrontEnd(nn.Module):
             "hologram": lambda: (
                 F.avg_pool2d(hologram.float(), q)[:, 0] if q > 1 else hologram[:, 0].float()
             ),
-            "classical": lambda: classical[:, 0],  # type: ignore[index]
         }
+        maps.update({name: (lambda name=name: views[name]) for name in CLASSICAL_CHANNELS})
         features = torch.stack([maps[name]() for name in self.config.channels], dim=1)
         return features.to(hologram.dtype), q, classical
 
@@ -489,6 +553,8 @@ def carriers_for(
 
 __all__ = [
     "CHANNELS",
+    "CLASSICAL_CHANNELS",
+    "CLASSICAL_INPUTS",
     "DEFAULT_CHANNELS",
     "RESIDUAL_FRONT_END",
     "FrontEndConfig",
@@ -497,9 +563,11 @@ __all__ = [
     "as_front_end_config",
     "carriers_for",
     "classical_native",
+    "classical_views",
     "demodulate_torch",
     "detect_carriers",
     "probe_arguments",
+    "residual_front_end",
     "strongest_peak",
     "upsample_native",
 ]

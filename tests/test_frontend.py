@@ -298,9 +298,11 @@ def test_pilot_script_runs_quick(capsys):
     from test_benchmarks import load_script
 
     pilot = load_script("frontend_pilot")
-    assert pilot.main(["--quick", "--families", "unet"]) == 0
+    arms = "no,yes,residual-wrapped"
+    assert pilot.main(["--quick", "--families", "unet", "--arms", arms]) == 0
     out = capsys.readouterr().out
     assert "| unet | yes |" in out and "| unet | no |" in out
+    assert "| unet | residual-wrapped |" in out
 
 
 @pytest.mark.parametrize("family", ["prnet", "unet"])

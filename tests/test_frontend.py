@@ -381,3 +381,31 @@ def test_level_free_residual_network_corrects_a_raised_phase_the_same(
         raised = net(hologram)
     change = (raised - out - 4 * np.pi).abs().max().item()
     assert (change < 1e-3) if level_free else (change > 0.05), change
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_front_end_model_runs_a_field_of_any_size_unpadded(family):
+    """A field whose sides are not multiples of the network's stride (here 150 x 170, 3.3 px
+    fringes) reaches the front end as it is: ``retrieve_deep`` gives exactly the network's output
+    on the unpadded hologram, and an untrained residual model is the classical method there
+    (a hologram padded by reflection mirrors its fringes, and the demodulated field, the
+    classical phase and the features would be computed on that broken field)."""
+    torch.manual_seed(2)
+    net = _small(family, front_end=RESIDUAL_FRONT_END.to_dict()).eval()
+    hologram, _ = _hologram((150, 170), 3.3, 40.0)
+    assert 150 % net.stride and 170 % net.stride
+    card = ModelCard(
+        name="odd",
+        family="baseline",
+        modality="hologram",
+        architecture={"network": family, "config": net.config.to_dict()},
+        normalisation={"method": "mean_std", "eps": 1e-6},
+    )
+    result = retrieve_deep(hologram, model=(net, card), device="cpu")
+    assert result.info["padded_shape"] == [150, 170]
+    with torch.no_grad():
+        direct = net(_tensor(hologram))[0, 0].numpy()
+    np.testing.assert_allclose(result.phase, direct, atol=1e-5)
+    classical = retrieve_offaxis(hologram, settings=OffAxisSettings(resolution="native"))
+    q = round(classical.pixel_size_factor)
+    np.testing.assert_allclose(result.phase[::q, ::q], classical.phase, atol=2e-3)

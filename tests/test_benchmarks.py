@@ -198,7 +198,8 @@ def test_cdp_unseen_quick_scores_the_shipped_students_and_the_solvers(
     rows = table_rows(out, "| model (its own mask) |")
     paired = table_rows(out, "| held-out set |")
     assert [row[0] for row in paired] == list(bench.SYNTHETIC_SETS)  # both kinds, paired
-    systems = ["network", "HIO", "HIO, phase-only prior", "Wirtinger flow", "constant phase"]
+    systems = ["network", "HIO", "HIO, phase-only prior", "Wirtinger flow"]
+    systems += ["phase object (GS, flat start)", "constant phase"]
     assert [row[1] for row in rows] == systems * len(bench.MODELS)
     assert all(math.isfinite(float(cell)) for row in rows for cell in row[2:-2])
     assert {row[0] for row in rows} == {f"`{name}`" for name in bench.MODELS}

@@ -224,6 +224,7 @@ def test_cdp_offers_only_runnable_methods_and_names_results_without_unit_warning
     single = viewer.layers["cells_cdp_single"]
     assert retrieval.hologram.value is single  # the newest measurement
     assert "cdp-student" in retrieval.method.choices  # trained with exactly these masks
+    assert retrieval.method.value == "phase object"  # the default for one pattern
     assert not retrieval.background_order.native.isVisibleTo(retrieval.native)
     other = dict(single.metadata, qpi_cdp=dict(single.metadata["qpi_cdp"]))
     other["qpi_cdp"]["masks"] = np.zeros_like(other["qpi_cdp"]["masks"])

@@ -33,6 +33,7 @@ from ..reconstruct import (
     CLASSICAL_METHODS,
     available_cdp_methods,
     available_methods,
+    default_cdp_method,
     iter_reconstruct,
     output_acquisition,
     plane_indices,
@@ -270,11 +271,13 @@ class PhaseRetrievalWidget(DockContainer):
         record = self._cdp_record()
         if record is not None:
             masks = np.asarray(record["masks"])
-            return [
+            names = [
                 name
                 for name in available_cdp_methods(len(masks))
                 if name in CDP_SOLVERS or _cdp_model_fits(name, masks)
             ]
+            first = default_cdp_method(len(masks))  # the combo shows the first choice
+            return [first, *(name for name in names if name != first)]
         return available_methods("hologram")
 
     def _fill_acquisition(self, *_: Any) -> None:

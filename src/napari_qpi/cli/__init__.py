@@ -190,7 +190,8 @@ def _add_reconstruct_command(commands: argparse._SubParsersAction) -> None:
         dest="method",
         default="classical",
         help="'classical' or the name of a registered model (see `napari-qpi models`); for CDP "
-        "stacks also 'wirtinger flow', 'hio' or 'gerchberg-saxton'",
+        "stacks also 'phase object' (the default for one pattern: no absorption assumed), "
+        "'wirtinger flow' (the default for several), 'hio' or 'gerchberg-saxton'",
     )
     rec.add_argument(
         "--iterations",

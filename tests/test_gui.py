@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from napari.utils.status_messages import format_feature_value  # how napari prints a value
 
+from _heartbeat import Heartbeat, load
 from napari_qpi._napari.morphology_widget import CellMorphologyWidget
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi.physics import random_cells
@@ -301,41 +302,12 @@ def test_settings_are_remembered_when_the_dock_is_closed_and_reopened(make_napar
 # 5. nothing blocks the GUI thread ----------------------------------------------------------------
 
 
-class Heartbeat:
-    """A 10 ms timer on the GUI thread; the longest gap between its ticks is the longest time the
-    event loop could not run. Each tick also reads the GUI thread's own CPU time, so a gap can be
-    told apart from the time other processes took the CPU on a shared machine."""
-
-    def __init__(self) -> None:
-        import time
-
-        from qtpy.QtCore import QTimer
-
-        self.ticks: list[tuple[float, float]] = []
-        self.timer = QTimer()
-        self.timer.setInterval(10)
-        self.timer.timeout.connect(
-            lambda: self.ticks.append((time.perf_counter(), time.thread_time()))
-        )
-        self.timer.start()
-
-    def max_gaps_ms(self) -> tuple[float, float]:
-        """The longest gap between ticks (wall clock) and the most CPU time the GUI thread spent
-        between two ticks, in ms."""
-        self.timer.stop()
-        assert len(self.ticks) > 3, "the timer never ran"
-        wall, cpu = np.diff(np.array(self.ticks), axis=0).T
-        return 1e3 * float(wall.max()), 1e3 * float(cpu.max())
-
-
 def test_gui_thread_gaps_while_retrieving_and_measuring_and_again(make_napari_viewer, qtbot):
     """From the click to the result on screen (layer added, table and plots filled, the window
     repainted), how long the GUI thread works without returning to the event loop. The bound is
     on the GUI thread's CPU time between two ticks, which is the wall-clock gap on an idle
     machine; the wall-clock gaps are printed (on the shared 2-core test machine other processes
     stretch them)."""
-    import os
-
     from napari_qpi._napari.task import warm_up_display
 
     viewer = _window(make_napari_viewer)
@@ -357,7 +329,7 @@ def test_gui_thread_gaps_while_retrieving_and_measuring_and_again(make_napari_vi
     cells = viewer.layers["hologram phase (classical) cells"]
     assert morphology.table.model.rowCount() == len(cells.features) > 0
     assert morphology.plots.visible
-    print(f"load average {os.getloadavg()[0]:.1f}; longest gap, click to result shown (ms):")
+    print(f"{load()}; longest gap, click to result shown (ms):")
     print("  wall clock:", {k: round(v) for k, v in wall.items()})
     print("  GUI thread CPU:", {k: round(v) for k, v in cpu.items()})
     # Reruns stay well under 200 ms (CPU 17-57 ms at load 2.7-4.3). The first Run and the first

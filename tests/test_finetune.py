@@ -470,8 +470,8 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
 
     module.iter_reconstruct = recorded
     try:
-        with qtbot.waitSignal(widget.fill_targets().finished, timeout=30_000):
-            pass  # the classical targets are made in a worker
+        with qtbot.waitSignal(widget.filled, timeout=30_000):  # the targets shown, selected
+            assert widget.fill_targets() is not None  # the classical targets made in a worker
     finally:
         module.iter_reconstruct = real_reconstruct
     assert retrieved_on and threading.main_thread().name not in retrieved_on

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import napari
@@ -30,6 +31,7 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.utils.notifications import show_info, show_warning
+from psygnal import Signal
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -53,7 +55,15 @@ from .gc_pin import gui_thread_collector, pin_while_running
 from .gui_settings import remember
 from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .loss_plot import LossPlot
-from .task import Job, TaskControls, _Failure, _run_in_thread, wrapping_label
+from .task import (
+    Job,
+    TaskControls,
+    _Failure,
+    _run_in_thread,
+    add_layer_steps,
+    show_in_turns,
+    wrapping_label,
+)
 
 #: Set once the one-off imports of the first training run are done (see :func:`warm_up`).
 WARMED_UP = threading.Event()
@@ -169,6 +179,9 @@ def _duration(seconds: float) -> str:
 
 class FinetuneWidget(DockContainer):
     """Fine-tune a registered model on annotated layers; the result is a new user model."""
+
+    #: Emitted when *Fill targets* is over: the targets shown and selected, or the error said.
+    filled = Signal()
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
@@ -430,27 +443,32 @@ class FinetuneWidget(DockContainer):
         worker.yielded.connect(
             lambda p: self.controls.say(f"filling targets: plane {p[0]} / {p[1]}")
         )
-        worker.returned.connect(lambda result: self._add_targets(layers, result))
-        worker.finished.connect(lambda: setattr(self.fill_button, "enabled", True))
+        # the layers are shown in turns of the event loop of their own; then Fill is ready again
+        worker.returned.connect(
+            lambda result: show_in_turns(self._target_steps(layers, result), self._fill_done)
+        )
         self.fill_button.enabled = False
         self.fill_worker = worker
         QTimer.singleShot(0, worker.start)
         return worker
 
-    def _add_targets(self, layers: list[Any], result: Any) -> None:
+    def _target_steps(self, layers: list[Any], result: Any) -> Iterator[None]:
+        """Show the filled targets: each new layer's model is built a turn before napari adds
+        it (adding one image layer costs the GUI thread ~115-130 ms of CPU time on the sample),
+        then the targets are selected."""
         if isinstance(result, _Failure):
             self.controls.say(str(result.error))
             show_warning(str(result.error))
             return
         added = []
-        for layer, (phase, acquisition) in zip(layers, result, strict=True):
+        for layer, (phase, acquisition, limits) in zip(layers, result, strict=True):
             out, kwargs, _ = image_layer(
                 phase,
                 name=f"{layer.name} target",
                 acquisition=acquisition.replace(modality="phase", carrier_cycles_per_px=None),
                 extra_metadata={METHOD_KEY: {"name": "classical", "source": layer.name}},
                 colormap="viridis",
-                contrast_limits=phase_contrast_limits(phase),
+                contrast_limits=limits,
             )
             kwargs["scale"] = tuple(layer.scale)
             kwargs["translate"] = tuple(layer.translate)
@@ -459,12 +477,20 @@ class FinetuneWidget(DockContainer):
                 self.viewer.layers[name].data = out
                 added.append(self.viewer.layers[name])
             else:
-                added.append(self.viewer.add_image(out, **kwargs))
+                new = napari.layers.Image(out, **kwargs)
+                yield
+                added.append((yield from add_layer_steps(self.viewer, new)))
+            yield
         self.reset_choices()
         self.inputs.value = layers
         self.targets.value = added
         self._show_pairs()
         self.controls.say(f"{len(added)} target layer(s) filled with the classical method")
+
+    def _fill_done(self) -> None:
+        """The targets are on screen (or the error said): *Fill* can be clicked again."""
+        self.fill_button.enabled = True
+        self.filled.emit()
 
     def settings(self) -> FinetuneSettings:
         """The settings shown (raises :class:`QPIError` for an invalid name or value)."""
@@ -645,5 +671,5 @@ def _fill_job(jobs: list[tuple[str, Any, Any]], settings: OffAxisSettings) -> Jo
             done += 1
             yield done, total
         phase = np.stack(planes).reshape(data.shape).astype(np.float32)
-        results.append((phase, acquisition))
+        results.append((phase, acquisition, phase_contrast_limits(phase)))
     return results

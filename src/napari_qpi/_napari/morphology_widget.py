@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import napari
@@ -24,7 +24,7 @@ from .dock import DockContainer
 from .layers import MORPHOLOGY_KEY, acquisition_of
 from .pickers import layer_picker, phase_rank
 from .plots import CellPlots
-from .task import Job, TaskControls
+from .task import Job, TaskControls, add_layer_steps
 
 
 class CellMorphologyWidget(DockContainer):
@@ -281,7 +281,7 @@ class CellMorphologyWidget(DockContainer):
         """
         source = result["layer"]
         table: MorphologyTable = result["table"]
-        labels_layer = self._labels_layer(source, result)
+        labels_layer = yield from self._labels_layer(source, result)
         yield
         if result.get("tracks") is not None:
             self._add_tracks(source, result["tracks"])
@@ -294,8 +294,9 @@ class CellMorphologyWidget(DockContainer):
             self.plots.show_layer(labels_layer)  # draws on a later turn (draw_idle)
         _warn_about(source.name, table)
 
-    def _labels_layer(self, source: Any, result: dict[str, Any]) -> Any:
-        """The labels layer of ``source``'s cells, refreshed in place if it is already there."""
+    def _labels_layer(self, source: Any, result: dict[str, Any]) -> Generator[None, None, Any]:
+        """The labels layer of ``source``'s cells, refreshed in place if it is already there
+        (a new one is added in two turns: :func:`add_layer_steps`)."""
         name = f"{source.name} cells"
         labels = result["labels"]
         old = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -314,7 +315,7 @@ class CellMorphologyWidget(DockContainer):
                 translate=source.translate,
                 units=tuple(str(u) for u in source.units),
             )
-        return self.viewer.add_layer(result["new_layer"])
+        return (yield from add_layer_steps(self.viewer, result["new_layer"]))
 
     def _add_tracks(self, source: Any, tracks: Tracks) -> None:
         """A Tracks layer with the table's track ids (same scale as the phase layer)."""

@@ -149,3 +149,25 @@ def test_retrieving_with_2pi_jumps_marked_leaves_the_gui_thread_free(
     # the jump mask (~140 ms) left this turn for the worker. Hence the looser first-run bound.
     assert gaps["run 2"][1] < GAP_MS, gaps
     assert gaps["run 1"][1] < 300, gaps
+
+
+def test_the_loss_plot_draws_at_most_two_points_a_pixel_column_and_keeps_the_envelope():
+    """A long run's curve is cut to each column's lowest and highest loss (the repaint's cost
+    stops growing with the steps) without losing a spike."""
+    import numpy as np
+
+    from napari_qpi._napari.loss_plot import per_column
+
+    rng = np.random.default_rng(0)
+    losses = 1.0 + 0.1 * rng.random(50_000)
+    losses[31_234] = 9.0  # one spike
+    data = [(step, float(loss)) for step, loss in enumerate(losses, start=1)]
+    shown = per_column(data, total=50_000, columns=300)
+    steps = [step for step, _ in shown]
+    assert len(shown) <= 2 * 301 and steps == sorted(steps)
+    assert max(v for _, v in shown) == 9.0 and min(v for _, v in shown) == losses.min()
+    column = int(31_234 * 300 / 50_000)  # the spike's column keeps its own range
+    in_column = losses[(np.arange(1, 50_001) * 300 // 50_000) == column]
+    pairs = zip(shown[::2], shown[1::2], strict=True)  # each column: (lowest, highest)
+    assert (in_column.min(), 9.0) in {(low, high) for (_, low), (_, high) in pairs}
+    assert per_column(data[:500], total=50_000, columns=300) == data[:500]  # few: all drawn

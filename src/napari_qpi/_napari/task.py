@@ -270,7 +270,7 @@ class TaskControls(Container):
 
         ``QProgressBar.setValue`` repaints at once, and with napari's OpenGL canvas in the window
         each repaint composes the whole window; progress signals that queued up while the GUI
-        thread was busy would be shown one after the other in one turn (a 650 ms wall-clock gap
+        thread was busy would be shown one after the other in one turn (gaps up to 670 ms wall clock
         during Autofocus, measured under Xvfb on the shared machine). Only the latest is shown.
         """
         if self._latest_progress is None:

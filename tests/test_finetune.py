@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from _heartbeat import Heartbeat
 from napari_qpi._napari.finetune_widget import FinetuneWidget, warm_up
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi._napari.task import warm_up_display
@@ -425,24 +426,6 @@ def _viewer_with_data(make_napari_viewer, n: int = 2):
     return viewer, phases
 
 
-class _Heartbeat:
-    """A 10 ms timer on the GUI thread that samples ``probe()`` at every tick it gets. A tick that
-    sees work half done proves the event loop ran during that work (no wall-clock bound)."""
-
-    def __init__(self, probe) -> None:
-        from qtpy.QtCore import QTimer
-
-        self.seen: list = []
-        self.timer = QTimer()
-        self.timer.setInterval(10)
-        self.timer.timeout.connect(lambda: self.seen.append(probe()))
-        self.timer.start()
-
-    def stop(self) -> list:
-        self.timer.stop()
-        return self.seen
-
-
 def _widgets(viewer):
     retrieval = PhaseRetrievalWidget(viewer)
     widget = FinetuneWidget(viewer)
@@ -486,7 +469,7 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
     assert "tiny-ft-gui" not in retrieval.method.choices
 
     assert warm_up().wait(60)
-    heartbeat = _Heartbeat(lambda: len(widget.plot.train))
+    heartbeat = Heartbeat(lambda: len(widget.plot.train))  # a tick mid-run: the GUI ran
     worker = widget.controls.start()
     assert worker is not None
     with qtbot.waitSignal(worker.finished, timeout=60_000):

@@ -83,6 +83,35 @@ def test_propagation_round_trip_recovers_a_band_limited_field():
     np.testing.assert_allclose(Propagator(smooth, **OPTICS).at(30.0), there, atol=1e-4)
 
 
+def test_buffered_and_batched_planes_are_the_propagated_ones():
+    """The autofocus's fast paths (a reused buffer, several planes in one FFT) give the field
+    :func:`propagate` gives, for a field, the conjugate sideband and a stack, including a z far
+    enough for the band limit to cut rows and columns."""
+    field = defocused_field(_cells(2), 0.0)[:200, :160]
+    zs = [0.0, 12.5, -40.0, 900.0]
+    for data, sign in ((field, 1), (np.conj(field), -1), (np.stack([field, field[::-1]]), 1)):
+        prop = Propagator(data, sign=sign, **OPTICS)
+        expected = [propagate(data, z, sign=sign, **OPTICS) for z in zs]
+        buffer = np.empty(data.shape, np.complex64)
+        for z, want in zip(zs, expected, strict=True):
+            got = prop.at(z, out=buffer)
+            assert np.shares_memory(got, buffer)
+            np.testing.assert_allclose(got, want, atol=2e-5)
+        np.testing.assert_allclose(prop.at_many(zs), np.stack(expected), atol=2e-5)
+    assert np.abs(expected[-1] - expected[1]).max() > 0.1  # the planes differ
+    # the band limit at 900 um zeroes whole rows and columns of the transfer function
+    transfer = Propagator(field, **OPTICS).transfer(900.0)
+    assert (np.abs(transfer).max(axis=1) == 0).any() and (np.abs(transfer).max(axis=0) == 0).any()
+
+
+def test_single_precision_spectrum_matches_the_double_one():
+    image = np.random.default_rng(3).poisson(2000.0, (96, 80)).astype(np.uint16)
+    double, single = half_spectrum(image), half_spectrum(image, single=True)
+    assert single.dtype == np.complex64 and double.dtype == np.complex128
+    assert abs(single[0, 0]) < 1e-3 * np.abs(double).max()  # the mean is off the DC bin
+    np.testing.assert_allclose(single, double, atol=1e-5 * np.abs(double).max())
+
+
 def test_fft_workers_respects_the_environment(monkeypatch):
     monkeypatch.setenv("NAPARI_QPI_FFT_WORKERS", "3")
     assert fft_workers() == 3

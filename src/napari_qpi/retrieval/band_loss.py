@@ -54,16 +54,31 @@ def band_loss(spectrum: np.ndarray, window: np.ndarray) -> np.ndarray:
     h, w = spectrum.shape[-2:]
     big_h = sfft.next_fast_len(math.ceil(LOSS_GRID_FACTOR * h))
     big_w = sfft.next_fast_len(math.ceil(LOSS_GRID_FACTOR * w))
-    rows = np.r_[0 : (h + 1) // 2, big_h - h // 2 : big_h][:, None]
-    cols = np.r_[0 : (w + 1) // 2, big_w - w // 2 : big_w][None, :]
     padded = np.zeros((*spectrum.shape[:-2], big_h, big_w), np.complex64)
-    padded[..., rows, cols] = spectrum
+    for small, big in _corners((h, w), (big_h, big_w)):
+        padded[big] = spectrum[small]
     fine = sfft.ifft2(padded, axes=(-2, -1), workers=fft_workers(), overwrite_x=True)
     fine /= np.maximum(np.abs(fine), np.float32(1e-30))
-    unit = sfft.fft2(fine, axes=(-2, -1), workers=fft_workers(), overwrite_x=True)[..., rows, cols]
+    big_unit = sfft.fft2(fine, axes=(-2, -1), workers=fft_workers(), overwrite_x=True)
+    unit = np.empty(spectrum.shape, np.complex64)
+    for small, big in _corners((h, w), (big_h, big_w)):
+        unit[small] = big_unit[big]
     unit *= window * np.float32(h * w / (big_h * big_w))
     limited = sfft.ifft2(unit, axes=(-2, -1), workers=fft_workers(), overwrite_x=True)
     return np.float32(1.0) - np.abs(limited).astype(np.float32, copy=False)
+
+
+def _corners(
+    small: tuple[int, int], big: tuple[int, int]
+) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """The four corner blocks (positive and negative frequencies along each axis, fft order) of
+    a spectrum of shape ``small`` and where they lie on a zero-padded one of shape ``big``: pairs
+    of index tuples ``(..., rows, cols)``."""
+    axes = []
+    for n, m in zip(small, big, strict=True):
+        pos, neg = (n + 1) // 2, n // 2
+        axes.append([(slice(0, pos), slice(0, pos)), (slice(n - neg, n), slice(m - neg, m))])
+    return [((Ellipsis, ry, cx), (Ellipsis, by, bx)) for ry, by in axes[0] for cx, bx in axes[1]]
 
 
 def band_compensated_amplitude(field: np.ndarray, loss: np.ndarray) -> np.ndarray:

@@ -26,12 +26,16 @@ resolves it aliases, so ``H`` is set to 0 beyond ``|fx| > 1 / (lambda_m sqrt((2 
 
 Speed: one forward and one inverse complex FFT (scipy.fft, complex64) and one multiply. The
 ``kz`` grid of a shape and optics is cached, so are the last few transfer functions; a
-:class:`Propagator` keeps a field's spectrum so every further z costs one inverse FFT.
+:class:`Propagator` keeps a field's spectrum so every further z costs one inverse FFT, and a
+search over many z writes each plane into one reused buffer (:meth:`Propagator.at` with ``out``)
+or forms several planes in one batched FFT (:meth:`Propagator.at_many`): on this VM a fresh
+1.3 MB array costs about as much in page faults (0.26 ms) as the transfer function's cos and sin.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -84,10 +88,11 @@ def _check_z(z_um: float) -> float:
 @lru_cache(maxsize=8)
 def _kz_grid(
     shape: tuple[int, int], pixel_size_um: float, wavelength_um_medium: float
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(kz - k, mask)``: axial frequency minus ``n / lambda`` (cycles/um, fft order), float32.
 
-    ``mask`` is False for evanescent waves; the band limit depends on z and is applied by
+    ``mask`` is False for evanescent waves, ``None`` when the grid has none (its Nyquist corner
+    lies inside ``n / lambda``); the band limit depends on z and is applied by
     :func:`transfer_function`.
     """
     h, w = shape
@@ -100,7 +105,15 @@ def _kz_grid(
     kz = kz.astype(np.float32)
     kz.flags.writeable = False
     propagating.flags.writeable = False
-    return kz, propagating
+    return kz, (None if propagating.all() else propagating)
+
+
+@lru_cache(maxsize=16)
+def _abs_frequencies(n: int, pixel_size_um: float) -> np.ndarray:
+    """``|fftfreq(n, pixel)|`` (cycles/um, fft order), read-only."""
+    freq = np.abs(sfft.fftfreq(n, d=pixel_size_um))
+    freq.flags.writeable = False
+    return freq
 
 
 def band_limit_cycles_per_um(
@@ -125,26 +138,54 @@ def transfer_function(
 
     See the module docstring for the formula and the sign of z. Cached (read-only result).
     """
+    transfer = np.empty(tuple(shape), dtype=np.complex64)
+    fill_transfer(
+        transfer,
+        z_um,
+        wavelength_nm=wavelength_nm,
+        pixel_size_um=pixel_size_um,
+        medium_index=medium_index,
+        band_limit=band_limit,
+    )
+    transfer.flags.writeable = False
+    return transfer
+
+
+def fill_transfer(
+    out: np.ndarray,
+    z_um: float,
+    *,
+    wavelength_nm: float,
+    pixel_size_um: float,
+    medium_index: float = 1.0,
+    band_limit: bool = True,
+) -> np.ndarray:
+    """:func:`transfer_function` written into ``out`` (complex64, ``(H, W)``), not cached: a
+    search over many z reuses one buffer instead of a new array per plane."""
     wavelength_nm, pixel_size_um, medium_index = check_optics(
         wavelength_nm, pixel_size_um, medium_index
     )
     z = _check_z(z_um)
     lam = wavelength_nm * 1e-3 / medium_index
-    kz, propagating = _kz_grid(tuple(shape), pixel_size_um, lam)
+    h, w = out.shape
+    kz, propagating = _kz_grid((h, w), pixel_size_um, lam)
     phase = kz * np.float32(2 * np.pi * z)
-    transfer = np.empty(kz.shape, dtype=np.complex64)
-    np.cos(phase, out=transfer.real)
-    np.sin(phase, out=transfer.imag)
-    keep = propagating
-    if band_limit and z != 0:
-        h, w = shape
-        fy = np.abs(sfft.fftfreq(h, d=pixel_size_um))[:, None]
-        fx = np.abs(sfft.fftfreq(w, d=pixel_size_um))[None, :]
-        keep = keep & (fy <= band_limit_cycles_per_um(z, h, pixel_size_um, lam))
-        keep = keep & (fx <= band_limit_cycles_per_um(z, w, pixel_size_um, lam))
-    transfer *= keep
-    transfer.flags.writeable = False
-    return transfer
+    np.cos(phase, out=out.real)
+    np.sin(phase, out=out.imag)
+    if propagating is not None:
+        out *= propagating
+    if band_limit and z != 0:  # whole rows and columns beyond the band limit go
+        rows = _abs_frequencies(h, pixel_size_um) > band_limit_cycles_per_um(
+            z, h, pixel_size_um, lam
+        )
+        cols = _abs_frequencies(w, pixel_size_um) > band_limit_cycles_per_um(
+            z, w, pixel_size_um, lam
+        )
+        if rows.any():
+            out[rows, :] = 0
+        if cols.any():
+            out[:, cols] = 0
+    return out
 
 
 def _as_field(field: np.ndarray) -> np.ndarray:
@@ -303,13 +344,55 @@ class Propagator:
             band_limit=self.band_limit,
         )
 
-    def at(self, z_um: float) -> np.ndarray:
-        """The field ``z_um`` downstream (complex64)."""
-        if _check_z(z_um) == 0:
-            return self.field.copy()
-        spectrum = self.spectrum * self.transfer(z_um)
-        out = sfft.ifft2(spectrum, workers=self.workers, overwrite_x=True)
-        return out.astype(np.complex64, copy=False)
+    def transfer_into(self, out: np.ndarray, z_um: float) -> np.ndarray:
+        """:meth:`transfer` written into ``out`` (complex64, ``(H, W)``), not cached."""
+        return fill_transfer(
+            out,
+            _check_z(z_um) * self.sign,
+            wavelength_nm=self.wavelength_nm,
+            pixel_size_um=self.pixel_size_um,
+            medium_index=self.medium_index,
+            band_limit=self.band_limit,
+        )
+
+    def at_many(self, zs_um: Sequence[float]) -> np.ndarray:
+        """The field at each of ``zs_um``, ``(len(zs), ...shape)`` complex64: the transfer
+        functions formed into one array and one batched inverse FFT (for a few planes of a small
+        field, several times faster than :meth:`at` for each)."""
+        zs = [_check_z(z) for z in zs_um]
+        work = np.empty((len(zs), *self.shape), np.complex64)
+        stacked = len(self.shape) > 2
+        transfer = np.empty(self.shape[-2:], np.complex64) if stacked else None
+        for plane, z in zip(work, zs, strict=True):
+            if z == 0:  # the field as it is, as :meth:`at` gives it (evanescent waves kept)
+                np.copyto(plane, self.spectrum)
+            elif stacked:
+                np.multiply(self.spectrum, self.transfer_into(transfer, z), out=plane)
+            else:
+                np.multiply(self.spectrum, self.transfer_into(plane, z), out=plane)
+        fields = sfft.ifft2(work, axes=(-2, -1), workers=self.workers, overwrite_x=True)
+        return fields.astype(np.complex64, copy=False)
+
+    def at(self, z_um: float, out: np.ndarray | None = None) -> np.ndarray:
+        """The field ``z_um`` downstream (complex64).
+
+        ``out``: a complex64 array of the field's shape to write it into (returned): a search
+        over many planes then allocates nothing per plane (fresh pages cost as much as the
+        transfer function's arithmetic). Without it the transfer function is the cached one.
+        """
+        z = _check_z(z_um)
+        if out is None:
+            if z == 0:
+                return self.field.copy()
+            spectrum = self.spectrum * self.transfer(z)
+        elif z == 0:
+            np.copyto(out, self.field)
+            return out
+        else:
+            plane = out if out.ndim == 2 else np.empty(out.shape[-2:], np.complex64)
+            spectrum = np.multiply(self.spectrum, self.transfer_into(plane, z), out=out)
+        field = sfft.ifft2(spectrum, workers=self.workers, overwrite_x=True)
+        return field.astype(np.complex64, copy=False)
 
 
 __all__ = [
@@ -318,6 +401,7 @@ __all__ = [
     "band_limit_cycles_per_um",
     "check_optics",
     "fft_workers",
+    "fill_transfer",
     "propagate",
     "transfer_function",
 ]

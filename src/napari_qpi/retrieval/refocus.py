@@ -49,10 +49,17 @@ if TYPE_CHECKING:
 REFERENCE_FLOOR = 1e-3
 
 
+#: Most pixels of ``|ref|`` whose median sets the floor of :func:`divide_reference` (an evenly
+#: strided sample of larger fields: the floor only guards against ``0 / 0``).
+REFERENCE_MEDIAN_SAMPLES = 1 << 14
+
+
 def divide_reference(obj: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``obj / ref`` of complex fields (complex64); ``|ref|`` floored at 1e-3 of its median."""
+    """``obj / ref`` of complex fields (complex64); ``|ref|`` floored at 1e-3 of its median (of
+    at most :data:`REFERENCE_MEDIAN_SAMPLES` pixels)."""
     power = (ref.real * ref.real + ref.imag * ref.imag).astype(np.float32)
-    floor = np.float32((REFERENCE_FLOOR * float(np.median(np.sqrt(power)))) ** 2 + 1e-30)
+    sample = power.reshape(-1)[:: max(1, power.size // REFERENCE_MEDIAN_SAMPLES)]
+    floor = np.float32((REFERENCE_FLOOR * float(np.median(np.sqrt(sample)))) ** 2 + 1e-30)
     out = obj * np.conj(ref)
     out /= np.maximum(power, floor)
     return out.astype(np.complex64, copy=False)
@@ -150,8 +157,10 @@ def hologram_field(
     wavelength, pixel, index = optics(acq)
     img = as_image(hologram)
     carrier = settings.carrier if settings.carrier is not None else acq.carrier_cycles_per_px
+    spectrum = half_spectrum(img, single=True)
     sideband = find_sideband(
         img,
+        spectrum=spectrum,
         carrier=carrier,
         radius_fraction=settings.radius_fraction,
         numerical_aperture=settings.numerical_aperture or acq.numerical_aperture,
@@ -164,7 +173,6 @@ def hologram_field(
     )
     if compact is not None and compact[0] * q >= img.shape[0]:
         compact = None  # the native grid is as small
-    spectrum = half_spectrum(img)
     if fill_clipped:
         img, spectrum, _ = fill_saturated(img, spectrum, sideband, settings.filter)
 
@@ -183,7 +191,7 @@ def hologram_field(
             raise InputError(
                 f"The reference hologram has shape {ref.shape} but the hologram has {img.shape}."
             )
-        ref_spectrum = half_spectrum(ref)
+        ref_spectrum = half_spectrum(ref, single=True)
         if fill_clipped:
             ref, ref_spectrum, _ = fill_saturated(ref, ref_spectrum, sideband, settings.filter)
         field = divide_reference(field, demod(ref, ref_spectrum))

@@ -103,3 +103,43 @@ def test_refocus_refuses_a_network_and_missing_optics(widget, qtbot):
         assert not panel.usable and panel.refocus_um() is None
         with pytest.raises(Exception, match="classical method"):
             panel.inputs()
+
+
+def test_autofocus_scores_the_current_view(widget, qtbot, monkeypatch):
+    """Zoomed into one cell, "current view" scores the pixels the canvas shows, and finds z."""
+    from napari_qpi._napari import refocus_panel
+
+    panel, viewer = widget.refocus, widget.viewer
+    viewer.window.show()  # a shown canvas: its size is the one the camera's numbers refer to
+    canvas = viewer.window._qt_viewer.canvas
+    qtbot.waitUntil(lambda: tuple(viewer.canvas.size) == tuple(canvas.size), timeout=5_000)
+    truth = np.asarray(viewer.layers["true phase"].data)
+    cy, cx = np.unravel_index(int(np.argmax(truth)), truth.shape)  # the strongest cell
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    height, width = viewer.canvas.size
+    camera.center = (cy * 0.2, cx * 0.2)
+    camera.zoom = min(height, width) / (96 * 0.2)  # 96 pixels along the smaller canvas side
+    used = []
+    real = refocus_panel.iter_hologram_autofocus
+
+    def spy(*args, **kwargs):
+        used.append(kwargs["region"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refocus_panel, "iter_hologram_autofocus", spy)
+    assert panel.region.value == refocus_panel.WHOLE_FIELD
+    panel.region.value = refocus_panel.CURRENT_VIEW
+    _run(panel.autofocus, qtbot)
+    y0, y1, x0, x1 = used[-1]
+    for lo, hi, centre, extent, n in (
+        (y0, y1, cy, height, SHAPE[0]),
+        (x0, x1, cx, width, SHAPE[1]),
+    ):
+        half = 0.5 * extent / camera.zoom / 0.2  # data pixels either side of the centre
+        assert lo == max(0, int(np.floor(centre - half + 0.5)))
+        assert hi == min(n, int(np.ceil(centre + half + 0.5)))
+    assert (y1 - y0) * (x1 - x0) < SHAPE[0] * SHAPE[1] / 2  # a part of the field
+    assert abs(panel.z.value - DEFOCUS_UM) <= 1.0, panel.status.value
+    viewer.reset_view()  # all of it in view: the whole field
+    _run(panel.autofocus, qtbot)
+    assert used[-1] is None

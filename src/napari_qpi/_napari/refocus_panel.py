@@ -4,8 +4,10 @@ Refocusing works on the complex field of the classical method (:mod:`napari_qpi.
 the section shows only for it. The slider's z (um, positive downstream) is applied by *Run* when
 *refocus on Run* is ticked. The live preview retrieves the viewed plane at native resolution in a
 worker thread: while one preview runs, slider moves only remember the latest z, which is shown
-next, so the GUI never waits. *Autofocus* searches the viewed plane (in the drawn shape's bounding
-box if a shapes layer is chosen) with a progress bar and Cancel, then sets the slider. *Send
+next, so the GUI never waits. *Autofocus* searches the viewed plane with a progress bar and Cancel,
+then sets the slider; it scores the *focus region*: the whole field, the current view (what the
+canvas shows of the hologram: :func:`~napari_qpi._napari.view_region.visible_box`) or the bounding
+box of the last shape drawn in a shapes layer (the whole field is propagated in every case). *Send
 z-stack to viewer* adds the phase refocused from START to STOP in STEP um as a ZYX layer whose z
 scale is STEP um.
 """
@@ -28,11 +30,16 @@ from ..retrieval.autofocus import DEFAULT_METRIC, METRICS, default_range
 from ..retrieval.refocus import iter_hologram_autofocus, iter_zstack, optics
 from .gc_pin import pin_while_running
 from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
-from .pickers import layer_picker
+from .pickers import ranked_layers
 from .task import Job, TaskControls, add_layer_steps, show_in_turns, wrapping_label
+from .view_region import visible_box
 
 if TYPE_CHECKING:
     from .retrieval_widget import PhaseRetrievalWidget
+
+
+#: Focus-region choices besides the shapes layers.
+WHOLE_FIELD, CURRENT_VIEW = "whole field", "current view"
 
 
 def shapes_rank(layer: Any) -> int | None:
@@ -53,14 +60,15 @@ class RefocusPanel(Container):
         self.z.tooltip = "refocus distance in um; positive: the focus moves along the light"
         self.preview = CheckBox(text="live preview", value=False)
         self.preview.tooltip = "show the viewed plane refocused to z (native resolution)"
-        self.region = layer_picker(
-            self.viewer,
-            shapes_rank,
+        self.region = ComboBox(
             label="focus region",
-            tooltip="a shapes layer: autofocus scores its last shape's box (empty: whole field)",
-            nullable=True,
-            follow=None,
+            choices=self._region_choices,
+            value=WHOLE_FIELD,
+            tooltip="what autofocus scores: the whole field, what the canvas shows of the "
+            "hologram, or the box of the last shape drawn in a shapes layer",
         )
+        self.viewer.layers.events.inserted.connect(self.region.reset_choices)
+        self.viewer.layers.events.removed.connect(self.region.reset_choices)
         self.metric = ComboBox(
             label="focus metric",
             choices=sorted(METRICS),
@@ -192,14 +200,45 @@ class RefocusPanel(Container):
             "settings": settings,
         }
 
+    def _region_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        shapes = [(f"{s.name} (last shape)", s) for s in ranked_layers(self.viewer, shapes_rank)]
+        return [(WHOLE_FIELD, WHOLE_FIELD), (CURRENT_VIEW, CURRENT_VIEW), *shapes]
+
     def _region_box(self, layer: Any) -> tuple[int, int, int, int] | None:
+        """The focus region in ``layer``'s pixels ``(y0, y1, x0, x1)``, or ``None``: all of it."""
         shapes = self.region.value
-        if shapes is None or len(shapes.data) == 0:
+        if shapes == CURRENT_VIEW:
+            return self._view_box(layer)
+        if not isinstance(shapes, napari.layers.Shapes) or len(shapes.data) == 0:
             return None
         corners = np.array([layer.world_to_data(shapes.data_to_world(v)) for v in shapes.data[-1]])
         lo = np.floor(corners.min(axis=0)[-2:]).astype(int)
         hi = np.ceil(corners.max(axis=0)[-2:]).astype(int)
         return int(lo[0]), int(hi[0]), int(lo[1]), int(hi[1])
+
+    def _view_box(self, layer: Any) -> tuple[int, int, int, int] | None:
+        """The pixels of ``layer`` that the canvas shows (2-D view of its last two axes)."""
+        dims = self.viewer.dims
+        if dims.ndisplay != 2 or tuple(dims.displayed) != (dims.ndim - 2, dims.ndim - 1):
+            raise InputError(
+                "The current view as focus region needs a 2-D view of the image's own y and x "
+                "axes: switch the viewer to 2-D (and untranspose it), or choose another region."
+            )
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; viewer.camera before
+        camera = scene.camera if scene is not None else self.viewer.camera
+        canvas = getattr(self.viewer, "canvas", None)
+        if canvas is not None and hasattr(canvas, "viewbox_size"):
+            size = canvas.viewbox_size(self.viewer.layers)  # one viewbox in grid mode
+        else:
+            size = self.viewer._canvas_size
+        return visible_box(
+            camera.center[-2:],
+            float(camera.zoom),
+            size,
+            layer.data.shape[-2:],
+            scale=tuple(float(v) for v in layer.scale[-2:]),
+            translate=tuple(float(v) for v in layer.translate[-2:]),
+        )
 
     # --- live preview --------------------------------------------------------------------------
 
@@ -354,4 +393,4 @@ def _preview(plane, reference, acquisition, settings) -> Any:
     return result.phase, result.pixel_size_factor, phase_contrast_limits(result.phase)
 
 
-__all__ = ["RefocusPanel", "shapes_rank"]
+__all__ = ["CURRENT_VIEW", "WHOLE_FIELD", "RefocusPanel", "shapes_rank"]

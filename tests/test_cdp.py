@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -355,6 +356,28 @@ def test_config_round_trip_and_build() -> None:
         CDPNetConfig(shape=(18, 18), depth=3)
 
 
+def test_an_untrained_flat_modulus_network_is_the_phase_object_solver() -> None:
+    """Zero-initialised head: the network's output is its first estimate, which with
+    ``first_estimate="flat-modulus"`` and unit step sizes is the classical phase-object solver."""
+    config = CDPNetConfig.student(
+        shape=(32, 32), first_estimate="flat-modulus", unrolled_steps=40, base_channels=4
+    )
+    model = CDPNet(config).eval()
+    obj = cell_objects(1, (32, 32), peak_phase_rad=(2.0, 3.0), seed=31)[0]
+    patterns = add_poisson_noise(
+        coded_diffraction_patterns(obj, model.masks.export()), 100, seed=32
+    )
+    network = model.reconstruct(patterns)
+    classical = solve_phase_object(patterns, model.masks.export(), iterations=40)
+    assert relative_error(network, classical) < 1e-3
+    assert relative_error(network, obj) < 0.2  # and it is the object, not a failed start
+    spectral = CDPNet(dataclasses.replace(config, first_estimate="spectral")).eval()
+    assert relative_error(spectral.reconstruct(patterns), obj) > 0.4
+    assert CDPNetConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ModelError, match="first_estimate"):
+        CDPNetConfig(first_estimate="random")
+
+
 # --- distillation -----------------------------------------------------------------------------
 
 
@@ -417,6 +440,12 @@ def test_distill_command_line(tmp_path) -> None:
             "--val-objects", "2", "--classical-iterations", "3", "--gram-patch", "3",
             "--feature-layers", "dec0", "--photons", "1000",
     ]  # fmt: skip
+    flat = config_from_args(
+        parser.parse_args(
+            [*argv, "--student-first-estimate", "flat-modulus", "--student-unrolled-steps", "7"]
+        )
+    ).network_config("student")
+    assert (flat.first_estimate, flat.unrolled_steps) == ("flat-modulus", 7)
     args = parser.parse_args(argv)
     assert distill_main(args) == 0
     report = json.loads((tmp_path / "report.json").read_text())

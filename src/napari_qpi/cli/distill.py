@@ -91,6 +91,20 @@ def _add_training_flags(flags: Flags, d: DistillConfig) -> None:
     """Networks, steps, learning rates and the distillation loss."""
     flags.add("--teacher-channels", type=int, default=d.teacher_channels)
     flags.add("--student-channels", type=int, default=d.student_channels)
+    flags.add(
+        "--student-first-estimate",
+        choices=["spectral", "flat-modulus"],
+        default=d.student_first_estimate,
+        help="the student's physics first estimate: 'flat-modulus' runs the classical "
+        "phase-object iterations (flat start, measured modulus) before the refiner, for phase "
+        "objects (default: %(default)s)",
+    )
+    flags.add(
+        "--student-unrolled-steps",
+        type=int,
+        default=d.student_unrolled_steps,
+        help="unrolled physics steps of the student (default: the network's, 3)",
+    )
     flags.add("--depth", type=int, default=d.depth)
     flags.add("--batch-size", type=int, default=d.batch_size)
     flags.add(
@@ -198,6 +212,8 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         read_noise_photons=args.read_noise,
         teacher_channels=args.teacher_channels,
         student_channels=args.student_channels,
+        student_first_estimate=getattr(args, "student_first_estimate", "spectral"),
+        student_unrolled_steps=getattr(args, "student_unrolled_steps", None),
         depth=args.depth,
         batch_size=args.batch_size,
         teacher_steps=args.teacher_steps,

@@ -16,6 +16,11 @@ The optical system and the reconstruction are one differentiable model (end-to-e
    ``z <- z - mu_t / K * A^H(Az - sqrt(y) Az / |Az|)`` with learnt step sizes ``mu_t`` (``mu = 1``
    is one Gerchberg–Saxton iteration, since ``A^H A = K I``). The global phase, which the
    measurements cannot fix, is set so that ``sum(z)`` is real and positive.
+   With ``first_estimate="flat-modulus"`` (phase objects) the start is instead the flat field at
+   the measured RMS amplitude and every unrolled step is followed by the projection onto that
+   modulus: with ``mu = 1`` these are the iterations of the classical phase-object solver
+   (:func:`~napari_qpi.retrieval.cdp_solvers.solve_phase_object`), so the refiner corrects the
+   best classical estimate instead of a spectral one.
 4. **Refiner** (:class:`Refiner`): a small U-Net on the first estimate as two channels (real and
    imaginary parts, divided by the object's RMS amplitude ``sqrt(sum(y) / (K H W))``, known from
    the measurement), predicting a residual correction. The output is the complex object:
@@ -58,6 +63,10 @@ from ..physics.cdp import (
 _EPS = 1e-8
 
 
+#: Physics first estimates of :class:`PhysicsEstimate`.
+FIRST_ESTIMATES = ("spectral", "flat-modulus")
+
+
 @dataclass
 class CDPNetConfig:
     """Architecture of a :class:`CDPNet`; JSON round trip with :meth:`to_dict` / :meth:`from_dict`.
@@ -78,6 +87,9 @@ class CDPNetConfig:
         Power iterations of the spectral initialisation.
     unrolled_steps
         Unrolled amplitude-flow steps after it, each with a learnt step size.
+    first_estimate
+        ``"spectral"`` (the spectral start above) or ``"flat-modulus"`` (flat start, each step
+        projected onto the measured modulus: for phase objects; ``power_iterations`` unused).
     base_channels
         Channels of the refiner's first level; level l has ``base_channels * 2**l``.
     depth
@@ -95,6 +107,7 @@ class CDPNetConfig:
     mask_seed: int = 0
     power_iterations: int = 8
     unrolled_steps: int = 3
+    first_estimate: str = "spectral"
     base_channels: int = 16
     depth: int = 3
     photons_per_pixel: float | None = None
@@ -119,6 +132,11 @@ class CDPNetConfig:
             raise ModelError(f"mask_levels must be None or >= 2, got {self.mask_levels}")
         if self.power_iterations < 0 or self.unrolled_steps < 0:
             raise ModelError("power_iterations and unrolled_steps must be >= 0")
+        if self.first_estimate not in FIRST_ESTIMATES:
+            raise ModelError(
+                f"first_estimate must be one of {', '.join(FIRST_ESTIMATES)}, "
+                f"got {self.first_estimate!r}"
+            )
         if self.photons_per_pixel is not None and self.photons_per_pixel <= 0:
             raise ModelError(f"photons_per_pixel must be positive, got {self.photons_per_pixel}")
 
@@ -200,10 +218,17 @@ class PhysicsEstimate(nn.Module):
     estimate (B, H, W) complex and the object's RMS amplitude (B,) from Parseval.
     """
 
-    def __init__(self, oversampling: int, power_iterations: int, unrolled_steps: int) -> None:
+    def __init__(
+        self,
+        oversampling: int,
+        power_iterations: int,
+        unrolled_steps: int,
+        first_estimate: str = "spectral",
+    ) -> None:
         super().__init__()
         self.oversampling = oversampling
         self.power_iterations = power_iterations
+        self.first_estimate = first_estimate
         self.step_sizes = nn.Parameter(torch.ones(unrolled_steps))
 
     def forward(self, patterns: Tensor, phases: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,6 +240,8 @@ class PhysicsEstimate(nn.Module):
         energy = y.sum(dim=(-3, -2, -1))
         rms = torch.sqrt(energy / (n_masks * h * w) + _EPS)
         amplitudes = torch.sqrt(y + _EPS)
+        if self.first_estimate == "flat-modulus":
+            return self._flat_modulus(amplitudes, masks, rms), rms
         weights = torch.minimum(y, 9.0 * y.mean(dim=(-3, -2, -1), keepdim=True))
         z = cdp_adjoint_torch(amplitudes.to(masks.dtype), masks)
         for _ in range(self.power_iterations):
@@ -227,6 +254,18 @@ class PhysicsEstimate(nn.Module):
             modulus = torch.sqrt(far.real.square() + far.imag.square() + _EPS)
             z = z - (mu / n_masks) * cdp_adjoint_torch(far - amplitudes * far / modulus, masks)
         return _canonical_global_phase(z), rms
+
+    def _flat_modulus(self, amplitudes: Tensor, masks: Tensor, rms: Tensor) -> Tensor:
+        """Flat start at the RMS amplitude; amplitude-flow steps, each projected onto it."""
+        n_masks, h, w = masks.shape
+        modulus = rms[:, None, None]
+        z = modulus.to(masks.dtype).expand(-1, h, w)
+        for mu in self.step_sizes:
+            far = cdp_farfield_torch(z, masks, self.oversampling)
+            far_modulus = torch.sqrt(far.real.square() + far.imag.square() + _EPS)
+            z = z - (mu / n_masks) * cdp_adjoint_torch(far - amplitudes * far / far_modulus, masks)
+            z = z * (modulus / torch.sqrt(z.real.square() + z.imag.square() + _EPS))
+        return _canonical_global_phase(z)
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -301,7 +340,10 @@ class CDPNet(nn.Module):
             config.n_masks, config.shape, levels=config.mask_levels, seed=config.mask_seed
         )
         self.estimate = PhysicsEstimate(
-            config.oversampling, config.power_iterations, config.unrolled_steps
+            config.oversampling,
+            config.power_iterations,
+            config.unrolled_steps,
+            config.first_estimate,
         )
         self.refiner = Refiner(config.base_channels, config.depth)
 

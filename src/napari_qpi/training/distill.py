@@ -133,6 +133,10 @@ class DistillConfig:
         random mask). The KD student starts from the teacher's *trained* mask k; the control
         starts from the same mask *before* the teacher was trained (the random draw the teacher
         started from), so the two differ only by what the teacher learnt.
+    student_first_estimate, student_unrolled_steps
+        The student's physics first estimate (:class:`~napari_qpi.nn.cdpnet.CDPNetConfig`
+        ``first_estimate``; ``"flat-modulus"``: the classical phase-object iterations, for phase
+        objects) and its number of unrolled steps (``None``: the network's default).
     train_objects
         Size of a finite training set (``None``: a fresh batch every step, unlimited objects).
         The set is one fixed draw (seed ``TRAIN_POOL_SEED``, whatever ``seed``), shared by the
@@ -166,6 +170,8 @@ class DistillConfig:
     val_objects: int = 16
     student_mask: int | None = 0
     train_objects: int | None = None
+    student_first_estimate: str = "spectral"
+    student_unrolled_steps: int | None = None
 
     def __post_init__(self) -> None:
         self.feature_layers = tuple(self.feature_layers)
@@ -212,8 +218,13 @@ class DistillConfig:
         if role == "student":
             if self.student_mask_levels is not None:
                 common["mask_levels"] = self.student_mask_levels
+            if self.student_unrolled_steps is not None:
+                common["unrolled_steps"] = self.student_unrolled_steps
             return CDPNetConfig.student(
-                base_channels=self.student_channels, mask_seed=self.seed + 1, **common
+                base_channels=self.student_channels,
+                mask_seed=self.seed + 1,
+                first_estimate=self.student_first_estimate,
+                **common,
             )
         raise InputError(f"role must be 'teacher' or 'student', got {role!r}")
 

@@ -106,6 +106,14 @@ def describe(card: ModelCard, per_set: dict[str, tuple[float, float]], use: str)
         if use == role
         else f"{use} is the recommended single-snapshot model"
     )
+    network = card.architecture.get("config", {})
+    if network.get("first_estimate") == "flat-modulus":
+        steps = network.get("unrolled_steps")
+        what += (
+            f"; its first estimate is {steps} unrolled iterations of the classical phase-object "
+            "solver (flat start, measured modulus: for objects without absorption), which the "
+            "network corrects"
+        )
     return (
         f"{what}; learned mask and recovery network for 64x64 objects at oversampling 2, trained "
         f"on {trained_on}. Against {other} (PSNR, mean "

@@ -242,3 +242,19 @@ def test_cdp_ship_students_installs_the_pair_with_the_measured_margin(tmp_path, 
     assert bench.recommendation(wide, 2.5 * bench.SEED_SD_DB) == "cdp-student"
     narrow = {name: (-0.3, 0.1) for name in bench.SYNTHETIC_SETS}
     assert bench.recommendation(narrow, -0.3) == "cdp-control"
+
+
+def test_cdp_vs_phase_object_compares_a_model_with_the_solver_on_every_set(monkeypatch, capsys):
+    bench = load_script("cdp_vs_phase_object")
+    monkeypatch.setattr(bench, "N_SYNTHETIC", 2)
+    monkeypatch.setattr(bench.cdp_unseen, "ITERATIONS", 5)
+    assert bench.main(["cdp-student"]) == 0
+    rows = table_rows(capsys.readouterr().out, "| model | objects |")
+    assert [row[1].split(" (")[0] for row in rows] == [
+        "unseen scikit-image",
+        *bench.cdp_unseen.SYNTHETIC_SETS,
+    ]
+    for row in rows:
+        network, solver = (float(cell.split(" / ")[0]) for cell in row[2:4])
+        difference = float(row[4].split(" +- ")[0])
+        assert difference == pytest.approx(network - solver, abs=0.02)

@@ -9,6 +9,11 @@ through the model's own mask at ``cdp_unseen.PHOTONS`` photons per pattern pixel
 iterations. Sets: the 8 unseen scikit-image images of ``cdp_unseen.py``, and ``N_SYNTHETIC``
 held-out objects of each of ``cdp_unseen.SYNTHETIC_SETS`` (seed ``cdp_unseen.SYNTHETIC_SEED``).
 Prints mean PSNR / SSIM of both and the paired difference (mean +- s.e.m. over objects).
+
+``--starts`` also scores, on the unseen images through the first model's mask, what the start
+does to the classical solvers with the modulus imposed (``amplitude=1``): Gerchberg-Saxton from
+the spectral, random and flat starts and HIO from the flat start (``cdp_unseen.ITERATIONS``
+iterations each).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch
 
 import cdp_unseen
 from napari_qpi.models import load_model
-from napari_qpi.retrieval.cdp_solvers import solve_phase_object
+from napari_qpi.retrieval.cdp_solvers import solve_cdp, solve_phase_object
 from napari_qpi.training.distill import load_cdp_model
 
 N_SYNTHETIC = 32
@@ -65,10 +70,41 @@ def compare(name: str) -> list[str]:
     return rows
 
 
+def starts(name: str) -> list[str]:
+    """Rows of the ``--starts`` table: the same solvers from different starts."""
+    model = load(name)
+    mask, s = model.masks.export(), model.config.oversampling
+    objects = cdp_unseen.unseen_objects(model.config.shape, cdp_unseen.IMAGES)
+    patterns = cdp_unseen.measure(objects, mask, s)
+    rows = []
+    for method, init in (("gs", "spectral"), ("gs", "random"), ("gs", "flat"), ("hio", "flat")):
+
+        def run(y: np.ndarray, method: str = method, init: str = init) -> np.ndarray:
+            return solve_cdp(
+                y, mask, method=method, oversampling=s, iterations=cdp_unseen.ITERATIONS,
+                init=init, amplitude=1.0, seed=0,
+            )  # fmt: skip
+
+        scores = cdp_unseen.per_object(run, patterns, objects)
+        rows.append(
+            f"| {method} | {init} | {scores[:, 0].mean():.2f} / {scores[:, 1].mean():.3f} |"
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; see the module docstring."""
-    names = list(sys.argv[1:] if argv is None else argv) or ["cdp-student", "cdp-control"]
+    args = list(sys.argv[1:] if argv is None else argv)
+    with_starts = "--starts" in args
+    names = [arg for arg in args if arg != "--starts"] or ["cdp-student", "cdp-control"]
     torch.set_num_threads(1)
+    if with_starts:
+        print(
+            "| solver (modulus imposed) | start | unseen images through "
+            f"{names[0]}'s mask: dB / SSIM |"
+        )
+        print("|---|---|---|")
+        print("\n".join(starts(names[0])), flush=True)
     print(
         "| model | objects | network dB / SSIM | phase object dB / SSIM | network - solver (dB) |"
     )

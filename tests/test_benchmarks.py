@@ -258,3 +258,15 @@ def test_cdp_vs_phase_object_compares_a_model_with_the_solver_on_every_set(monke
         network, solver = (float(cell.split(" / ")[0]) for cell in row[2:4])
         difference = float(row[4].split(" +- ")[0])
         assert difference == pytest.approx(network - solver, abs=0.02)
+
+
+def test_cdp_vs_phase_object_starts_table_scores_each_start(monkeypatch):
+    bench = load_script("cdp_vs_phase_object")
+    monkeypatch.setattr(bench.cdp_unseen, "ITERATIONS", 20)
+    monkeypatch.setattr(bench.cdp_unseen, "IMAGES", bench.cdp_unseen.IMAGES[:2])
+    rows = [row.strip("|").split("|") for row in bench.starts("cdp-student")]
+    scores = {
+        (method.strip(), init.strip()): float(cell.split(" / ")[0]) for method, init, cell in rows
+    }
+    assert set(scores) == {("gs", "spectral"), ("gs", "random"), ("gs", "flat"), ("hio", "flat")}
+    assert scores["gs", "flat"] > scores["gs", "spectral"] + 10  # the start decides

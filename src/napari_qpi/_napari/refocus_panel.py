@@ -31,7 +31,14 @@ from ..retrieval.refocus import iter_hologram_autofocus, iter_zstack, optics
 from .gc_pin import pin_while_running
 from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .pickers import ranked_layers
-from .task import Job, TaskControls, add_layer_steps, show_in_turns, wrapping_label
+from .task import (
+    Job,
+    TaskControls,
+    add_layer_steps,
+    image_layer_steps,
+    show_in_turns,
+    wrapping_label,
+)
 from .view_region import visible_box
 
 if TYPE_CHECKING:
@@ -375,20 +382,8 @@ class RefocusPanel(Container):
         kwargs["scale"] = (result["step"], *pixel)
         kwargs["translate"] = (float(result["zs"][0]), *source.translate[-2:])
         kwargs["units"] = ("um", "um", "um")
-        name = kwargs["name"]
-        old = self.viewer.layers[name] if name in self.viewer.layers else None
-        if isinstance(old, napari.layers.Image) and old.ndim == 3 and not old.rgb:
-            # in place: removing a layer makes napari collect garbage on the GUI thread (~0.7 s)
-            old.metadata, old.translate = kwargs["metadata"], kwargs["translate"]
-            old.scale, old.data = kwargs["scale"], data
-            old.contrast_limits = kwargs["contrast_limits"]
-        else:
-            if old is not None:
-                self.viewer.layers.remove(old)
-            new = napari.layers.Image(data, **kwargs)
-            yield  # the layer's model built, added next turn (itself two turns)
-            yield from add_layer_steps(self.viewer, new)
-        self.status.value = f"z-stack of {len(phase)} planes in '{name}'"
+        layer = yield from image_layer_steps(self.viewer, data, kwargs)
+        self.status.value = f"z-stack of {len(phase)} planes in '{layer.name}'"
 
 
 @thread_worker

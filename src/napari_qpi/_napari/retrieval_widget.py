@@ -55,7 +55,7 @@ from .layers import (
 )
 from .pickers import background_rank, hologram_rank, layer_picker
 from .refocus_panel import RefocusPanel
-from .task import Job, TaskControls, add_layer_steps
+from .task import Job, TaskControls, add_layer_steps, image_layer_steps
 
 WHOLE_STACK = "whole stack"
 VIEWED_PLANES = "viewed planes only"
@@ -589,24 +589,9 @@ class PhaseRetrievalWidget(DockContainer):
         return _exhaust(self._layer_steps(data, kwargs))
 
     def _layer_steps(self, data: Any, kwargs: dict[str, Any]) -> Generator[None, None, str]:
-        """Add the result, or update the layer of the same name in place on a rerun; its name.
-
-        A new layer's model (thumbnail, slice: ~10-15 ms) is built in a turn before the one
-        that adds it to the viewer (itself two turns: :func:`add_layer_steps`). Updating rather
-        than removing and re-adding keeps napari from running a full garbage collection on
-        removal (0.7 s on the GUI thread, measured on the sample).
-        """
-        name = kwargs["name"]
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is None or layer.ndim != np.ndim(data) or layer.rgb:
-            new = napari.layers.Image(data, **kwargs)
-            yield
-            return (yield from add_layer_steps(self.viewer, new)).name
-        layer.metadata = kwargs["metadata"]
-        layer.scale = kwargs.get("scale", layer.scale)
-        layer.data = data
-        layer.contrast_limits = kwargs["contrast_limits"]
-        return name
+        """Add the result, or update the layer of the same name in place on a rerun
+        (:func:`image_layer_steps`); its name."""
+        return (yield from image_layer_steps(self.viewer, data, kwargs)).name
 
 
 def _exhaust(steps: Generator[None, None, str]) -> str:

@@ -26,23 +26,15 @@ import numpy as np
 import torch
 
 import cdp_unseen
-from napari_qpi.models import load_model
+from cdp import load
 from napari_qpi.retrieval.cdp_solvers import solve_cdp, solve_phase_object
-from napari_qpi.training.distill import load_cdp_model
 
 N_SYNTHETIC = 32
 
 
-def load(name: str):
-    """A CDP model by registered name or folder, in eval mode."""
-    path = Path(name)
-    model = load_cdp_model(path)[0] if path.is_dir() else load_model(name, device="cpu")[0]
-    return model.eval()
-
-
 def compare(name: str) -> list[str]:
     """One table row per object set for the model ``name``."""
-    model = load(name)
+    model = load(name)[0].eval()
     mask, s = model.masks.export(), model.config.oversampling
 
     def network(y: np.ndarray) -> np.ndarray:
@@ -72,7 +64,7 @@ def compare(name: str) -> list[str]:
 
 def starts(name: str) -> list[str]:
     """Rows of the ``--starts`` table: the same solvers from different starts."""
-    model = load(name)
+    model = load(name)[0].eval()
     mask, s = model.masks.export(), model.config.oversampling
     objects = cdp_unseen.unseen_objects(model.config.shape, cdp_unseen.IMAGES)
     patterns = cdp_unseen.measure(objects, mask, s)

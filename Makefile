@@ -50,8 +50,7 @@ test: install-test system-deps
 bench: install-test
 	$(PY) benchmarks/offaxis_classical.py --write
 	$(PY) benchmarks/loss_ablation.py --write
-	$(PY) benchmarks/searched_models.py --write \
-		--transfer-model src/napari_qpi/models/shipped/prnet-searched-transfer
+	$(PY) benchmarks/searched_models.py --write
 	$(PY) benchmarks/resolution_bound.py --write
 	$(PY) benchmarks/batch.py --write
 	$(PY) benchmarks/cdp.py --write

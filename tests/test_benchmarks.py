@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -73,6 +74,9 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     save_user_model(*tiny_searched("bench-searched"))
     save_model_folder(tmp_path / "bench-transfer", *tiny_searched("bench-transfer"))
 
+    measured = []
+    run = bench.run
+    monkeypatch.setattr(bench, "run", lambda *a, **k: measured.append(run(*a, **k)) or measured[0])
     argv = ["--quick", "--threads", "1", "--transfer-model", str(tmp_path / "bench-transfer")]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
@@ -98,6 +102,10 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert len(transfer) == 5
     assert transfer[-1][0] == "(b) bench-transfer, retrained on the transfer system"
     assert all(math.isfinite(float(cell)) for row in transfer for cell in row[2:6])
+    # no model trained on the transfer system is shipped: without the option, no row (b)
+    alone = replace(measured[0], transfer_model=None, transfer_accuracy=None)
+    transfer = table_rows(bench.render(alone, "python ...", True), "| method | training |")
+    assert len(transfer) == 4 and transfer[-1][0].endswith(", as is")
 
 
 def test_resolution_reference_keeps_flat_phase_and_loses_detail_with_stride(tmp_path, monkeypatch):

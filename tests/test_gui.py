@@ -299,6 +299,36 @@ def test_settings_are_remembered_when_the_dock_is_closed_and_reopened(make_napar
     assert finetune_again.augment.value is False
 
 
+#: A model a user may have chosen that napari-qpi no longer ships (dropped in issue 18).
+DROPPED_MODEL = "prnet-searched-transfer"
+
+
+def test_a_remembered_model_that_is_gone_falls_back_without_a_traceback(make_napari_viewer):
+    """Settings saved with a model since removed (a dropped shipped model, a deleted user model):
+    the widget offers what exists and keeps the other remembered settings; a dropped hologram
+    opens without its phase and says why."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_qpi._napari import gui_settings
+    from napari_qpi.models import list_models
+
+    assert DROPPED_MODEL not in [card.name for card in list_models()]
+    gui_settings.save("retrieval", {"method": DROPPED_MODEL, "filter": "gaussian"})
+    gui_settings.save("reader", {"reconstruct": True, "method": DROPPED_MODEL})
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-qpi", "hologram")
+    (retrieval,) = _dock(viewer, PhaseRetrievalWidget(viewer))
+    assert DROPPED_MODEL not in retrieval.method.choices
+    assert retrieval.method.value in retrieval.method.choices
+    assert retrieval.method.value == "classical"  # the default for a hologram
+    assert retrieval.filter.value == "gaussian"
+    seen = len(notification_manager.records)
+    layers = viewer.open(str(_sample_hologram_path()), plugin="napari-qpi")
+    assert [layer.name for layer in layers] == ["cells_hologram"]
+    said = [str(n.message) for n in notification_manager.records[seen:]]
+    assert any("without its phase" in m and DROPPED_MODEL in m for m in said), said
+
+
 # 5. nothing blocks the GUI thread ----------------------------------------------------------------
 
 

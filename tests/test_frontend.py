@@ -67,9 +67,10 @@ def test_front_end_field_is_the_classical_native_field(shape, period, angle):
     hologram, _ = _hologram(shape, period, angle)
     sideband = find_sideband(hologram)
     classical = demodulate(hologram, sideband)
-    field, q = OffAxisFrontEnd().field(torch.from_numpy(hologram)[None, None])
+    field, grid = OffAxisFrontEnd().field(torch.from_numpy(hologram)[None, None])
     ours = field[0].numpy()
-    assert q == crop_factor(shape, sideband) and ours.shape == classical.shape
+    q = crop_factor(shape, sideband)
+    assert grid.pitch == (q, q) and ours.shape == classical.shape
     strong = np.abs(classical) > 0.05 * np.abs(classical).mean()
     difference = np.angle(ours * np.conj(classical))[strong]
     assert np.abs(difference).max() < 1e-4  # radians: exp(i phi) agrees to float32 rounding
@@ -409,3 +410,72 @@ def test_front_end_model_runs_a_field_of_any_size_unpadded(family):
     classical = retrieve_offaxis(hologram, settings=OffAxisSettings(resolution="native"))
     q = round(classical.pixel_size_factor)
     np.testing.assert_allclose(result.phase[::q, ::q], classical.phase, atol=2e-3)
+
+
+# the tight native grid --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "period"), [((128, 128), 3.0), ((238, 267), 2.6), ((96, 160), 6.0)]
+)
+def test_tight_grid_holds_the_filter_in_fewer_samples_than_the_integer_one(shape, period):
+    """3 px fringes on 128^2: the integer grid is the full 128^2 (q = 1), the tight one ~70^2; a
+    238 x 267 field (no common divisor) gets q = 1 whatever the fringes, the tight grid does not.
+    Either grid holds the filter: 2 support N + 2 bins or more on each side."""
+    hologram, _ = _hologram(shape, period, 30.0)
+    x = torch.from_numpy(hologram)[None, None]
+    tight = OffAxisFrontEnd(FrontEndConfig(grid="tight"))
+    centres = tight.carriers(x, None)
+    grid = tight.grid(shape, centres)
+    integer = OffAxisFrontEnd().grid(shape, centres)
+    support = 0.7 * np.hypot(*centres[0]) * 1.1  # smooth disk: radius (1 + edge / 2)
+    assert all(m >= 2 * support * n + 2 - 1e-9 for m, n in zip(grid.crop, shape, strict=True))
+    assert np.prod(grid.crop) <= np.prod(integer.crop)
+    assert abs(grid.pitch[0] - grid.pitch[1]) < 0.02 * grid.pitch[0]  # one pitch on both axes
+    if period < 4:
+        assert np.prod(grid.crop) < 0.5 * np.prod(integer.crop)
+
+
+def test_tight_field_samples_the_band_limited_field_at_its_positions():
+    """On a grid of pitch 1.5 (120 -> 80 samples), every second native sample lies on a hologram
+    pixel (3 j / 2): there it equals the classical field demodulated at full resolution."""
+    hologram, system = _hologram((120, 120), 5.0, 30.0)
+    sideband = find_sideband(hologram, carrier=system.sideband_cycles_per_px)
+    full = demodulate(hologram, sideband, resolution="full")
+    centre = np.array([sideband.center_cycles_per_px])
+    grid = frontend.NativeGrid((80, 80), (120, 120))
+    assert grid.pitch == (1.5, 1.5)
+    ours = frontend.demodulate_torch(
+        torch.from_numpy(hologram)[None], centre, grid, 0.7, "smooth_disk"
+    )[0].numpy()
+    strong = np.abs(full[::3, ::3]) > 0.05 * np.abs(full).mean()
+    difference = np.angle(ours[::2, ::2] * np.conj(full[::3, ::3]))[strong]
+    assert np.abs(difference).max() < 1e-3
+    np.testing.assert_allclose(np.abs(ours[::2, ::2]), np.abs(full[::3, ::3]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_untrained_residual_model_on_a_tight_grid_is_the_classical_phase(family):
+    """The residual model on a tight grid is the classical phase of that grid, upsampled: on
+    3 px fringes it agrees with the classical method (full grid) in the cells and the
+    background, and the config round-trips through a card (``grid`` written only when tight)."""
+    torch.manual_seed(3)
+    config = FrontEndConfig(**{**RESIDUAL_FRONT_END.to_dict(), "grid": "tight"})
+    assert FrontEndConfig.from_dict(config.to_dict()) == config
+    assert "grid" not in RESIDUAL_FRONT_END.to_dict()
+    net = _small(family, front_end=config.to_dict()).eval()
+    hologram, _ = _hologram((128, 128), 3.0, 60.0)
+    classical = retrieve_offaxis(hologram).phase
+    with torch.no_grad():
+        ours = net(_tensor(hologram))[0, 0].numpy()
+    assert ours.shape == hologram.shape
+    inner = (slice(8, -8), slice(8, -8))
+    error = ours[inner] - classical[inner]
+    error -= np.median(error)
+    assert np.sqrt(np.mean(error**2)) < 0.1, np.sqrt(np.mean(error**2))
+    assert np.corrcoef(ours[inner].ravel(), classical[inner].ravel())[0, 1] > 0.99
+
+
+def test_grid_must_be_known():
+    with pytest.raises(ModelError, match="grid"):
+        FrontEndConfig(grid="fine")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
-from ..nn.frontend import CLASSICAL_INPUTS, FrontEndConfig, residual_front_end
+from ..nn.frontend import CLASSICAL_INPUTS, GRIDS, FrontEndConfig, residual_front_end
 from ..training.loop import ProgressBar, clear_work_files
 from ..training.search import (
     SEARCH_SHARE,
@@ -90,6 +91,15 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         "(cos / sin of it), 'both' (differences and cos / sin) or 'none' (not at all); all "
         "but 'phase' leave the network blind to the phase's level, so cells thicker than in "
         "training do not move it",
+    )
+    flags.add(
+        "--native-grid",
+        choices=GRIDS,
+        default="integer",
+        help="with the front end: the grid the network runs at: 'integer' (every q-th hologram "
+        "pixel, q an integer dividing both sides, as the classical method) or 'tight' (the "
+        "smallest grid that holds the sideband filter: fewer pixels, cells the same size in "
+        "native pixels whatever the fringe period and the field's side)",
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
@@ -236,10 +246,14 @@ def _callbacks(args: argparse.Namespace, description: str) -> list[Any]:
 def _front_end(args: argparse.Namespace) -> dict[str, Any]:
     """``{"front_end": config}`` with ``--front-end`` or ``--residual``, else nothing (old cards
     unchanged)."""
+    grid = getattr(args, "native_grid", "integer")
     if getattr(args, "residual", False):
-        classical_input = getattr(args, "classical_input", "phase")
-        return {"front_end": residual_front_end(classical_input).to_dict()}
-    return {"front_end": FrontEndConfig().to_dict()} if args.front_end else {}
+        config = residual_front_end(getattr(args, "classical_input", "phase"))
+    elif args.front_end:
+        config = FrontEndConfig()
+    else:
+        return {}
+    return {"front_end": replace(config, grid=grid).to_dict()}
 
 
 def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:

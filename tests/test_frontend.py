@@ -479,3 +479,17 @@ def test_untrained_residual_model_on_a_tight_grid_is_the_classical_phase(family)
 def test_grid_must_be_known():
     with pytest.raises(ModelError, match="grid"):
         FrontEndConfig(grid="fine")
+
+
+def test_memory_estimate_of_a_tight_model_covers_the_finest_grid():
+    """The memory probe measures a tight model on the finest grid (q = 1), as the integer one:
+    a hologram with 2 px fringes needs a tight grid close to the hologram's own."""
+    from napari_qpi.retrieval.deep import bytes_per_pixel
+
+    torch.manual_seed(0)
+    integer = _small("unet", front_end=RESIDUAL_FRONT_END.to_dict()).eval()
+    tight = _small("unet", front_end={**RESIDUAL_FRONT_END.to_dict(), "grid": "tight"}).eval()
+    tight.load_state_dict(integer.state_dict())
+    device = torch.device("cpu")
+    assert bytes_per_pixel(tight, 1, 4, device) == bytes_per_pixel(integer, 1, 4, device)
+    assert tight.front_end.config.grid == "tight"  # the model itself is left alone

@@ -15,6 +15,7 @@ With ``check=True`` a hologram model's input is checked against its training ran
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -222,6 +223,10 @@ def bytes_per_pixel(module: nn.Module, channels: int, stride: int, device: torch
             total += output.numel() * output.element_size()
 
     twin = copy.deepcopy(module).eval()
+    if (front_end := getattr(twin, "front_end", None)) is not None:
+        # the probe's sideband gives q = 1 on the integer grid: the finest native grid any
+        # hologram can need, which a tight grid (never finer than the hologram) stays under
+        front_end.config = dataclasses.replace(front_end.config, grid="integer")
     for leaf in twin.modules():
         if next(leaf.children(), None) is None:
             leaf.register_forward_hook(count)

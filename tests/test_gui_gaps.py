@@ -1,4 +1,5 @@
-"""Nothing blocks the GUI thread: fill, training and refocus, on the sample, in a real window.
+"""Nothing blocks the GUI thread: fill, training, refocus, retrieval and Cancel, on the sample, in a
+real window.
 
 Each test clicks as a user would and measures, with a 10 ms heartbeat on the GUI thread
 (:mod:`_heartbeat`), the most CPU time the GUI thread spent between two ticks, from the click
@@ -9,6 +10,8 @@ other processes stretch them). Run with ``-s`` to see the figures, and with
 """
 
 from __future__ import annotations
+
+from importlib.resources import files
 
 import pytest
 
@@ -197,3 +200,103 @@ def test_the_loss_plot_draws_at_most_two_points_a_pixel_column_and_keeps_the_env
     pairs = zip(shown[::2], shown[1::2], strict=True)  # each column: (lowest, highest)
     assert (in_column.min(), 9.0) in {(low, high) for (_, low), (_, high) in pairs}
     assert per_column(data[:500], total=50_000, columns=300) == data[:500]  # few: all drawn
+
+
+def _stack_file(tmp_path, planes: int = 16) -> str:
+    """A TIFF stack of ``planes`` shifted copies of the sample hologram, with its JSON sidecar."""
+    import numpy as np
+    import tifffile
+
+    from napari_qpi._napari.sample_data import HOLOGRAM_FILE, SAMPLE_PACKAGE
+    from napari_qpi.io import read_image, write_sidecar
+
+    sample = read_image(str(files(SAMPLE_PACKAGE) / HOLOGRAM_FILE))
+    path = tmp_path / "timelapse.tif"
+    tifffile.imwrite(path, np.stack([np.roll(sample.data, 3 * k, axis=1) for k in range(planes)]))
+    write_sidecar(path, sample.acquisition)
+    return str(path)
+
+
+def test_cancel_on_a_stack_shows_the_planes_done_and_leaves_the_gui_thread_free(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch, request
+):
+    """Drop a 16-plane hologram stack, tick *mark 2π jumps*, Run on the whole stack and click
+    Cancel half-way: the planes done are shown as a result is (the layer inserted in a turn of its
+    own and selected a turn later, then its jumps layer), named with how many planes were done.
+
+    The worker is held on its seventh plane until Cancel is clicked (a slow stack, whatever this
+    machine's speed): that plane is finished, the worker stops at its next yield, and exactly
+    seven planes are done.
+    """
+    import threading
+
+    import numpy as np
+    from napari.utils.notifications import notification_manager
+
+    from napari_qpi._napari import retrieval_widget
+
+    release = threading.Event()
+    request.addfinalizer(release.set)  # never leave the worker waiting
+    real = retrieval_widget.iter_reconstruct
+
+    def held(*args, **kwargs):
+        for index, result in enumerate(real(*args, **kwargs)):
+            if index == 6:
+                release.wait(60)
+            yield result
+
+    monkeypatch.setattr(retrieval_widget, "iter_reconstruct", held)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.open(_stack_file(tmp_path), plugin="napari-qpi")  # the hologram and its lazy phase
+    widget = PhaseRetrievalWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Phase retrieval", area="right")
+    assert warm_up_display().wait(60)
+    assert widget.hologram.value.name == "timelapse"
+    assert widget.planes.value == retrieval_widget.WHOLE_STACK
+    widget.mark_jumps.value = True
+    qtbot.wait(300)
+    finished: list[bool] = []
+    widget.controls.finished.connect(lambda: finished.append(True))
+    gaps = {
+        "run to plane 6": _measure(
+            qtbot,
+            widget.controls.run_button.native.click,
+            lambda: widget.controls.status.value == "6 / 16",
+        )
+    }
+    kept_name = "timelapse phase (classical, 7 of 16 planes)"
+    jumps_name = f"{kept_name} 2π jumps"
+
+    def shown() -> tuple[bool, bool, bool]:
+        active = viewer.layers.selection.active
+        return (
+            kept_name in viewer.layers,
+            active is not None and active.name == kept_name,
+            jumps_name in viewer.layers,
+        )
+
+    heartbeat = Heartbeat(probe=shown)
+    widget.controls.cancel_button.native.click()
+    release.set()
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    qtbot.wait(300)
+    gaps["cancel"] = heartbeat.max_gaps_ms()
+    seen = heartbeat.seen
+    _report("Cancel on a 16-plane stack", gaps)
+
+    said = f"kept the 7 of 16 planes done in '{kept_name}' (the others are NaN)"
+    assert widget.controls.status.value == f"cancelled; {said}"
+    assert f"Cancelled; {said}." in [str(n.message) for n in notification_manager.records]
+    kept = viewer.layers[kept_name]
+    assert kept.metadata["qpi_method"]["planes_done"] == [7, 16]
+    phase = np.asarray(kept.data)
+    assert phase.shape[0] == 16 and np.isfinite(phase[:7]).all() and np.isnan(phase[7:]).all()
+    jumps = np.asarray(viewer.layers[jumps_name].data)
+    assert jumps.shape == phase.shape and not jumps[7:].any()
+    assert viewer.layers.selection.active.name == jumps_name
+    # the loop turned between inserting the layer and selecting it, and again before the jumps
+    assert (True, False, False) in seen and (True, True, False) in seen, sorted(set(seen))
+    # its longest turn is napari inserting the phase (or its jumps) layer, as in the first Run
+    assert gaps["cancel"][1] < FIRST_INSERT_MS, gaps
+    assert gaps["run to plane 6"][1] < GAP_MS, gaps

@@ -227,9 +227,10 @@ def test_widget_cancel_on_a_long_stack_keeps_the_planes_done(make_napari_viewer,
     )
     widget = PhaseRetrievalWidget(viewer)
     widget.hologram.value = viewer.layers["long"]
-    worker = widget.controls.start()
+    widget.controls.start()
     qtbot.waitUntil(lambda: widget.controls.progress.value >= 2, timeout=10_000)
-    with qtbot.waitSignal(worker.finished, timeout=10_000):
+    # the run is over once the planes done are shown (in turns of the event loop)
+    with qtbot.waitSignal(widget.controls.finished, timeout=10_000):
         widget.controls.cancel_button.native.click()
     [kept] = [layer for layer in viewer.layers if layer.name.startswith("long phase")]
     done = kept.metadata["qpi_method"]["planes_done"][0]

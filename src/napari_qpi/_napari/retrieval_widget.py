@@ -380,11 +380,18 @@ class PhaseRetrievalWidget(DockContainer):
             return self._lazy_job(layer, data, method, reference, acquisition, settings, job)
         total = len(plane_indices(tuple(data.shape)))
         planes: list[np.ndarray] = []
-        self._partial = {"job": job, "planes": planes, "total": total, "shape": data.shape}
+        # the jumps of each plane, computed in the worker as it goes (~1 ms a 512^2 plane)
+        jumps: list[np.ndarray] | None = [] if self.mark_jumps.value else None
+        self._partial = {
+            "job": job,
+            "planes": planes,
+            "jumps": jumps,
+            "total": total,
+            "shape": data.shape,
+        }
         maps: list[np.ndarray] | None = (
             [] if self.residual_map.value and method not in CLASSICAL_METHODS else None
         )
-        mark_jumps = bool(self.mark_jumps.value)
 
         def run() -> Job:
             for done, result in enumerate(
@@ -397,6 +404,8 @@ class PhaseRetrievalWidget(DockContainer):
                 ),
                 start=1,
             ):
+                if jumps is not None:  # before the plane counts as done (a Cancel keeps both)
+                    jumps.append(jump_labels(result.phase))
                 planes.append(result.phase)
                 if maps is not None:
                     hologram = np.asarray(data[result.index])
@@ -407,33 +416,40 @@ class PhaseRetrievalWidget(DockContainer):
             if maps:
                 job["residual_map"] = _stack(maps, data.shape)
             phase = _stack(planes, data.shape)
-            if mark_jumps:  # here, not on the GUI thread: ~1 ms a 512^2 plane, 170 ms for
-                # 16 planes of 1024^2 (measured, load 2)
-                job["jumps"] = jump_labels(phase)
+            if jumps is not None:  # here, not on the GUI thread: 170 ms for 16 planes of 1024^2
+                job["jumps"] = _stack(jumps, data.shape)
             return {**job, "phase": phase, "contrast_limits": phase_contrast_limits(phase)}
 
         return run()
 
-    def _keep_partial(self) -> str | None:
-        """On Cancel: add the planes already retrieved (the rest NaN); say how many."""
+    def _keep_partial(self) -> Generator[None, None, str] | None:
+        """On Cancel: the steps that show the planes already retrieved (the rest NaN) and say
+        how many, or ``None`` when none was done."""
         partial, self._partial = self._partial, None
         if partial is None or not partial["planes"]:
             return None
-        planes, total = list(partial["planes"]), partial["total"]
+        return self._partial_steps(partial)
+
+    def _partial_steps(self, partial: dict[str, Any]) -> Generator[None, None, str]:
+        """Show a cancelled run's planes as a result is shown (:meth:`_show_result`: the layer
+        built a turn before napari inserts it, selected a turn later); what was kept."""
+        done = len(partial["planes"])  # the worker has stopped: no plane is added any more
+        planes, total, shape = partial["planes"][:done], partial["total"], partial["shape"]
+        yield  # the worker's last signals are handled in the turn that delivers the Cancel
         missing = np.full_like(planes[0], np.nan)
-        phase = _stack(planes + [missing] * (total - len(planes)), partial["shape"])
-        job = partial["job"]
-        name = _exhaust(
-            self._result_steps(
-                {
-                    **job,
-                    "phase": phase,
-                    "contrast_limits": phase_contrast_limits(planes[0]),
-                    "done": (len(planes), total),
-                }
-            )
-        )
-        return f"kept the {len(planes)} of {total} planes done in '{name}' (the others are NaN)"
+        result = {
+            **partial["job"],
+            "phase": _stack(planes + [missing] * (total - done), shape),
+            "contrast_limits": phase_contrast_limits(planes[0]),
+            "done": (done, total),
+        }
+        if partial["jumps"] is not None:  # the planes not done have no jumps
+            jumps = partial["jumps"][:done]
+            none = np.zeros_like(jumps[0])
+            result["jumps"] = _stack(jumps + [none] * (total - done), shape)
+        yield
+        name = yield from self._result_steps(result)
+        return f"kept the {done} of {total} planes done in '{name}' (the others are NaN)"
 
     def _lazy_job(self, layer, data, method, reference, acquisition, settings, job) -> Job:
         def run() -> Job:
@@ -539,8 +555,6 @@ class PhaseRetrievalWidget(DockContainer):
         if "jumps" in result:
             yield
             yield from self._jumps_steps(name, result["jumps"], kwargs)
-        elif self.mark_jumps.value and isinstance(phase, np.ndarray):  # a partial (Cancel) result
-            yield from self._jumps_steps(name, jump_labels(phase), kwargs)
         if "residual_map" in result:
             yield
             yield from self._layer_steps(

@@ -215,8 +215,11 @@ class TaskControls(Container):
     Showing a result can cost the GUI thread more than a user should feel (napari building a
     layer's visual, a table, a plot): ``on_result`` may then return an iterator, and each of its
     steps runs in a turn of the event loop of its own, so the loop repaints and answers the user
-    between them. ``finished`` is emitted when the run is over: the result shown, an error
-    reported or the job cancelled.
+    between them. ``on_cancel`` is called, in the GUI thread, when a job was cancelled: it keeps
+    what the job finished and returns what it kept (shown as "cancelled; <kept>"), or ``None``;
+    it may instead return a generator of such steps that returns that text. ``finished`` is
+    emitted when the run is over: the result shown, an error reported or the job cancelled (and
+    what it kept shown).
     """
 
     finished = Signal()
@@ -227,7 +230,7 @@ class TaskControls(Container):
         on_result: Callable[[Any], Iterator[Any] | None],
         *,
         run_text: str = "Run",
-        on_cancel: Callable[[], str | None] | None = None,
+        on_cancel: Callable[[], str | Generator[None, None, str | None] | None] | None = None,
     ) -> None:
         self.run_button = PushButton(text=run_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -248,6 +251,7 @@ class TaskControls(Container):
         self._on_cancel = on_cancel
         self.worker: GeneratorWorker | None = None
         self._showing: Iterator[Any] | None = None  # the steps left of showing a result
+        self._when_shown: Callable[[], None] = self._say_done  # then: what the status says
         self._latest_progress: tuple[int, int] | None = None  # the latest progress, not shown yet
         self._warned: list[str] = []  # this run's warnings, each shown once
         self.run_button.changed.connect(self.start)
@@ -323,12 +327,17 @@ class TaskControls(Container):
             self._report(error)
             return
         if isinstance(shown, Iterator):
-            # one more turn after the last step: saying "done", hiding the progress bar (the dock
-            # is laid out again) and the next run's start do not add to the last step's turn
-            self._showing = itertools.chain(shown, [None])
-            QTimer.singleShot(_TURN_MS, self._show_next)
+            self._show_in_turns(shown, self._say_done)
             return
         self._say_done()
+
+    def _show_in_turns(self, steps: Iterator[Any], then: Callable[[], None]) -> None:
+        """Run ``steps`` one per event-loop turn (see ``on_result``), then call ``then``."""
+        # one more turn after the last step: saying "done", hiding the progress bar (the dock is
+        # laid out again) and the next run's start do not add to the last step's turn
+        self._showing = itertools.chain(steps, [None])
+        self._when_shown = then
+        QTimer.singleShot(_TURN_MS, self._show_next)
 
     def _show_next(self) -> None:
         """One more step of showing a result, then back to the event loop (see ``on_result``)."""
@@ -338,7 +347,7 @@ class TaskControls(Container):
             next(self._showing)
         except StopIteration:
             self._showing = None
-            self._say_done()
+            self._when_shown()
         except Exception as error:
             self._showing = None
             self._report(error)
@@ -361,7 +370,8 @@ class TaskControls(Container):
             show_warning(message)
 
     def _on_aborted(self) -> None:
-        """Cancelled: keep what the job finished (``on_cancel`` says what), or say nothing was."""
+        """Cancelled: keep what the job finished (``on_cancel`` says what), or say nothing was;
+        a partial result given as steps is shown in turns of the event loop, as a result is."""
         self._latest_progress = None
         kept = None
         if self._on_cancel is not None:
@@ -370,6 +380,18 @@ class TaskControls(Container):
             except Exception as error:  # never let a partial result reach the event loop
                 self._report(error)
                 return
+        if isinstance(kept, Generator):
+            self.status.value = "cancelled; showing what was done..."
+            said: list[str | None] = []
+
+            def steps() -> Iterator[None]:
+                said.append((yield from kept))
+
+            self._show_in_turns(steps(), lambda: self._say_cancelled(said[0] if said else None))
+            return
+        self._say_cancelled(kept)
+
+    def _say_cancelled(self, kept: str | None) -> None:
         self.status.value = f"cancelled; {kept}" if kept else "cancelled"
         show_info(f"Cancelled; {kept}." if kept else "Cancelled; nothing was added.")
 

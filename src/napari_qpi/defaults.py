@@ -37,7 +37,8 @@ DEFAULT_RADIUS_FRACTION = 0.7
 DEFAULT_BACKGROUND_ORDER = 2
 
 # -- autofocus (napari_qpi.retrieval.autofocus) ---------------------------------------------------
-#: Names of the focus metrics (:data:`napari_qpi.retrieval.autofocus.METRICS` has their functions).
+#: Names of the focus metrics (:data:`napari_qpi.retrieval.focus_metrics.METRICS` has their
+#: functions).
 FOCUS_METRICS: tuple[str, ...] = ("tamura", "variance", "gradient")
 #: Focus metric of ``--refocus auto`` unless another is asked for.
 DEFAULT_FOCUS_METRIC = "tamura"

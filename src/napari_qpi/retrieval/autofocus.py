@@ -1,22 +1,7 @@
-"""Autofocus of a complex field: focus metrics and a coarse-to-fine search over z.
+"""Autofocus of a complex field: a coarse-to-fine search over z for the plane of best focus.
 
-For a phase object (cells are nearly transparent) the amplitude of the field is flattest in the
-plane of focus: out of focus, the phase structure turns into intensity contrast (the transport of
-intensity), with bright and dark rings growing with the defocus. The metrics here all measure that
-amplitude contrast and are **smallest at focus** (for an amplitude object they would be largest):
-
-``"tamura"``
-    Tamura coefficient of the amplitude, ``sqrt(std(|U|) / mean(|U|))`` (Memmolo et al., Opt.
-    Express 19, 23215 (2011)); scale-free.
-``"variance"``
-    Minimum amplitude variance ``var(|U|) / mean(|U|)^2`` (Dubois et al., Appl. Opt. 45, 864
-    (2006); Langehanenberg et al., Appl. Opt. 47, D176 (2008)), normalised so the illumination
-    level does not matter.
-``"gradient"``
-    Gradient energy (Tenengrad) of the amplitude, ``mean(|grad |U||^2) / mean(|U|)^2``. The
-    total gradient energy ``|grad U|^2 = |grad |U||^2 + |U|^2 |grad phi|^2`` is the same in every
-    plane (Parseval: propagation only changes spectral phases), so its minimum is where the phase
-    is sharpest.
+The focus metrics (smallest at focus for a phase object) are in :mod:`.focus_metrics`, the
+checks of the range searched and the pixels scored in :mod:`.focus_bounds`.
 
 The search scores a coarse grid over the range on the field low-passed to the band ``f_c`` whose
 depth of field ``1 / (lambda_m f_c^2)`` makes :data:`COARSE_STEPS` planes at half that depth
@@ -47,12 +32,28 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.optimize import minimize_scalar
 
-from ..defaults import DEFAULT_FOCUS_METRIC
 from ..errors import InputError
-from .background import background_mask, fit_background
 from .band_loss import band_compensated_amplitude, band_loss
+from .focus_bounds import (
+    BORDER_FRACTION,
+    MAX_RANGE_FIELD_WIDTHS,
+    check_distance,
+    check_range,
+    default_range,
+    depth_of_field,
+    region_view,
+)
+from .focus_metrics import (
+    DEFAULT_METRIC,
+    METRICS,
+    OF_AMPLITUDE,
+    amplitude_of,
+    amplitude_variance,
+    gradient_energy,
+    phase_sign,
+    tamura,
+)
 from .propagation import Propagator
-from .unwrap import unwrap_phase
 
 #: Planes of the coarse grid over the range, sampled at half the depth of field of the coarse
 #: field: the field is low-passed until that many planes cover the range (fewer if its own band is
@@ -69,12 +70,6 @@ _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 #: refocus grows with ``z`` error over that depth (0.25 um pixels, filter band 0.7 cycles/um:
 #: depth 5.1 um; 0.5 um off the true z costs 1.3x the phase RMSE in cells, 1 um 1.7x).
 FINE_DEPTH_FRACTION = 1.0 / 16
-#: Band along each border left out of the score when no region is given, as a fraction of the
-#: side. A field is not periodic (a tilt, the cells cut by the border): the jump where it wraps
-#: rings at the borders and spreads inwards as it is propagated. Measured on 512^2 holograms
-#: without a reference (tilt 3 rad): the whole field found 1 um for a true 25 um, a 5% band
-#: 24.6 um, 10% 25.2 um.
-BORDER_FRACTION = 0.1
 #: Most planes the band-compensated refinement (:func:`_band_refine`) walks beyond its first
 #: three when the best is at an end.
 BAND_REFINE_EXTRA = 3
@@ -91,62 +86,6 @@ BAND_REFINE_PASSES = 0
 #: +0.003, 0.25 / +25 +0.087 -> +0.084, 0.25 / -60 +0.340 -> +0.338, 0.5 / +50 +0.622 -> +0.622,
 #: 0.5 / +100 +0.568 -> +0.582 um; capped at 4: -0.060, +0.436, +0.012, +0.312, +0.613, +0.466.
 REFINED_SEARCH_PLANES = 5
-#: Largest |z| accepted, in field widths: farther planes are not a refocus of this image.
-MAX_RANGE_FIELD_WIDTHS = 100.0
-
-
-def _amplitude(field: np.ndarray) -> np.ndarray:
-    return np.abs(field).astype(np.float32, copy=False)
-
-
-def _tamura_of(amp: np.ndarray) -> float:
-    mean = float(amp.mean(dtype=np.float64))
-    return math.sqrt(float(amp.std(dtype=np.float64)) / mean) if mean > 0 else math.inf
-
-
-def _variance_of(amp: np.ndarray) -> float:
-    mean = float(amp.mean(dtype=np.float64))
-    return float(amp.var(dtype=np.float64)) / mean**2 if mean > 0 else math.inf
-
-
-def _gradient_of(amp: np.ndarray) -> float:
-    mean = float(amp.mean(dtype=np.float64))
-    if mean <= 0:
-        return math.inf
-    gy = np.diff(amp, axis=0)
-    gx = np.diff(amp, axis=1)
-    energy = float(np.mean(gy * gy, dtype=np.float64) + np.mean(gx * gx, dtype=np.float64))
-    return energy / mean**2
-
-
-def tamura(field: np.ndarray) -> float:
-    """Tamura coefficient ``sqrt(std / mean)`` of the amplitude (smallest at focus)."""
-    return _tamura_of(_amplitude(field))
-
-
-def amplitude_variance(field: np.ndarray) -> float:
-    """Normalised amplitude variance ``var / mean^2`` (smallest at focus)."""
-    return _variance_of(_amplitude(field))
-
-
-def gradient_energy(field: np.ndarray) -> float:
-    """Normalised mean squared gradient of the amplitude (smallest at focus)."""
-    return _gradient_of(_amplitude(field))
-
-
-#: Focus metrics by name: ``f(field) -> float``, smallest in focus for phase objects.
-METRICS: dict[str, Callable[[np.ndarray], float]] = {
-    "tamura": tamura,
-    "variance": amplitude_variance,
-    "gradient": gradient_energy,
-}
-#: The same metrics of an amplitude (float32) rather than a field.
-_OF_AMPLITUDE: dict[str, Callable[[np.ndarray], float]] = {
-    "tamura": _tamura_of,
-    "variance": _variance_of,
-    "gradient": _gradient_of,
-}
-DEFAULT_METRIC = DEFAULT_FOCUS_METRIC
 
 
 @dataclass
@@ -176,94 +115,6 @@ class FocusResult:
         """Number of planes scored (one propagation each, but for the band refinement's later
         passes, which rescore the planes they hold)."""
         return len(self.zs)
-
-
-def default_range(shape: Sequence[int], pixel_size_um: float) -> tuple[float, float]:
-    """Default search range: plus or minus the field width (the larger side), um."""
-    width = max(int(shape[-1]), int(shape[-2])) * float(pixel_size_um)
-    return (-width, width)
-
-
-def check_range(
-    z_range: Sequence[float], shape: Sequence[int], pixel_size_um: float
-) -> tuple[float, float]:
-    """Validate a search range ``(min, max)`` in um.
-
-    Raises
-    ------
-    InputError
-        Not two finite numbers, empty (``min >= max``), or reaching beyond
-        :data:`MAX_RANGE_FIELD_WIDTHS` field widths (no image is that far out of focus).
-    """
-    try:
-        lo, hi = (float(v) for v in z_range)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"The refocus range must be two numbers MIN MAX in um, got {z_range!r}."
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise InputError(f"The refocus range must be finite, got {lo:g} to {hi:g} um.")
-    if lo >= hi:
-        raise InputError(
-            f"The refocus range {lo:g} to {hi:g} um is empty: give MIN < MAX, e.g. -50 50."
-        )
-    check_distance(max(abs(lo), abs(hi)), shape, pixel_size_um, what=f"range {lo:g} to {hi:g} um")
-    return lo, hi
-
-
-def check_distance(
-    z_um: float, shape: Sequence[int], pixel_size_um: float, *, what: str | None = None
-) -> float:
-    """Refuse a refocus distance beyond :data:`MAX_RANGE_FIELD_WIDTHS` field widths (um).
-
-    Raises
-    ------
-    InputError
-        ``|z_um|`` larger than that: no image is that far out of focus (wrong units?).
-    """
-    z = float(z_um)
-    width = max(int(shape[-1]), int(shape[-2])) * float(pixel_size_um)
-    limit = MAX_RANGE_FIELD_WIDTHS * width
-    if not abs(z) <= limit:
-        raise InputError(
-            f"The refocus {what or f'distance {z:g} um'} reaches beyond "
-            f"{MAX_RANGE_FIELD_WIDTHS:g}x the field width ({width:.4g} um), up to {limit:.4g} um: "
-            "no image is that far out of focus. Check the units (um) and the pixel size."
-        )
-    return z
-
-
-def _region_view(
-    field: np.ndarray, region: tuple[slice, slice] | Sequence[int] | None
-) -> tuple[slice, slice]:
-    """``region`` as two slices: a pair of slices, or a box ``(y0, y1, x0, x1)`` in pixels."""
-    h, w = field.shape[-2:]
-    if region is None:  # the borders are not periodic: their ringing would dominate the score
-        my, mx = int(h * BORDER_FRACTION), int(w * BORDER_FRACTION)
-        return slice(my, h - my), slice(mx, w - mx)
-    if len(region) == 2 and all(isinstance(r, slice) for r in region):
-        rows, cols = region
-    else:
-        try:
-            y0, y1, x0, x1 = (int(v) for v in region)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"A focus region is two slices or a box (y0, y1, x0, x1), got {region!r}."
-            ) from None
-        rows, cols = slice(y0, y1), slice(x0, x1)
-    ry, rx = range(h)[rows], range(w)[cols]
-    if len(ry) < 8 or len(rx) < 8:
-        raise InputError(
-            f"The focus region {region!r} holds {len(ry)} x {len(rx)} pixels of a {h} x {w} "
-            "field; it needs at least 8 x 8."
-        )
-    return rows, cols
-
-
-def depth_of_field(band_cycles_per_um: float, wavelength_um_medium: float) -> float:
-    """Depth of field ``1 / (lambda_m f^2)`` (um) of a field of band ``f`` (cycles/um): the
-    defocus at which the band edge gains a phase of ``pi`` more than the axis."""
-    return 1.0 / (wavelength_um_medium * band_cycles_per_um**2)
 
 
 def iter_autofocus(
@@ -339,7 +190,7 @@ def iter_autofocus(
     band = min(band, float(band_cycles_per_um)) if band_cycles_per_um else band
     tol = float(tolerance_um or FINE_DEPTH_FRACTION * depth_of_field(band, lam))
     coarse, steps = _coarse(prop, hi - lo, band)
-    rows, cols = _region_view(np.empty(shape[-2:], np.bool_), region)
+    rows, cols = region_view(np.empty(shape[-2:], np.bool_), region)
     grid = np.linspace(lo, hi, steps)
     fine_steps = 2 + max(
         0, math.ceil(math.log(tol / (2 * (grid[1] - grid[0]))) / math.log(_INV_PHI))
@@ -348,7 +199,7 @@ def iter_autofocus(
         fine_steps = min(fine_steps, REFINED_SEARCH_PLANES)
     result = FocusResult(z_um=0.0, score=math.inf, metric=metric)
     refine = 0 if band_window is None else 3 * (1 + BAND_REFINE_PASSES)
-    scorer = _Scorer(_OF_AMPLITUDE[metric], result, len(grid) + fine_steps + refine)
+    scorer = _Scorer(OF_AMPLITUDE[metric], result, len(grid) + fine_steps + refine)
     c_rows, c_cols = _scaled_region((rows, cols), shape[-2:], coarse.shape[-2:])
     values: list[float] = []
     per_batch = max(1, COARSE_BATCH_BYTES // (8 * math.prod(coarse.shape)))
@@ -466,7 +317,7 @@ class _Scorer:
             planes = prop.at(z) if planes is None else planes
             planes = planes.reshape(-1, *planes.shape[-2:])
             if loss is None:
-                value = sum(self.fn(_amplitude(q[rows, cols])) for q in planes)
+                value = sum(self.fn(amplitude_of(q[rows, cols])) for q in planes)
             else:
                 losses = loss.reshape(-1, *loss.shape[-2:])
                 value = sum(
@@ -608,22 +459,6 @@ def autofocus_stack(
     if progress is not None:
         progress(len(stack), len(stack))
     return results
-
-
-def phase_sign(field: np.ndarray, *, order: int = 2) -> int:
-    """+1 if the non-background pixels of the field's phase rise above the background on balance.
-
-    The phase is unwrapped, a polynomial background of ``order`` fitted over the automatically
-    found background pixels and removed; cells (denser than the medium) then have a positive
-    phase if ``field`` carries ``+phi``. Meant for a field in focus.
-    """
-    unwrapped = unwrap_phase(np.angle(field).astype(np.float32))
-    mask = background_mask(unwrapped, order=order)
-    corrected = unwrapped - fit_background(unwrapped, order=order, mask=mask)
-    cells = corrected[~mask]
-    if cells.size == 0:
-        return 1
-    return 1 if float(cells.sum(dtype=np.float64)) >= 0 else -1
 
 
 __all__ = [

@@ -444,7 +444,8 @@ def test_widget_trains_live_and_the_model_appears_in_phase_retrieval(
     widget.inputs.value = [viewer.layers[f"holo{i}"] for i in range(3)]
     assert warm_up_display().wait(60) and warm_up().wait(60)  # as while a user fills the form
     retrieved_on: set[str] = set()
-    module = sys.modules[FinetuneWidget.__module__]
+    from napari_qpi._napari import finetune_targets as module  # where the targets are filled
+
     real_reconstruct = module.iter_reconstruct
 
     def recorded(*args, **kwargs):

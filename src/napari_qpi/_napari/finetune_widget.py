@@ -7,12 +7,15 @@ background thread (:func:`napari_qpi.training.finetune.iter_finetune`) with a pr
 ETA, a live plot of the training and validation loss, and *Stop*, which ends training after the
 current step and still saves the best weights. The new user model appears at once in every
 docked widget's model list (*Phase retrieval* among them).
+
+The parts with a job of their own: *Train* / *Stop* and the training warm-up
+(:mod:`.finetune_controls`), the classical targets (:mod:`.finetune_targets`), and model export /
+import (:mod:`.finetune_transfer`).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,11 +36,9 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_info, show_warning
 from psygnal import Signal
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog
 
 from ..errors import InputError, QPIError
-from ..models import export_model, import_model, list_models
-from ..reconstruct import iter_reconstruct
+from ..models import list_models
 from ..retrieval import OffAxisSettings
 from ..training.finetune import (
     FinetuneEvent,
@@ -51,130 +52,18 @@ from ..training.finetune import (
 )
 from ..training.loop import StopFlag
 from .dock import DockContainer
-from .gc_pin import gui_thread_collector, pin_while_running
+from .finetune_controls import FinetuneControls, warm_up
+from .finetune_targets import fill_worker, target_layer_steps
+from .finetune_transfer import ModelTransfer
 from .gui_settings import remember
-from .layers import CDP_KEY, METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
+from .layers import CDP_KEY, acquisition_of
 from .loss_plot import LossPlot
 from .task import (
     Job,
-    TaskControls,
     _Failure,
-    _run_in_thread,
-    add_layer_steps,
     show_in_turns,
     wrapping_label,
 )
-
-#: Set once the one-off imports of the first training run are done (see :func:`warm_up`).
-WARMED_UP = threading.Event()
-_WARM_UP_LOCK = threading.Lock()
-
-
-def warm_up() -> threading.Event:
-    """Import what the first optimiser step needs, once per process, in a background thread.
-
-    Creating the first torch optimiser imports ``torch._dynamo`` (seconds, and some of it holds
-    the GIL for a few hundred ms at a time). Doing it while the user fills in the widget keeps
-    the first *Train* click from stalling the event loop.
-    """
-    with _WARM_UP_LOCK:
-        if not WARMED_UP.is_set() and not any(
-            t.name == "qpi-warm-up" for t in threading.enumerate()
-        ):
-            collector = gui_thread_collector()
-
-            def work() -> None:
-                try:
-                    import torch._dynamo  # noqa: F401
-                finally:
-                    WARMED_UP.set()
-                    collector.unpin_later.emit(True)  # and a full collection
-
-            collector.pin()  # no garbage collection in this thread (see gc_pin)
-            # not a daemon: exiting waits for it, instead of stopping it in the middle of an import
-            threading.Thread(target=work, name="qpi-warm-up", daemon=False).start()
-    return WARMED_UP
-
-
-class FinetuneControls(TaskControls):
-    """Train / Stop, progress with ETA and status; Stop ends training and still saves."""
-
-    def __init__(self, make_job: Any, on_result: Any, on_event: Any) -> None:
-        super().__init__(make_job, on_result, run_text="Train")
-        self.cancel_button.text = "Stop"
-        self.stop_flag: StopFlag | None = None
-        self._on_event = on_event
-        self._total = 1
-        self._first_step = 0
-        self._last_validation = ""
-        self.result_message = ""
-        self.budget_s: float | None = None
-        self.expected_total = 1
-
-    def cancel(self) -> None:
-        """Stop after the current step; the best weights so far are saved as the model."""
-        if self.stop_flag is not None and self.running:
-            self.stop_flag.set()
-            self.cancel_button.enabled = False
-            self.status.value = "stopping after this step; saving the best weights so far..."
-
-    def _on_progress(self, event: FinetuneEvent) -> None:
-        if event.kind == "start":
-            self._total, self._first_step = max(event.total, 1), event.step
-            self.expected_total = self._total
-            self.progress.max, self.progress.value = self._total, event.step
-            self._last_validation = ""
-        elif event.kind == "step":
-            left = self._seconds_left(event)
-            if left is not None:
-                rate = (event.step - self._first_step) / event.elapsed_s
-                self.expected_total = min(self._total, event.step + math.ceil(left * rate))
-                self.progress.max = max(self.expected_total, 1)
-            self.progress.value = min(event.step, self.progress.max)
-            if not (self.stop_flag is not None and self.stop_flag.should_stop()):
-                self.status.value = self._status(event, left)
-        elif event.kind == "validation":
-            loss = event.metrics.get("val_loss", math.nan)
-            psnr = event.metrics.get("psnr_db")
-            self._last_validation = f" · val {loss:.4g}" + (
-                f" ({psnr:.1f} dB)" if psnr is not None and math.isfinite(psnr) else ""
-            )
-        elif event.kind == "notice":
-            show_warning(event.message)
-        elif event.kind == "saving":
-            self.status.value = event.message + "..."
-        self._on_event(event)
-
-    def _seconds_left(self, event: FinetuneEvent) -> float | None:
-        """Estimated training time left: by the step rate, capped by the time limit."""
-        done = event.step - self._first_step
-        if done <= 0 or event.elapsed_s <= 0:
-            return None
-        left = (self._total - event.step) * event.elapsed_s / done
-        if self.budget_s is not None:
-            left = min(left, max(self.budget_s - event.elapsed_s, 0.0))
-        return left
-
-    def _status(self, event: FinetuneEvent, left: float | None) -> str:
-        eta = "" if left is None else f" · {_duration(left)} left"
-        done = f"step {event.step} / {self.expected_total}"
-        return f"{done} · loss {event.loss:.4g}{self._last_validation}{eta}"
-
-    def _on_returned(self, result: Any) -> None:
-        self.result_message = ""
-        super()._on_returned(result)
-        if self.status.value == "done" and self.result_message:
-            self.status.value = self.result_message
-
-    def _on_aborted(self) -> None:
-        self.status.value = "stopped"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(round(seconds), 0)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 class FinetuneWidget(DockContainer):
@@ -190,14 +79,9 @@ class FinetuneWidget(DockContainer):
         self._make_training_fields(defaults)
         self.controls = FinetuneControls(self._make_job, self._on_saved, self._on_event)
         self.plot = LossPlot()
-        self.export_button = PushButton(
-            text="Export model...",
-            tooltip="save the model trained last (else the base model) as a .zip for another "
-            "computer",
-        )
-        self.import_button = PushButton(
-            text="Import model...", tooltip="install a model exported on another computer"
-        )
+        self.transfer = ModelTransfer(self.export_name, self.refresh_model_lists, self._say)
+        self.export_button = self.transfer.export_button
+        self.import_button = self.transfer.import_button
         super().__init__(
             widgets=[
                 self.inputs,
@@ -219,11 +103,7 @@ class FinetuneWidget(DockContainer):
                 self.model_name,
                 self.resume,
                 self.controls,
-                Container(
-                    widgets=[self.export_button, self.import_button],
-                    layout="horizontal",
-                    labels=False,
-                ),
+                self.transfer,
             ]
         )
         self.body.layout().insertWidget(len(self) - 1, self.plot)
@@ -347,8 +227,6 @@ class FinetuneWidget(DockContainer):
     def _connect_events(self, viewer: napari.viewer.Viewer) -> None:
         """Wire the buttons and the layer lists, remember the settings, warm up training."""
         self.fill_button.changed.connect(self.fill_targets)
-        self.export_button.changed.connect(self._export_dialog)
-        self.import_button.changed.connect(self._import_dialog)
         self.inputs.changed.connect(self._inputs_changed)
         self.targets.changed.connect(self._show_pairs)
         self.base.changed.connect(self._base_changed)
@@ -437,9 +315,7 @@ class FinetuneWidget(DockContainer):
             self.controls.say(str(error))
             show_warning(str(error))
             return None
-        settings = OffAxisSettings(resolution="full", background_order=int(self.fill_order.value))
-        jobs = [(layer.name, layer.data, acquisition_of(layer.metadata)) for layer in layers]
-        worker = pin_while_running(_run_in_thread(_fill_job(jobs, settings)))
+        worker = fill_worker(layers, int(self.fill_order.value))
         worker.yielded.connect(
             lambda p: self.controls.say(f"filling targets: plane {p[0]} / {p[1]}")
         )
@@ -453,34 +329,13 @@ class FinetuneWidget(DockContainer):
         return worker
 
     def _target_steps(self, layers: list[Any], result: Any) -> Iterator[None]:
-        """Show the filled targets: each new layer's model is built a turn before napari adds
-        it (adding one image layer costs the GUI thread ~115-130 ms of CPU time on the sample),
-        then the targets are selected."""
+        """Show the filled targets in turns of the event loop (:func:`target_layer_steps`), then
+        select them."""
         if isinstance(result, _Failure):
             self.controls.say(str(result.error))
             show_warning(str(result.error))
             return
-        added = []
-        for layer, (phase, acquisition, limits) in zip(layers, result, strict=True):
-            out, kwargs, _ = image_layer(
-                phase,
-                name=f"{layer.name} target",
-                acquisition=acquisition.replace(modality="phase", carrier_cycles_per_px=None),
-                extra_metadata={METHOD_KEY: {"name": "classical", "source": layer.name}},
-                colormap="viridis",
-                contrast_limits=limits,
-            )
-            kwargs["scale"] = tuple(layer.scale)
-            kwargs["translate"] = tuple(layer.translate)
-            name = kwargs["name"]
-            if name in self.viewer.layers:
-                self.viewer.layers[name].data = out
-                added.append(self.viewer.layers[name])
-            else:
-                new = napari.layers.Image(out, **kwargs)
-                yield
-                added.append((yield from add_layer_steps(self.viewer, new)))
-            yield
+        added = yield from target_layer_steps(self.viewer, layers, result)
         self.reset_choices()
         self.inputs.value = layers
         self.targets.value = added
@@ -615,37 +470,14 @@ class FinetuneWidget(DockContainer):
 
     def export_model(self, path: str) -> None:
         """Export :meth:`export_name` to ``path`` (a .zip file, or a folder)."""
-        name = self.export_name()
-        if not name:
-            raise InputError("no model to export: train one, or choose a base model")
-        written = export_model(name, path)
-        show_info(f"exported {name!r} to {written}")
+        self.transfer.export_model(path)
 
     def import_model(self, path: str) -> str:
         """Install a model exported on another machine; returns its name."""
-        card = import_model(path)
-        self.refresh_model_lists()
-        show_info(f"imported model {card.name!r}")
-        return card.name
+        return self.transfer.import_model(path)
 
-    def _export_dialog(self, *_: Any) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self.native, "Export model", f"{self.export_name() or 'model'}.zip", "Model (*.zip)"
-        )
-        if path:
-            self._guard(self.export_model, path)
-
-    def _import_dialog(self, *_: Any) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.native, "Import model", "", "Model (*.zip)")
-        if path:
-            self._guard(self.import_model, path)
-
-    def _guard(self, action: Any, *args: Any) -> None:
-        try:
-            action(*args)
-        except QPIError as error:
-            self.controls.status.value = str(error)
-            show_warning(str(error))
+    def _say(self, message: str) -> None:
+        self.controls.status.value = message
 
 
 def _free_name(stem: str) -> str:
@@ -656,20 +488,3 @@ def _free_name(stem: str) -> str:
         number += 1
         name = f"{stem}-{number}"
     return name
-
-
-def _fill_job(jobs: list[tuple[str, Any, Any]], settings: OffAxisSettings) -> Job:
-    """Classical phase of every plane of every input, yielding ``(plane, total)`` as it goes."""
-    total = sum(int(np.prod(data.shape[:-2], dtype=int)) for _, data, _ in jobs)
-    done, results = 0, []
-    for _, data, acquisition in jobs:
-        planes = []
-        for result in iter_reconstruct(
-            data, method="classical", acquisition=acquisition, settings=settings
-        ):
-            planes.append(result.phase)
-            done += 1
-            yield done, total
-        phase = np.stack(planes).reshape(data.shape).astype(np.float32)
-        results.append((phase, acquisition, phase_contrast_limits(phase)))
-    return results

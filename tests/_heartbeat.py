@@ -85,6 +85,9 @@ class Heartbeat:
         self.timer.setInterval(10)
         self.timer.timeout.connect(self._tick)
         self.timer.start()
+        # a first tick now: work done before the timer's first timeout (the action itself, or
+        # signals already queued, handled in the next turn) is a gap like any other
+        self._tick()
 
     def _tick(self) -> None:
         self.ticks.append((time.perf_counter(), time.thread_time()))

@@ -1,6 +1,6 @@
 """Screenshots of the Fine-tune widget for ``docs/finetune.md``, taken from the real window.
 
-Runs under Xvfb::
+Runs under Xvfb (``OMP_NUM_THREADS=1`` trains with one torch thread, e.g. on a shared machine)::
 
     xvfb-run -a -s "-screen 0 1600x1200x24" python docs/make_finetune_screenshots.py
 
@@ -50,10 +50,16 @@ def benchmark_module():
     return module
 
 
-def shoot(viewer: napari.Viewer, name: str) -> None:
+def shoot(viewer: napari.Viewer, name: str, status=None) -> None:
+    """Screenshot of the whole window; says so if the ``status`` line shown is cut off."""
     settle(0.5)
     viewer.screenshot(str(OUT / name), canvas_only=False, flash=False)
     print(f"wrote docs/images/{name}")
+    if status is not None:
+        label = status.native
+        needed = label.heightForWidth(label.width())
+        if label.height() < needed:
+            print(f"  status line cut: {label.height()} px of the {needed} px its text needs")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     viewer.window.add_dock_widget(widget, name="Fine-tune", area="right")
     widget.inputs.value = [holograms]
     widget.fill_order.value = 4
-    widget.fill_targets()
+    filled: list[bool] = []
+    widget.filled.connect(lambda: filled.append(True))
+    widget.fill_targets()  # in a worker; the targets are shown in turns of the event loop
+    while not filled:
+        settle(0.2)
+    assert "scope2 holograms target" in viewer.layers, widget.controls.status.value
     ignore = np.zeros(fields.phases.shape, np.int32)
     ignore[2, 150:230, 20:110] = 1
     labels = viewer.add_labels(
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     viewer.layers["scope2 holograms target"].visible = False
     viewer.reset_view()
     warm_up().wait(120)
-    shoot(viewer, "finetune_setup.png")
+    shoot(viewer, "finetune_setup.png", widget.controls.status)
 
     worker = widget.controls.start()
     assert worker is not None, widget.controls.status.value
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         settle(0.2)
     viewer.layers["scope2 holograms target"].visible = True
     viewer.layers["ignore"].visible = False
-    shoot(viewer, "finetune_training.png")
+    shoot(viewer, "finetune_training.png", widget.controls.status)
     while widget.controls.running:
         settle(0.2)
     print(widget.controls.status.value)
@@ -119,13 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     worker = retrieval.controls.start()
     while retrieval.controls.running:
         settle(0.2)
-    shown = ("scope2 holograms phase", "scope2 holograms target")
+    shown = (f"scope2 holograms phase ({args.name})", "scope2 holograms target")  # named by method
     for layer in viewer.layers:
         layer.visible = layer.name in shown
     viewer.layers[shown[0]].contrast_limits = viewer.layers[shown[1]].contrast_limits
     viewer.canvas.grid.enabled = True
     viewer.reset_view()
-    shoot(viewer, "finetune_result.png")
+    shoot(viewer, "finetune_result.png", retrieval.controls.status)
     viewer.close()
     if not args.keep:
         delete_user_model(args.name)

@@ -85,6 +85,20 @@ def test_a_very_long_message_never_squeezes_the_canvas(make_napari_viewer, qtbot
     assert after_error >= 0.95 * before and after_long >= 0.95 * before
     assert retrieval.controls.status.native.toolTip() == message
     assert any(message in str(n.message) for n in notification_manager.records)
+    for widget in (retrieval, morphology):
+        _assert_shown_whole(widget)
+
+
+def _assert_shown_whole(widget) -> None:
+    """The whole wrapped status text of ``widget`` is laid out (scrolled to if need be): the
+    label is as tall as its text at its width, and no row holding it is shorter than it."""
+    label = widget.controls.status.native
+    assert label.height() >= label.heightForWidth(label.width()) > 30, label.size()
+    inner = label
+    while inner is not widget.body:
+        outer = inner.parentWidget()
+        assert inner.geometry().bottom() < outer.height(), (type(outer), outer.height())
+        inner = outer
 
 
 def test_the_docks_scroll_and_share_the_height_instead_of_growing_the_window(

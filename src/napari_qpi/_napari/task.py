@@ -20,7 +20,7 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import QPIError
@@ -87,7 +87,7 @@ def wrapping_label(label: Label) -> Label:
     A QLabel normally asks for the width of its whole text, so one long message (a path, an
     error) widened the dock until the canvas had 0 px left. With word wrap, an *ignored*
     horizontal size hint and no minimum width, the label takes the width the dock has and grows
-    down instead; the full text is also its tooltip.
+    down instead (:class:`_FitsItsText`); the full text is also its tooltip.
     """
     native = label.native
     native.setWordWrap(True)
@@ -95,7 +95,25 @@ def wrapping_label(label: Label) -> Label:
     policy = native.sizePolicy()
     policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
     native.setSizePolicy(policy)
+    native.installEventFilter(_FitsItsText(native))
     return label
+
+
+class _FitsItsText(QObject):
+    """Keeps a word-wrapped label's minimum height at what its text needs at its width.
+
+    A status line's text changes in place, and the dock's layouts (a scroll area, magicgui's
+    labelled rows) did not always ask it again for its height at its width: a four-line message
+    was shown in three, cut (the fine-tune screenshot: 44 px of the 66 px its text needed). A new
+    text repaints the label and a new width resizes it; either sets the height it needs.
+    """
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.Paint, QEvent.Type.Resize):
+            needed = watched.heightForWidth(watched.width())
+            if needed > 0 and watched.minimumHeight() != needed:
+                watched.setMinimumHeight(needed)
+        return False
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -233,6 +234,61 @@ def test_synthetic_target_is_zero_in_the_background_and_wraps():
     background = field.labels == 0
     assert background.any() and np.all(field.phase[background] == 0)
     assert field.phase.max() > 2 * np.pi
+
+
+def test_large_cells_mixes_close_up_batches_of_large_cells_at_the_native_grid():
+    from napari_qpi.retrieval import fourier
+    from napari_qpi.training.data import (
+        LARGE_CELLS_CLOSE_UP,
+        DataConfig,
+        close_up_config,
+        is_close_up,
+        split_config,
+        synthetic_batch,
+    )
+
+    config = split_config("large-cells", size=128)
+    assert config.close_up == LARGE_CELLS_CLOSE_UP > 0
+    close = [is_close_up(config, 0, step) for step in range(400)]
+    assert abs(np.mean(close) - LARGE_CELLS_CLOSE_UP) < 0.08
+    assert not any(is_close_up(split_config("standard", 128), 0, s) for s in range(50))
+    # the close-up batches of the training stream are drawn from close_up_config, the others
+    # are the standard batches of the same (seed, step)
+    config = replace(config, batch_size=2)
+    step = close.index(True)
+    close_up = close_up_config(config)
+    assert close_up.close_up == 0.0 and close_up.carrier_period_px == (2.5, 3.0)
+    for got, expected in zip(
+        synthetic_batch(config, 0, step), synthetic_batch(close_up, 0, step), strict=True
+    ):
+        torch.testing.assert_close(got, expected)
+    plain = replace(config, close_up=0.0)
+    other = close.index(False)
+    torch.testing.assert_close(
+        synthetic_batch(config, 0, other)[0], synthetic_batch(plain, 0, other)[0]
+    )
+    # close-up fields: fine fringes (crop factor 1 at 128^2) and cells far larger in pixels
+    # than the standard data's (a round cell of 10-14 um at 0.2-0.45 um pixels: 22-70 px)
+    from napari_qpi.training.data import synthetic_field
+
+    spans, factors = [], []
+    for i in range(6):
+        field = synthetic_field(close_up, (0, step, i))
+        assert 1 <= field.labels.max() <= 2
+        sideband = fourier.find_sideband(field.hologram.astype(np.float32))
+        factors.append(fourier.crop_factor(field.hologram.shape, sideband))
+        rows, cols = np.nonzero(field.labels)
+        spans.append(max(np.ptp(rows), np.ptp(cols)) + 1)
+    assert factors == [1] * 6
+    assert max(spans) > 90
+    # the card's training range covers both kinds of field
+    from napari_qpi.retrieval.model_range import range_of_data
+
+    stated = range_of_data(config.to_dict(), "test")
+    assert stated.fringe_period_px == (2.5, 6.0) and stated.pixel_size_um == (0.1, 0.45)
+    assert range_of_data(plain.to_dict(), "test").pixel_size_um == (0.2, 0.45)
+    with pytest.raises(ValueError, match="close_up"):
+        DataConfig(close_up=1.5)
 
 
 def test_held_out_splits_are_fixed_and_differ():

@@ -205,10 +205,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add("--base-channels", type=int, default=64, help="U-Net base channels")
     flags.add(
         "--data",
-        choices=("standard", "transfer", "wide"),
+        choices=("standard", "transfer", "wide", "large-cells"),
         default=defaults.data,
-        help="training distribution: standard, the transfer split's second microscope, or "
-        "wide (2.5-8 px fringes, 0.12-0.45 um pixels, up to 9 rad, low contrast and light)",
+        help="training distribution: standard, the transfer split's second microscope, "
+        "wide (2.5-8 px fringes, 0.12-0.45 um pixels, up to 9 rad, low contrast and light), or "
+        "large-cells (standard with 30%% close-up batches: 1-2 cells spanning up to most of the "
+        "field, 2.5-3 px fringes)",
     )
     flags.add("--size", type=int, default=defaults.size, help="training field side, px")
     flags.add(

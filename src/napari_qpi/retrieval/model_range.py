@@ -91,10 +91,28 @@ def _from_mapping(values: dict[str, Any], source: str) -> TrainingRange:
 
 
 def range_of_data(data: Any, source: str) -> TrainingRange | None:
-    """The range of a training run's data settings (``DataConfig.to_dict()``), or ``None``."""
-    if isinstance(data, dict) and "carrier_period_px" in data:
-        return _from_mapping(data, source)
-    return None
+    """The range of a training run's data settings (``DataConfig.to_dict()``), or ``None``.
+
+    With close-up batches (``close_up`` > 0) the fringe periods and pixel sizes span both the
+    plain and the close-up fields' ranges.
+    """
+    if not (isinstance(data, dict) and "carrier_period_px" in data):
+        return None
+    found = _from_mapping(data, source)
+    if float(data.get("close_up") or 0.0) <= 0.0:
+        return found
+    return replace(
+        found,
+        fringe_period_px=_union(found.fringe_period_px, _range(data.get("close_up_period_px"))),
+        pixel_size_um=_union(found.pixel_size_um, _range(data.get("close_up_pixel_size_um"))),
+    )
+
+
+def _union(a: Range | None, b: Range | None) -> Range | None:
+    """The smallest range holding both (``None`` if either is unknown)."""
+    if a is None or b is None:
+        return None
+    return (min(a[0], b[0]), max(a[1], b[1]))
 
 
 def training_range(card: ModelCard) -> TrainingRange | None:

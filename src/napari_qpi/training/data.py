@@ -48,6 +48,15 @@ NORMALISATION: dict[str, Any] = {"method": "mean_std", "eps": 1e-6}
 #: Held-out splits, see :func:`split_config`.
 SPLITS: tuple[str, ...] = ("standard", "hard", "transfer")
 
+#: Training distributions that are not held-out splits, see :func:`split_config`.
+TRAINING_SPLITS: tuple[str, ...] = ("wide", "large-cells")
+
+#: Fraction of close-up batches of the ``"large-cells"`` distribution.
+LARGE_CELLS_CLOSE_UP = 0.3
+
+#: Seed key of the draw that makes a batch a close-up (kept apart from the fields' seeds).
+CLOSE_UP_KEY = 7_919
+
 #: Base seed of the held-out sets; training streams use small seeds, far from it.
 HELD_OUT_SEED = 1_000_003
 
@@ -88,6 +97,22 @@ class DataConfig:
         Standard deviation of the camera's read noise, electrons.
     drift
         Relative illumination change across the field (a linear ramp in a random direction).
+    close_up
+        Fraction of batches that are close-ups (each batch is one or the other, a function of
+        ``(seed, step)``; held-out and validation fields, drawn one by one, never are): a few
+        cells seen through a high-magnification system, so that one cell spans a large part of
+        the field, as real microscopes give (HL60 cells ~200 px across). A close-up batch draws
+        from :func:`close_up_config`: ``close_up_cells`` cells, pixel pitch
+        ``close_up_pixel_size_um`` and fringe period ``close_up_period_px`` (fine fringes keep
+        the demodulated field at the hologram's grid, crop factor 1, so the cell stays large on
+        the network's native grid); every other setting as above.
+    close_up_pixel_size_um
+        Pixel pitch of close-up fields, micrometres (a round cell of 10-14 um then spans
+        ``12 / (pitch * size)`` of the field side).
+    close_up_period_px
+        Fringe period of close-up fields, pixels.
+    close_up_cells
+        Number of cells per close-up field (inclusive range).
     """
 
     size: int = 128
@@ -102,6 +127,10 @@ class DataConfig:
     full_well_electrons: Range = (3000.0, 20000.0)
     read_noise_electrons: Range = (2.0, 10.0)
     drift: Range = (0.0, 0.3)
+    close_up: float = 0.0
+    close_up_pixel_size_um: Range = (0.1, 0.25)
+    close_up_period_px: Range = (2.5, 3.0)
+    close_up_cells: tuple[int, int] = (1, 2)
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.batch_size < 1:
@@ -109,6 +138,8 @@ class DataConfig:
                 f"fields must be at least 16 px and batches at least 1, got size {self.size} and "
                 f"batch size {self.batch_size}"
             )
+        if not 0.0 <= self.close_up <= 1.0:
+            raise InputError(f"close_up is a fraction of batches in [0, 1], got {self.close_up}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
@@ -132,6 +163,11 @@ def split_config(split: str, size: int = 256) -> DataConfig:
         fringe periods of 2.5-8 px at any angle, pixels of 0.12-0.45 um (cells from a quarter of
         the field to most of it), peak phases up to 9 rad, fringe contrast down to 0.15 and
         full wells down to 1000 electrons.
+    ``"large-cells"``
+        A training distribution (not a held-out split): the standard one, with
+        :data:`LARGE_CELLS_CLOSE_UP` of the batches close-ups (``DataConfig.close_up``) of one or
+        two cells at 0.1-0.25 um pixels for 128^2 fields (scaled by ``128 / size``, so a round
+        cell spans 0.4-0.9 of the field side at any size) and 2.5-3 px fringes.
     """
     base = DataConfig(size=size, batch_size=1)
     if split == "standard":
@@ -163,7 +199,16 @@ def split_config(split: str, size: int = 256) -> DataConfig:
             full_well_electrons=(1000.0, 20000.0),
             read_noise_electrons=(2.0, 15.0),
         )
-    raise InputError(f"unknown data split {split!r}; choose one of {', '.join((*SPLITS, 'wide'))}")
+    if split == "large-cells":
+        scale = 128.0 / size
+        return replace(
+            base,
+            close_up=LARGE_CELLS_CLOSE_UP,
+            close_up_pixel_size_um=(0.1 * scale, 0.25 * scale),
+        )
+    raise InputError(
+        f"unknown data split {split!r}; choose one of {', '.join((*SPLITS, *TRAINING_SPLITS))}"
+    )
 
 
 @dataclass
@@ -225,8 +270,32 @@ def synthetic_field(config: DataConfig, seed: int | Sequence[int]) -> Field:
     return Field(hologram, phantom.phase.astype(np.float32), phantom.labels, system)
 
 
+def close_up_config(config: DataConfig) -> DataConfig:
+    """The distribution of ``config``'s close-up fields (see ``DataConfig.close_up``)."""
+    return replace(
+        config,
+        pixel_size_um=config.close_up_pixel_size_um,
+        carrier_period_px=config.close_up_period_px,
+        n_cells=config.close_up_cells,
+        close_up=0.0,
+    )
+
+
+def is_close_up(config: DataConfig, seed: int, step: int) -> bool:
+    """Whether batch ``step`` of the stream ``seed`` is a close-up batch (``config.close_up``)."""
+    if config.close_up <= 0.0:
+        return False
+    return bool(np.random.default_rng((seed, step, CLOSE_UP_KEY)).random() < config.close_up)
+
+
 def synthetic_batch(config: DataConfig, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch ``step`` of the stream ``seed``: normalised holograms and phases, (B, 1, H, W)."""
+    """Batch ``step`` of the stream ``seed``: normalised holograms and phases, (B, 1, H, W).
+
+    A close-up batch (``config.close_up``) draws every field from :func:`close_up_config`: the
+    whole batch then shares one native grid (crop factor), as a network's front end needs.
+    """
+    if is_close_up(config, seed, step):
+        config = close_up_config(config)
     fields = [synthetic_field(config, (seed, step, i)) for i in range(config.batch_size)]
     x = normalise_hologram(np.stack([f.hologram for f in fields]))
     y = np.stack([f.phase for f in fields])

@@ -105,25 +105,39 @@ def test_gradient_steps_on_the_loss_make_a_wrong_phase_more_consistent(field) ->
 CORPUS = Path(__file__).parent / "data" / "real_holograms"
 
 
-def test_the_cli_reports_the_check_and_warns_in_one_line_each(tmp_path, capsys) -> None:
-    """A real HL60 hologram (2.8 px fringes, 85 nm pixels) through a network that fails on it."""
+def test_the_cli_reports_the_check_and_warns_in_one_line_each(
+    tmp_path, capsys, register_tiny_prnet
+) -> None:
+    """A real HL60 hologram (2.8 px fringes, 85 nm pixels): through a shipped network trained on
+    3-6 px fringes and 0.2-0.45 um pixels (warned, but its phase explains the hologram), and
+    through an untrained network (its phase does not: warned, recorded as not trusted)."""
     from napari_qpi.cli import main
     from napari_qpi.io import read_image
 
     source = CORPUS / "hl60_single_raw-oah.h5"
-    args = ["reconstruct", str(source), "--model", "unet", "--workers", "0", "--quiet"]
-    assert main([*args, "--out", str(tmp_path / "net")]) == 0
+    args = ["reconstruct", str(source), "--workers", "0", "--quiet"]
+    assert main([*args, "--model", "prnet-searched", "--out", str(tmp_path / "searched")]) == 0
     out, err = capsys.readouterr()
-    assert "network vs hologram: median" in out and "1 plane(s) not explained" in out
+    assert "network vs hologram: median" in out and "all planes explained" in out
     lines = [line for line in err.splitlines() if "warning:" in line]
     assert any("fringes are 2.8 px apart" in line and "3-6 px" in line for line in lines)
     assert any("pixels are 0.0847 um" in line for line in lines)
+    assert not any("does not explain" in line for line in lines)
+    record = read_image(tmp_path / "searched" / "hl60_single_raw-oah_phase.ome.tif").extra
+    retrieval = record["method"]["retrieval"]
+    assert retrieval["consistency"]["trusted"] is True
+    assert retrieval["training_range"]["fringe_period_px"] == pytest.approx(2.8, abs=0.1)
+
+    untrained = register_tiny_prnet("tiny-untrained-check")
+    assert main([*args, "--model", untrained, "--out", str(tmp_path / "net")]) == 0
+    out, err = capsys.readouterr()
+    assert "network vs hologram: median" in out and "1 plane(s) not explained" in out
+    lines = [line for line in err.splitlines() if "warning:" in line]
     assert any("does not explain this hologram" in line and "classical" in line for line in lines)
     record = read_image(tmp_path / "net" / "hl60_single_raw-oah_phase.ome.tif").extra
     retrieval = record["method"]["retrieval"]
     assert retrieval["consistency"]["trusted"] is False
     assert retrieval["consistency"]["relative"] > RELATIVE_WARN
-    assert retrieval["training_range"]["fringe_period_px"] == pytest.approx(2.8, abs=0.1)
     # the classical method is not a network: no check, no such line
     classical = ["reconstruct", str(source), "--workers", "0", "--quiet", "--out", str(tmp_path)]
     assert main(classical) == 0

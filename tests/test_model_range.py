@@ -60,13 +60,20 @@ def hologram(period: float = 4.0, angle: float = 30.0, size: int = 128, seed: in
     return synthetic_field(config, seed)
 
 
-def test_shipped_cards_state_the_range_they_were_trained_on() -> None:
-    for name in ("unet", "prnet-searched"):
-        found = training_range(get_card(name))
-        assert found is not None and found.source == "the model card"
-        assert found.fringe_period_px == (3.0, 6.0) and found.pixel_size_um == (0.2, 0.45)
-        assert found.peak_phase_rad == (0.5, 7.0) and found.fringe_angle_deg == (0.0, 360.0)
-        assert found.field_px == 128
+@pytest.mark.parametrize(
+    ("name", "periods", "pixels", "field"),
+    [
+        ("prnet-searched", (3.0, 6.0), (0.2, 0.45), 128),
+        # standard fields plus close-ups (--data large-cells): 2.5-3 px fringes, 0.05-0.125 um
+        ("unet", (2.5, 6.0), (0.05, 0.45), 256),
+    ],
+)
+def test_shipped_cards_state_the_range_they_were_trained_on(name, periods, pixels, field) -> None:
+    found = training_range(get_card(name))
+    assert found is not None and found.source == "the model card"
+    assert found.fringe_period_px == periods and found.pixel_size_um == pixels
+    assert found.peak_phase_rad == (0.5, 7.0) and found.fringe_angle_deg == (0.0, 360.0)
+    assert found.field_px == field
 
 
 def test_a_model_trained_on_a_second_system_states_that_systems_range() -> None:
@@ -82,13 +89,13 @@ def test_a_card_without_the_key_is_read_from_its_training_data_or_its_base() -> 
     assert derived.source == "the card's training data settings"
     bare = card.replace(training={})
     assert training_range(bare) is None
-    tuned = bare.replace(family="finetuned", base_model="unet")
-    assert training_range(tuned).source == "its base model 'unet'"
+    tuned = bare.replace(family="finetuned", base_model="prnet-searched")
+    assert training_range(tuned).source == "its base model 'prnet-searched'"
     assert training_range(tuned).fringe_period_px == (3.0, 6.0)
 
 
 def test_data_outside_the_range_warns_in_one_line_and_inside_does_not() -> None:
-    card = get_card("unet")
+    card = get_card("prnet-searched")
     inside = hologram(period=4.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

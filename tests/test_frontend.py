@@ -493,3 +493,60 @@ def test_memory_estimate_of_a_tight_model_covers_the_finest_grid():
     device = torch.device("cpu")
     assert bytes_per_pixel(tight, 1, 4, device) == bytes_per_pixel(integer, 1, 4, device)
     assert tight.front_end.config.grid == "tight"  # the model itself is left alone
+
+
+def test_background_order_round_trips_and_old_cards_stay_as_they_were():
+    """The classical background order is a card field written only when it is not the
+    default: every card written before it existed reads back to the same config and dict."""
+    from importlib.resources import files
+
+    assert "background_order" not in RESIDUAL_FRONT_END.to_dict()
+    assert RESIDUAL_FRONT_END.background_order == frontend.CLASSICAL_BACKGROUND_ORDER == 2
+    fourth = FrontEndConfig(channels=RESIDUAL_FRONT_END.channels, residual=True, background_order=4)
+    data = json.loads(json.dumps(fourth.to_dict()))
+    assert data["background_order"] == 4 and FrontEndConfig.from_dict(data) == fourth
+    config = PRNetConfig(width=0.25, front_end=fourth)
+    assert PRNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    for bad in (6, -1, 2.5, True, "4"):
+        with pytest.raises(ModelError, match="background_order"):
+            FrontEndConfig(background_order=bad)
+    shipped = files("napari_qpi.models") / "shipped"
+    stored = [
+        json.loads((folder / "card.json").read_text())["architecture"]["config"]["front_end"]
+        for folder in shipped.iterdir()
+        if (folder / "card.json").is_file()
+        and "front_end" in json.loads((folder / "card.json").read_text())["architecture"]["config"]
+    ]
+    assert stored  # the shipped hologram models have a front end
+    for data in stored:
+        read = FrontEndConfig.from_dict(data)
+        assert read.background_order == 2 and read.to_dict() == data
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_untrained_residual_model_removes_the_background_order_it_is_given(family):
+    """An untrained residual model is the classical method with the card's background order:
+    order 4 removes the spherical aberration that order 2 leaves; the default is order 2."""
+    torch.manual_seed(3)
+    cells = random_cells((128, 128), n_cells=3, peak_phase_rad=(3.0, 6.0), seed=4)
+    system = OffAxisSystem(
+        carrier_period_px=5.0, carrier_angle_deg=30.0, aberrations_rad={"spherical": 2.0}
+    )
+    hologram = np.asarray(simulate_hologram(cells.phase, cells.amplitude, system, seed=4))
+    outputs = {}
+    for order in (2, 4):
+        front = FrontEndConfig(
+            channels=RESIDUAL_FRONT_END.channels, residual=True, background_order=order
+        )
+        net = _small(family, front_end=front.to_dict()).eval()
+        settings = OffAxisSettings(resolution="native", background_order=order)
+        classical = retrieve_offaxis(hologram.astype(np.float32), settings=settings)
+        q = round(classical.pixel_size_factor)
+        with torch.no_grad():
+            outputs[order] = net(_tensor(hologram.astype(np.float32)))[0, 0].numpy()[::q, ::q]
+        np.testing.assert_allclose(outputs[order], classical.phase, atol=2e-3)
+    default = _small(family, front_end=RESIDUAL_FRONT_END.to_dict()).eval()
+    with torch.no_grad():
+        same = default(_tensor(hologram.astype(np.float32)))[0, 0].numpy()[::q, ::q]
+    np.testing.assert_array_equal(same, outputs[2])
+    assert np.abs(outputs[4] - outputs[2]).max() > 0.3  # the spherical term the fit removes

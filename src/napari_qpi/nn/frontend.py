@@ -139,6 +139,13 @@ class FrontEndConfig:
         ``H / h'`` hologram pixels (not an integer): the same information in fewer pixels
         (3.5x fewer at 3 px fringes), so the network costs less and sees cells at the same size
         in native pixels whatever the fringe period and the field's side.
+    background_order
+        Total degree (0-5) of the polynomial background :func:`classical_native` fits and
+        removes from the classical phase (radians; 2 removes tilt, defocus and astigmatism, 4
+        also spherical aberration), for the ``classical*`` channels and the phase a residual
+        network's output is added to. Default :data:`CLASSICAL_BACKGROUND_ORDER`, the classical
+        method's; fine-tuning to a microscope with stronger aberrations may raise it
+        (:class:`~napari_qpi.training.finetune.FinetuneSettings` ``front_end_order``).
     """
 
     filter: str = "smooth_disk"
@@ -146,6 +153,7 @@ class FrontEndConfig:
     channels: Sequence[str] = DEFAULT_CHANNELS
     residual: bool = False
     grid: str = "integer"
+    background_order: int = CLASSICAL_BACKGROUND_ORDER
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:
@@ -165,9 +173,18 @@ class FrontEndConfig:
                 f"front_end channels must be distinct names from {CHANNELS}, got "
                 f"{list(self.channels)}"
             )
+        order = self.background_order
+        if (
+            isinstance(order, bool)
+            or not isinstance(order, (int, np.integer))
+            or not 0 <= order <= 5
+        ):
+            raise ModelError(f"front_end background_order must be an integer 0-5, got {order!r}")
+        self.background_order = int(order)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields (channels as a list; ``residual`` only when set)."""
+        """JSON-serialisable fields (channels as a list; ``residual`` only when set,
+        ``background_order`` only when not the default, so older cards stay as they were)."""
         data: dict[str, Any] = {
             "filter": self.filter,
             "radius_fraction": float(self.radius_fraction),
@@ -177,6 +194,8 @@ class FrontEndConfig:
             data["residual"] = True
         if self.grid != "integer":
             data["grid"] = self.grid
+        if self.background_order != CLASSICAL_BACKGROUND_ORDER:
+            data["background_order"] = self.background_order
         return data
 
     @classmethod
@@ -210,6 +229,14 @@ def residual_front_end(classical_input: str = "phase") -> FrontEndConfig:
         )
     return FrontEndConfig(
         channels=(*DEFAULT_CHANNELS, *CLASSICAL_INPUTS[classical_input]), residual=True
+    )
+
+
+def reads_classical(config: FrontEndConfig | None) -> bool:
+    """Whether a front end with ``config`` computes the classical phase (:func:`classical_native`):
+    a residual one, or one with a ``classical*`` channel; its ``background_order`` matters then."""
+    return config is not None and bool(
+        config.residual or set(config.channels) & set(CLASSICAL_CHANNELS)
     )
 
 
@@ -416,7 +443,7 @@ class OffAxisFrontEnd(nn.Module):
         classical = None
         views: dict[str, Tensor] = {}
         if self.config.residual or set(self.config.channels) & set(CLASSICAL_CHANNELS):
-            classical = classical_native(field)[:, None]
+            classical = classical_native(field, self.config.background_order)[:, None]
             views = classical_views(classical[:, 0])
         power = field.real.square() + field.imag.square()
         scale = power.sqrt().mean(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
@@ -503,6 +530,7 @@ __all__ = [
     "demodulate_torch",
     "detect_carriers",
     "probe_arguments",
+    "reads_classical",
     "residual_front_end",
     "strongest_peak",
     "upsample_native",

@@ -38,7 +38,7 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 
 from ..errors import InputError, QPIError
-from ..models import list_models
+from ..models import get_card, list_models
 from ..retrieval import OffAxisSettings
 from ..training.finetune import (
     FinetuneEvent,
@@ -46,6 +46,7 @@ from ..training.finetune import (
     FinetuneSettings,
     check_new_name,
     default_checkpoint,
+    front_end_order_for,
     iter_finetune,
     plan_finetune,
     resumable,
@@ -87,7 +88,9 @@ class FinetuneWidget(DockContainer):
                 self.inputs,
                 self.targets,
                 Container(
-                    widgets=[self.fill_button, self.fill_order], layout="horizontal", labels=True
+                    widgets=[self.fill_button, self.fill_order, self.fill_model],
+                    layout="horizontal",
+                    labels=True,
                 ),
                 self.ignore,
                 self.pairs,
@@ -137,6 +140,13 @@ class FinetuneWidget(DockContainer):
             max=5,
             tooltip="order of the polynomial background the classical targets remove; raise it "
             "for microscopes with strong (e.g. spherical) aberrations",
+        )
+        self.fill_model = CheckBox(
+            text="in the model too",
+            value=True,
+            tooltip="a residual hologram model (its network corrects the classical phase) removes "
+            "a background of this order from its own classical phase too, while it is trained "
+            "and in the new model",
         )
         self.ignore = create_widget(
             annotation=napari.layers.Labels | None,
@@ -238,6 +248,7 @@ class FinetuneWidget(DockContainer):
             "finetune",
             {
                 "fill_order": self.fill_order,
+                "fill_model": self.fill_model,
                 "epochs": self.epochs,
                 "lr": self.lr,
                 "batch_size": self.batch_size,
@@ -362,7 +373,15 @@ class FinetuneWidget(DockContainer):
             val_fraction=float(self.val_fraction.value),
             self_supervised=bool(self.self_supervised.value),
             minutes=float(self.minutes.value) or None,
+            front_end_order=self._front_end_order(),
         )
+
+    def _front_end_order(self) -> int | None:
+        """The targets' background order for the base model's front end (see *in the model
+        too*), when that changes it."""
+        if not (self.fill_model.value and self.base.value):
+            return None
+        return front_end_order_for(get_card(self.base.value), int(self.fill_order.value))
 
     def _make_job(self) -> Job:
         inputs, targets = list(self.inputs.value), list(self.targets.value)

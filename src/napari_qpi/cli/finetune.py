@@ -26,6 +26,7 @@ from ..training.finetune import (
     check_new_name,
     classical_targets,
     default_checkpoint,
+    front_end_order_for,
     plan_finetune,
     run_finetune,
     save_finetuned,
@@ -58,6 +59,15 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         help="background order of --targets classical (raise it for strong aberrations)",
+    )
+    flags.add(
+        "--front-end-order",
+        type=int,
+        choices=range(6),
+        help="background order of the classical phase inside a residual hologram model's front "
+        "end (the phase its network corrects), set before the base model is scored and "
+        "trained and recorded in the new model (default: --classical-order with --targets "
+        "classical, else the base model's own)",
     )
     flags.add(
         "--ignore",
@@ -151,6 +161,11 @@ def finetune_main(args: argparse.Namespace) -> int:
         f"{plan.summary['validation']} ({plan.summary['validation_split']}); "
         f"{plan.total_steps} steps of {plan.settings.batch_size} x {plan.crop}^2"
     )
+    if order := plan.summary.get("front_end_order"):
+        print(
+            f"the front end removes a background of order {order['used']} from its classical "
+            f"phase (base model: {order['base']})"
+        )
     model, card = _run_stoppable(plan, args, checkpoint)
     folder = save_finetuned(model, card, checkpoint_path=checkpoint, overwrite=replace)
     scores = card.metrics.get("finetune_validation", {})
@@ -185,6 +200,7 @@ def _plan(args: argparse.Namespace) -> FinetunePlan:
         self_supervised=args.self_supervised,
         minutes=args.minutes,
         seed=args.seed,
+        front_end_order=_front_end_order(args),
     )
     stack_masks: list[np.ndarray] = []
     measurements, acquisitions = _read_inputs(args.inputs, stack_masks)
@@ -215,6 +231,17 @@ def _plan(args: argparse.Namespace) -> FinetunePlan:
         command=command_line(args),
         masks=stack_masks[0] if stack_masks else None,
     )
+
+
+def _front_end_order(args: argparse.Namespace) -> int | None:
+    """``--front-end-order``; unset, with ``--targets classical`` on a base model whose front end
+    computes the classical phase, ``--classical-order`` (the order the user chose for this
+    microscope) when it differs from the base model's; else None (the base model's)."""
+    if args.front_end_order is not None or args.targets != ["classical"]:
+        return args.front_end_order
+    from ..models.registry import get_card
+
+    return front_end_order_for(get_card(args.base), args.classical_order)
 
 
 def _run_stoppable(

@@ -42,7 +42,12 @@ from .data import (
     collect_pairs,
     split_pairs,
 )
-from .plan import plan_finetune
+from .plan import (
+    front_end_order_for,
+    plan_finetune,
+    set_front_end_order,
+    uses_classical_phase,
+)
 from .run import (
     check_new_name,
     clear_work_files,
@@ -67,11 +72,14 @@ __all__ = [
     "consistency_loss",
     "default_checkpoint",
     "finetune",
+    "front_end_order_for",
     "iter_finetune",
     "plan_finetune",
     "resumable",
     "run_finetune",
     "save_finetuned",
+    "set_front_end_order",
     "split_pairs",
+    "uses_classical_phase",
     "wrapped_phase_loss",
 ]

@@ -74,6 +74,15 @@ class FinetuneSettings:
         Steps between resumable checkpoints (one is also written when training ends).
     description
         One or two sentences for the model card (default: made up from the base and data).
+    front_end_order
+        Hologram models whose off-axis front end computes the classical phase (residual models,
+        ``classical*`` channels): the total degree (0-5) of the polynomial background it removes
+        from that phase, radians (:class:`~napari_qpi.nn.frontend.FrontEndConfig`
+        ``background_order``; 2 removes tilt, defocus and astigmatism, 4 also spherical
+        aberration). Set before the base model is scored and trained, and recorded in the new
+        card. ``None`` keeps the base model's order. A microscope whose classical phase needs a
+        higher order needs it here too: a residual network would otherwise have to learn to
+        remove the aberration the fit leaves.
     """
 
     name: str
@@ -91,6 +100,7 @@ class FinetuneSettings:
     val_every: int = 0
     checkpoint_every: int = 50
     description: str = ""
+    front_end_order: int | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -112,6 +122,13 @@ class FinetuneSettings:
             raise InputError(f"the time budget must be positive minutes, got {self.minutes}")
         if self.val_every < 0 or self.checkpoint_every < 1:
             raise InputError("val_every must be >= 0 and checkpoint_every >= 1")
+        order = self.front_end_order
+        if order is not None and (
+            isinstance(order, bool)
+            or not isinstance(order, (int, np.integer))
+            or not 0 <= order <= 5
+        ):
+            raise InputError(f"the front end's background order must be 0-5, got {order!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""

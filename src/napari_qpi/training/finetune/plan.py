@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -140,6 +141,7 @@ def plan_finetune(
     """
     model, card = _load_base(base, device)
     _check_request(card, settings, modality, targets)
+    order_change = set_front_end_order(model, card, settings.front_end_order)
     if settings.self_supervised:
         targets = None
     oversampling = _oversampling(model) if card.modality == "cdp" else None
@@ -166,10 +168,16 @@ def plan_finetune(
     )
     summary = _summary(pairs, train, validation, how, settings)
     summary |= {"crop": crop, "steps_per_epoch": steps_per_epoch}
+    if order_change is not None:
+        summary["front_end_order"] = order_change
     identity = {
         "base": card.name,
         "base_sha256": card.sha256,
-        "settings": {k: v for k, v in settings.to_dict().items() if k != "batch_size"},
+        "settings": {  # without an unset front-end order, as before the option existed
+            k: v
+            for k, v in settings.to_dict().items()
+            if k != "batch_size" and not (k == "front_end_order" and v is None)
+        },
         "data": _fingerprint(pairs),
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -189,6 +197,55 @@ def plan_finetune(
         fingerprint=fingerprint,
         command=command,
     )
+
+
+def uses_classical_phase(model: nn.Module) -> bool:
+    """Whether ``model``'s off-axis front end computes the classical phase (a residual model, or
+    one reading a ``classical*`` channel): what ``front_end_order`` changes."""
+    from ...nn.frontend import reads_classical
+
+    return reads_classical(getattr(getattr(model, "front_end", None), "config", None))
+
+
+def front_end_order_for(card: ModelCard, order: int) -> int | None:
+    """``order`` for :class:`FinetuneSettings` ``front_end_order`` when ``card``'s model computes
+    the classical phase in its front end with another background order; else None (nothing to
+    change). What the CLI and the widget do with the order the user chose for the targets."""
+    from ...nn.frontend import as_front_end_config, reads_classical
+
+    config = card.architecture.get("config")
+    front_end = as_front_end_config(config.get("front_end")) if isinstance(config, dict) else None
+    if front_end is None or not reads_classical(front_end):
+        return None
+    return None if front_end.background_order == int(order) else int(order)
+
+
+def set_front_end_order(
+    model: nn.Module, card: ModelCard, order: int | None
+) -> dict[str, int] | None:
+    """Give ``model``'s front end the classical background ``order`` (in place; the new card
+    takes its architecture from the model); returns ``{"base": old, "used": order}``, or None
+    when ``order`` is None.
+
+    Raises
+    ------
+    InputError
+        ``order`` given for a model whose front end does not compute the classical phase.
+    """
+    if order is None:
+        return None
+    if not uses_classical_phase(model):
+        raise InputError(
+            f"model {card.name!r} does not compute the classical phase in its front end, so it "
+            "has no background order to set; leave the front-end order unset"
+        )
+    front_end = model.front_end
+    before = int(front_end.config.background_order)
+    front_end.config = dataclasses.replace(front_end.config, background_order=int(order))
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "front_end", None) is not None:
+        config.front_end = front_end.config
+    return {"base": before, "used": int(order)}
 
 
 def _check_request(

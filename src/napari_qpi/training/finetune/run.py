@@ -429,7 +429,7 @@ def _card(plan: FinetunePlan, result: FitResult, best: _BestWeights, batch_size:
         name=settings.name,
         family="finetuned",
         modality=base.modality,
-        architecture=copy.deepcopy(base.architecture),
+        architecture=_architecture(plan),
         normalisation=dict(base.normalisation),
         training=training,
         metrics=metrics,
@@ -440,6 +440,17 @@ def _card(plan: FinetunePlan, result: FitResult, best: _BestWeights, batch_size:
             "parameters": count_parameters(plan.model),
         },
     )
+
+
+def _architecture(plan: FinetunePlan) -> dict[str, Any]:
+    """The base card's architecture; with ``front_end_order`` set, its front end as the model
+    ran with it (the new classical background order)."""
+    architecture = copy.deepcopy(plan.base.architecture)
+    config = architecture.get("config")
+    front_end = getattr(getattr(plan.model, "front_end", None), "config", None)
+    if "front_end_order" in plan.summary and isinstance(config, dict) and front_end is not None:
+        config["front_end"] = front_end.to_dict()
+    return architecture
 
 
 def finetune(

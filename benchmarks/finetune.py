@@ -491,16 +491,16 @@ def summary_sentence(base: str, rows: list[Row], infos: dict[str, dict[str, floa
     sentence = (
         f"`{base}`: after {last.minutes:g} minutes on true-phase annotations it gains "
         f"{gain:+.1f} dB over the base model (goal: +6 dB: "
-        f"{'met' if gain >= 6 else 'not met'}) and is {margin:+.1f} dB from the better "
+        f"{'met' if gain >= 6 else 'not met'}) and is {margin:+.2f} dB from the better "
         f"classical variant (goal: >= 0: {'met' if margin >= 0 else 'not met'}); field by "
-        f"field {np.median(paired):+.1f} dB median ({paired.min():+.1f} to {paired.max():+.1f}), "
+        f"field {np.median(paired):+.2f} dB median ({paired.min():+.1f} to {paired.max():+.1f}), "
         f"at or above it on {int((paired >= 0).sum())} of {paired.size} fields."
     )
     reordered = infos[base].get("psnr_reordered_db")
     if reordered is not None:
         sentence += (
             f" The untrained base with the front end's order set scores {reordered:.1f} dB: "
-            f"the training itself adds {last.scores['psnr_db'] - reordered:+.1f} dB"
+            f"the training itself adds {last.scores['psnr_db'] - reordered:+.2f} dB"
             + (
                 f" (best validation at step {last.best_step})."
                 if last.best_step is not None

@@ -12,12 +12,10 @@ from napari.utils.notifications import show_warning
 
 from ..training.finetune import FinetuneEvent
 from ..training.loop import StopFlag
-from .gc_pin import gui_thread_collector
-from .task import TaskControls
+from .task import TaskControls, warm_up_once
 
 #: Set once the one-off imports of the first training run are done (see :func:`warm_up`).
 WARMED_UP = threading.Event()
-_WARM_UP_LOCK = threading.Lock()
 
 
 def warm_up() -> threading.Event:
@@ -27,23 +25,11 @@ def warm_up() -> threading.Event:
     the GIL for a few hundred ms at a time). Doing it while the user fills in the widget keeps
     the first *Train* click from stalling the event loop.
     """
-    with _WARM_UP_LOCK:
-        if not WARMED_UP.is_set() and not any(
-            t.name == "qpi-warm-up" for t in threading.enumerate()
-        ):
-            collector = gui_thread_collector()
 
-            def work() -> None:
-                try:
-                    import torch._dynamo  # noqa: F401
-                finally:
-                    WARMED_UP.set()
-                    collector.unpin_later.emit(True)  # and a full collection
+    def work() -> None:
+        import torch._dynamo  # noqa: F401
 
-            collector.pin()  # no garbage collection in this thread (see gc_pin)
-            # not a daemon: exiting waits for it, instead of stopping it in the middle of an import
-            threading.Thread(target=work, name="qpi-warm-up", daemon=False).start()
-    return WARMED_UP
+    return warm_up_once("qpi-warm-up", WARMED_UP, work)
 
 
 class FinetuneControls(TaskControls):

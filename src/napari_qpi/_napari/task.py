@@ -41,6 +41,33 @@ DISPLAY_READY = threading.Event()
 _WARM_UP_LOCK = threading.Lock()
 
 
+def warm_up_once(name: str, done: threading.Event, work: Callable[[], None]) -> threading.Event:
+    """Run ``work`` once per process in a background thread named ``name``; ``done`` is set when
+    it ends (also if it raises: a warm-up only saves time, the real work reports its own errors).
+
+    Python's collector is kept out of that thread while it runs (:mod:`.gc_pin`), and a full
+    collection follows on the GUI thread. Not a daemon: exiting waits for it, instead of
+    stopping it in the middle of an import.
+    """
+    with _WARM_UP_LOCK:
+        if done.is_set() or any(t.name == name for t in threading.enumerate()):
+            return done
+        collector = gui_thread_collector()
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:
+                pass
+            finally:
+                done.set()
+                collector.unpin_later.emit(True)  # and a full collection
+
+        collector.pin()
+        threading.Thread(target=run, name=name, daemon=False).start()
+    return done
+
+
 def warm_up_display() -> threading.Event:
     """Do, once per process and in a background thread, what the first result would stall on.
 
@@ -52,33 +79,17 @@ def warm_up_display() -> threading.Event:
     measuring a tiny simulated hologram here, while the user is still choosing settings, takes
     all of that off the first *Run* and *Measure*.
     """
-    with _WARM_UP_LOCK:
-        if DISPLAY_READY.is_set() or any(
-            t.name == "qpi-display-warm-up" for t in threading.enumerate()
-        ):
-            return DISPLAY_READY
 
-        collector = gui_thread_collector()
+    def work() -> None:
+        import numpy as np
+        import pandas as pd
+        from napari.layers import Labels
 
-        def work() -> None:
-            try:
-                import numpy as np
-                import pandas as pd
-                from napari.layers import Labels
+        Labels(np.zeros((4, 4), np.int32), features=pd.DataFrame({"index": [1]}))
+        _fill_vispy_dash_patterns()
+        _exercise_the_pipeline()
 
-                Labels(np.zeros((4, 4), np.int32), features=pd.DataFrame({"index": [1]}))
-                _fill_vispy_dash_patterns()
-                _exercise_the_pipeline()
-            except Exception:  # only a warm-up: the real work reports its own errors
-                pass
-            finally:
-                DISPLAY_READY.set()
-                collector.unpin_later.emit(True)  # and a full collection
-
-        collector.pin()  # no garbage collection in this thread (see gc_pin)
-        # not a daemon: exiting waits for it, instead of stopping it in the middle of an import
-        threading.Thread(target=work, name="qpi-display-warm-up", daemon=False).start()
-    return DISPLAY_READY
+    return warm_up_once("qpi-display-warm-up", DISPLAY_READY, work)
 
 
 def wrapping_label(label: Label) -> Label:

@@ -59,6 +59,7 @@ from napari_qpi.models.weights import load_model_folder
 from napari_qpi.nn import build_network, count_parameters
 from napari_qpi.retrieval import retrieve_offaxis
 from napari_qpi.retrieval.deep import retrieve_deep
+from napari_qpi.retrieval.model_range import range_of_data
 from napari_qpi.training.data import (
     HeldOutSet,
     held_out_set,
@@ -380,9 +381,10 @@ def training(card: ModelCard | None) -> str:
     train_s = (record.get("timings") or {}).get("train_s")
     if train_s:
         parts.append(f"{train_s / 60:.0f} min")
-    periods = (record.get("data") or {}).get("carrier_period_px")
-    if periods:
-        parts.append(f"carrier {periods[0]:g}-{periods[1]:g} px")
+    span = range_of_data(record.get("data"), "the card")  # close-up batches included
+    if span is not None:
+        low, high = span.fringe_period_px
+        parts.append(f"carrier {low:g}-{high:g} px")
     return ", ".join(parts) or "-"
 
 

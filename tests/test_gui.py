@@ -698,3 +698,38 @@ def test_jump_labels_mark_a_2pi_step_plane_by_plane():
     assert labels.shape == stack.shape and labels.dtype == np.uint8
     assert labels[0, :, 7:9].all() and labels[0].sum() == 2 * 16
     assert not labels[1].any() and not labels[2].any()
+
+
+def test_the_same_warning_on_every_plane_is_shown_once_and_counted(qtbot, monkeypatch) -> None:
+    """A stack whose planes each warn with their own figures gives one notification of that
+    kind, and the status line says how many more there were; another kind is shown too."""
+    import warnings
+
+    from napari_qpi._napari import task
+
+    shown: list[str] = []
+    monkeypatch.setattr(task, "show_warning", shown.append)
+
+    def job():
+        warnings.warn("No cells stand out of the noise", UserWarning, stacklevel=1)
+        for plane in range(4):
+            percent = 0.1 * (plane + 1)
+            message = f"Phase unwrapping left {percent:.2f}% of the pixels next to a 2 pi jump"
+            warnings.warn(message, UserWarning, stacklevel=1)
+            yield plane + 1, 4
+        return "ok"
+
+    results: list[str] = []
+    controls = task.TaskControls(lambda: job(), results.append)
+    with qtbot.waitSignal(controls.finished, timeout=30_000):
+        controls.start()
+    qtbot.waitUntil(lambda: controls.status.value.startswith("done"), timeout=10_000)
+    assert results == ["ok"]
+    assert shown == [
+        "No cells stand out of the noise",
+        "Phase unwrapping left 0.10% of the pixels next to a 2 pi jump",
+    ]
+    assert controls.status.value == (
+        "done; Phase unwrapping left 0.10% of the pixels next to a 2 pi jump (and 3 more like it)"
+    )
+    assert len(controls.status.native.toolTip().splitlines()) == 5

@@ -9,6 +9,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -39,6 +40,9 @@ _TURN_MS = 1
 #: Set when :func:`warm_up_display` has done the one-off work of showing a first result.
 DISPLAY_READY = threading.Event()
 _WARM_UP_LOCK = threading.Lock()
+#: Numbers in a warning's text: a warning that differs from one already shown in a run only in
+#: its numbers (the same warning on another plane of a stack) is counted, not shown again.
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
 
 def warm_up_once(name: str, done: threading.Event, work: Callable[[], None]) -> threading.Event:
@@ -282,7 +286,7 @@ class TaskControls(Container):
         self._showing: Iterator[Any] | None = None  # the steps left of showing a result
         self._when_shown: Callable[[], None] = self._say_done  # then: what the status says
         self._latest_progress: tuple[int, int] | None = None  # the latest progress, not shown yet
-        self._warned: list[str] = []  # this run's warnings, each shown once
+        self._warned: dict[str, list[str]] = {}  # this run's warnings by kind (numbers masked)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         warm_up_display()
@@ -302,7 +306,7 @@ class TaskControls(Container):
             self._report(error)
             return None
         worker = pin_while_running(_run_in_thread(job))
-        self._warned: list[str] = []
+        self._warned = {}
         worker.warned.connect(self._on_warning)
         _disconnect_napari_relay(worker)
         worker.yielded.connect(self._on_progress)
@@ -387,15 +391,23 @@ class TaskControls(Container):
             self._end_run()
 
     def _say_done(self) -> None:
-        self.status.value = "done" if not self._warned else f"done; {self._warned[-1]}"
-        if self._warned:
-            self.status.native.setToolTip("\n".join(self._warned))
+        if not self._warned:
+            self.status.value = "done"
+            return
+        last = list(self._warned.values())[-1]
+        more = f" (and {len(last) - 1} more like it)" if len(last) > 1 else ""
+        self.status.value = f"done; {last[0]}{more}"
+        every = dict.fromkeys(text for texts in self._warned.values() for text in texts)
+        self.status.native.setToolTip("\n".join(every))
 
     def _on_warning(self, show_warning_args: tuple) -> None:
-        """A warning raised by the job: one clean notification per run (no path, no code line)."""
+        """A warning raised by the job: one clean notification (no path, no code line) per kind
+        of warning and run; the same warning again, or with other numbers (another plane of a
+        stack), is counted for the status line, not shown again."""
         message = " ".join(str(show_warning_args[0]).split())
-        if message not in self._warned:
-            self._warned.append(message)
+        texts = self._warned.setdefault(_NUMBERS.sub("#", message), [])
+        texts.append(message)
+        if len(texts) == 1:
             show_warning(message)
 
     def _on_aborted(self) -> None:

@@ -469,7 +469,6 @@ class OffAxisFrontEnd(nn.Module):
         hologram grid) sampled at the native grid's nearest hologram pixels and padded alike
         (replication)."""
         features, grid, classical = self._features(hologram, carrier)
-        native = (int(features.shape[-2]), int(features.shape[-1]))
         if coords is not None:
             rows, cols = (
                 torch.from_numpy(np.rint(grid.positions(d)).astype(np.int64)).to(coords.device)
@@ -480,7 +479,7 @@ class OffAxisFrontEnd(nn.Module):
         base = None
         if self.config.residual and classical is not None:
             base = pad_to(classical.to(features.dtype), stride)
-        return NativeInput(pad_to(features, stride), coords, grid, native, base)
+        return NativeInput(pad_to(features, stride), coords, grid, base)
 
     @staticmethod
     def restore(phase: Tensor, native: NativeInput, size: Sequence[int]) -> Tensor:
@@ -488,7 +487,7 @@ class OffAxisFrontEnd(nn.Module):
         front end) -> (B, 1, H, W) at the hologram grid."""
         if native.base is not None:
             phase = phase + native.base
-        height, width = native.native_shape
+        height, width = native.grid.crop
         return upsample_native(phase[..., :height, :width], native.grid.pitch, size)
 
 

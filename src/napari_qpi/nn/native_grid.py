@@ -169,9 +169,8 @@ class NativeInput:
     coords
         (B, 2, h', w') coordinate channels subsampled to the native grid (or None).
     grid
-        The native grid (its pitch: hologram pixels per native pixel).
-    native_shape
-        (h, w) of the native grid before padding.
+        The native grid: its size ``crop`` = (h, w) before padding, its pitch in hologram pixels
+        per native pixel.
     base
         (B, 1, h', w') the classical phase (radians) the network's output is added to, padded as
         the features; None unless the front end is ``residual``.
@@ -180,7 +179,6 @@ class NativeInput:
     features: Tensor
     coords: Tensor | None
     grid: NativeGrid
-    native_shape: tuple[int, int]
     base: Tensor | None = None
 
 

@@ -18,8 +18,9 @@ from napari.qt.threading import GeneratorWorker
 from ..reconstruct import iter_reconstruct
 from ..retrieval import OffAxisSettings
 from .gc_pin import pin_while_running
+from .layer_insert import add_layer_steps
 from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
-from .task import Job, _run_in_thread, add_layer_steps
+from .task import Job, _run_in_thread
 
 
 def fill_worker(layers: list[Any], background_order: int) -> GeneratorWorker:

@@ -21,10 +21,11 @@ from ..morphology import (
 from ..morphology.tracking import Tracks, track_cells, tracks_layer_data
 from .cells_table import CellsTable
 from .dock import DockContainer
+from .layer_insert import add_layer_steps
 from .layers import MORPHOLOGY_KEY, acquisition_of
 from .pickers import layer_picker, phase_rank
 from .plots import CellPlots
-from .task import Job, TaskControls, add_layer_steps
+from .task import Job, TaskControls
 
 
 class CellMorphologyWidget(DockContainer):

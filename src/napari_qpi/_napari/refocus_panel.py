@@ -29,16 +29,10 @@ from ..retrieval import retrieve_offaxis
 from ..retrieval.autofocus import DEFAULT_METRIC, METRICS, default_range
 from ..retrieval.refocus import iter_hologram_autofocus, iter_zstack, optics
 from .gc_pin import pin_while_running
+from .layer_insert import add_layer_steps, image_layer_steps
 from .layers import METHOD_KEY, acquisition_of, image_layer, phase_contrast_limits
 from .pickers import ranked_layers
-from .task import (
-    Job,
-    TaskControls,
-    add_layer_steps,
-    image_layer_steps,
-    show_in_turns,
-    wrapping_label,
-)
+from .task import Job, TaskControls, show_in_turns, wrapping_label
 from .view_region import visible_box
 
 if TYPE_CHECKING:

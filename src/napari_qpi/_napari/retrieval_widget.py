@@ -45,6 +45,7 @@ from ..retrieval.consistency import network_residual
 from .actions import ActionsBar, load_profile_dialog
 from .dock import DockContainer
 from .gui_settings import remember
+from .layer_insert import add_layer_steps, image_layer_steps
 from .layers import (
     CDP_KEY,
     METHOD_KEY,
@@ -55,7 +56,7 @@ from .layers import (
 )
 from .pickers import background_rank, hologram_rank, layer_picker
 from .refocus_panel import RefocusPanel
-from .task import Job, TaskControls, add_layer_steps, image_layer_steps
+from .task import Job, TaskControls
 
 WHOLE_STACK = "whole stack"
 VIEWED_PLANES = "viewed planes only"

@@ -16,7 +16,6 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -164,56 +163,6 @@ def _exercise_the_pipeline() -> None:
     [plane] = iter_reconstruct(hologram, acquisition=system.acquisition())
     for _ in iter_measure_frames(plane.phase, None, pixel_size_um=0.2, wavelength_nm=532.0):
         pass
-
-
-def add_layer_steps(viewer: Any, layer: Any) -> Generator[None, None, Any]:
-    """Add a built layer to ``viewer`` in two event-loop turns; the layer.
-
-    napari's ``add_layer`` builds the layer's vispy visual and its controls widget, then
-    selects the layer, which lays out and shows that widget: ~115-200 ms of GUI-thread CPU time
-    in one turn on the sample (shared 2-core machine, Xvfb). Here the layer is inserted
-    unselected (napari's ``LayerList._activate_on_insert``; where a napari lacks it, the layer
-    is added at once) and selected a turn later, as ``add_layer`` would have done.
-    """
-    layers = viewer.layers
-    activate = getattr(layers, "_activate_on_insert", None)
-    if activate is None:
-        return viewer.add_layer(layer)
-    layers._activate_on_insert = False
-    try:
-        viewer.add_layer(layer)
-    finally:
-        layers._activate_on_insert = activate
-    if activate:
-        yield
-        if layer in layers:
-            layers.selection.active = layer
-    return layer
-
-
-def image_layer_steps(viewer: Any, data: Any, kwargs: dict[str, Any]) -> Generator[None, None, Any]:
-    """Show ``data`` in the image layer named ``kwargs["name"]``, in event-loop turns; the layer.
-
-    A rerun updates that layer in place (metadata, scale, translate, data, contrast limits):
-    removing a layer makes napari run a full garbage collection on the GUI thread (0.5-0.7 s on
-    the sample). A new layer's model (thumbnail, slice: ~10-15 ms) is built in a turn before the
-    one that adds it (itself two turns: :func:`add_layer_steps`); a layer of that name that
-    cannot take the data (another kind, number of dimensions or RGB) is left as it is.
-    """
-    import napari
-
-    name = kwargs["name"]
-    layer = viewer.layers[name] if name in viewer.layers else None
-    if not isinstance(layer, napari.layers.Image) or layer.ndim != np.ndim(data) or layer.rgb:
-        new = napari.layers.Image(data, **kwargs)
-        yield
-        return (yield from add_layer_steps(viewer, new))
-    for key in ("metadata", "scale", "translate"):
-        if key in kwargs:
-            setattr(layer, key, kwargs[key])
-    layer.data = data
-    layer.contrast_limits = kwargs["contrast_limits"]
-    return layer
 
 
 def show_in_turns(steps: Iterator[Any], then: Callable[[], Any] | None = None) -> None:

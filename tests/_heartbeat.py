@@ -113,7 +113,8 @@ class Heartbeat:
         wall, cpu = np.diff(ticks, axis=0).T
         if self.sampler is not None:
             worst = int(cpu.argmax())
-            print(self.sampler.report(ticks[worst, 0], ticks[worst + 1, 0]))
+            top = int(os.environ.get("QPI_GAP_TOP", "40"))
+            print(self.sampler.report(ticks[worst, 0], ticks[worst + 1, 0], top=top))
         return 1e3 * float(wall.max()), 1e3 * float(cpu.max())
 
 

@@ -300,3 +300,44 @@ def test_cancel_on_a_stack_shows_the_planes_done_and_leaves_the_gui_thread_free(
     # its longest turn is napari inserting the phase (or its jumps) layer, as in the first Run
     assert gaps["cancel"][1] < FIRST_INSERT_MS, gaps
     assert gaps["run to plane 6"][1] < GAP_MS, gaps
+
+
+@pytest.mark.parametrize("between", ["select it", "remove it", "add another", "nothing"])
+def test_a_layer_added_in_turns_is_whole_whatever_comes_between_the_turns(
+    make_napari_viewer, between
+):
+    """napari builds a new layer's visual and controls a turn or two after it joins the layer
+    list (layer_insert.add_layer_steps): a user selecting or removing it, or another layer added,
+    in between finds them built (napari would raise a KeyError without them), and otherwise they
+    are built by the last step."""
+    import numpy as np
+    from napari.layers import Image
+
+    from napari_qpi._napari.layer_insert import add_layer_steps
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((16, 16), np.float32), name="first")
+    controls = viewer.window._qt_viewer.controls.widgets  # napari's: layer -> controls widget
+    visuals = viewer.window._qt_viewer.canvas.layer_to_visual  # napari's: layer -> vispy layer
+    layer = Image(np.ones((16, 16), np.float32), name="new")
+    steps = add_layer_steps(viewer, layer)
+    next(steps)  # the first turn: the layer is in the list, its visual and controls not yet
+    assert layer in viewer.layers and layer not in controls and layer not in visuals
+    if between == "select it":
+        viewer.layers.selection.active = layer
+        assert layer in controls and layer in visuals
+        assert viewer.window._qt_viewer.controls.currentWidget() is controls[layer]
+    elif between == "remove it":
+        viewer.layers.remove(layer)
+    elif between == "add another":
+        viewer.add_image(np.zeros((16, 16), np.float32), name="other")
+        assert layer in controls and layer in visuals
+    for _ in steps:
+        pass
+    if between == "remove it":
+        assert layer not in viewer.layers and layer not in controls and layer not in visuals
+    else:
+        assert layer in controls and layer in visuals
+        assert len(controls) == len(visuals) == len(viewer.layers)
+    if between == "nothing":  # selected at the end, as napari's add_layer does
+        assert viewer.layers.selection.active is layer

@@ -341,3 +341,29 @@ def test_a_layer_added_in_turns_is_whole_whatever_comes_between_the_turns(
         assert len(controls) == len(visuals) == len(viewer.layers)
     if between == "nothing":  # selected at the end, as napari's add_layer does
         assert viewer.layers.selection.active is layer
+
+
+def test_a_z_stack_added_in_turns_gets_its_slider_a_turn_later(make_napari_viewer):
+    """A 3-D layer in a 2-D viewer: napari's dims sliders are rebuilt a turn after the insert
+    (layer_insert._SlidersLater); a step of the dims taken in between is shown by the slider."""
+    import numpy as np
+    from napari.layers import Image
+
+    from napari_qpi._napari.layer_insert import add_layer_steps
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((16, 16), np.float32), name="plane")
+    sliders = viewer.window._qt_viewer.dims  # napari's slider widget
+    assert sliders.nsliders == 2 and not any(sliders._displayed_sliders)
+    stack = Image(np.ones((5, 16, 16), np.float32), name="stack")
+    steps = add_layer_steps(viewer, stack)
+    next(steps)  # the insert's turn: the dims have a z axis, the slider widget not yet
+    assert viewer.dims.ndim == 3 and sliders.nsliders == 2
+    viewer.dims.set_current_step(0, 3)  # e.g. a key press before the slider exists
+    for _ in steps:
+        pass
+    assert sliders.nsliders == 3 and list(sliders._displayed_sliders) == [True, False, False]
+    assert sliders.slider_widgets[0].slider.value() == 3
+    assert sliders.slider_widgets[0].slider.maximum() == 4
+    viewer.dims.set_current_step(0, 1)  # and it follows the dims again
+    assert sliders.slider_widgets[0].slider.value() == 1

@@ -14,7 +14,8 @@ result 200-333 ms in the tests.
 ``EventEmitter.block(callback)``), runs each of them with the event napari emitted in a turn of
 its own, and selects the layer a turn later. napari's canvas already tolerates a layer without
 its visual for a while: it rebuilds its scene graph only once every layer has one (as during a
-batch insert). Anything that would need the visual or the controls first runs the handlers
+batch insert). A layer with more axes than the viewer (the first z-stack) also has napari's dims
+sliders rebuilt a turn later (:class:`_SlidersLater`). Anything that would need the visual or the controls first runs the handlers
 held back at once: another insert, a removal, a move or a change of the active layer (napari
 emits ``inserting``, ``removing``, ``moving`` and the selection's ``active`` before the events
 whose handlers use them). Where this napari lacks one of the handlers or the insert-without-
@@ -31,19 +32,33 @@ import numpy as np
 #: napari's Qt-side handlers of ``LayerList.events.inserted`` run in turns of their own, by the
 #: name of their class and method: the layer's vispy visual, then its controls widget.
 HELD_BACK = (("QtViewer", "_on_add_layer_change"), ("QtLayerControlsContainer", "_add"))
+#: The viewer's dims events that napari's slider widget follows, and its handlers of them.
+DIMS_EVENTS = ("ndim", "current_step", "range", "ndisplay", "order", "last_used")
+SLIDER_HANDLERS = tuple(
+    ("QtDims", method)
+    for method in (
+        "_update_nsliders",
+        "_update_slider",
+        "_update_range",
+        "_update_display",
+        "_on_last_used_changed",
+    )
+)
 
 
 def add_layer_steps(viewer: Any, layer: Any) -> Generator[None, None, Any]:
     """Add a built layer to ``viewer`` in event-loop turns (see the module); the layer.
 
-    Turn 1: the layer joins the list (napari's model, the layer list, the pickers); one turn
-    each for its vispy visual and its controls widget; then it is selected, as ``add_layer``
+    Turn 1: the layer joins the list (napari's model, the layer list, the pickers); then one
+    turn for the dims sliders where the layer brings new axes (:class:`_SlidersLater`), one for
+    its vispy visual and one for its controls widget; then it is selected, as ``add_layer``
     would have done (napari's ``LayerList._activate_on_insert``).
     """
     layers = viewer.layers
     activate = getattr(layers, "_activate_on_insert", None)
     if activate is None:
         return viewer.add_layer(layer)
+    sliders = _SlidersLater(viewer, layer)
     held = _HeldBack(layers)
     layers._activate_on_insert = False
     try:
@@ -52,10 +67,14 @@ def add_layer_steps(viewer: Any, layer: Any) -> Generator[None, None, Any]:
         layers._activate_on_insert = activate
         held.release_block()
     try:
+        if sliders.pending:
+            yield
+            sliders.run()
         while held.pending:
             yield
             held.run_next()
-    finally:  # steps abandoned half-way: napari still gets its visual and controls
+    finally:  # steps abandoned half-way: napari still gets its sliders, visual and controls
+        sliders.run()
         held.run_all()
     if activate:
         yield
@@ -75,7 +94,7 @@ class _HeldBack:
     def __init__(self, layers: Any) -> None:
         self.layers = layers
         self.inserted = layers.events.inserted
-        self.handlers = _napari_handlers(self.inserted)
+        self.handlers = _napari_handlers(self.inserted, HELD_BACK)
         self.pending: list[Callable[[Any], None]] = []
         self.events: list[Any] = []
         for handler in self.handlers:
@@ -112,9 +131,51 @@ class _HeldBack:
             self.run_next()
 
 
-def _napari_handlers(emitter: Any) -> list[Callable[[Any], None]]:
-    """The callbacks of ``emitter`` named in :data:`HELD_BACK`, in napari's order, as bound
-    methods (napari keeps a weak reference and the method's name)."""
+class _SlidersLater:
+    """napari's dims sliders for a layer with more axes than the viewer, built a turn after it.
+
+    Such an insert makes napari's slider widget (``QtDims``) rebuild every slider in the insert's
+    turn, and show the new one (the canvas shrinks and repaints): 50-100 ms of CPU time for the
+    first z-stack. Here ``QtDims`` ignores the viewer's dims events from just before the insert
+    until :meth:`run`, a turn later, which rebuilds the sliders from the dims as napari does on a
+    change of their number (``QtDims._update_nsliders``, its full refresh). Nothing else uses
+    those sliders, and no slider of the new axes exists to be moved meanwhile.
+    """
+
+    def __init__(self, viewer: Any, layer: Any) -> None:
+        self.blocked: list[tuple[Any, Callable[..., None]]] = []
+        self.refresh: Callable[[], None] | None = None
+        if layer.ndim <= viewer.dims.ndim:
+            return
+        for name in DIMS_EVENTS:
+            emitter = getattr(viewer.dims.events, name, None)
+            for handler in [] if emitter is None else _napari_handlers(emitter, SLIDER_HANDLERS):
+                emitter.block(handler)
+                self.blocked.append((emitter, handler))
+                self.refresh = getattr(handler.__self__, "_update_nsliders", None)
+        if self.refresh is None:  # not the napari this was written for: the plain way
+            self.run()
+
+    @property
+    def pending(self) -> bool:
+        """The sliders are still to be rebuilt."""
+        return bool(self.blocked)
+
+    def run(self) -> None:
+        """Let ``QtDims`` follow the dims again and rebuild its sliders (once)."""
+        blocked, self.blocked = self.blocked, []
+        for emitter, handler in blocked:
+            emitter.unblock(handler)
+        refresh, self.refresh = self.refresh, None
+        if blocked and refresh is not None:
+            _call(lambda _event: refresh(), None)
+
+
+def _napari_handlers(
+    emitter: Any, wanted: tuple[tuple[str, str], ...]
+) -> list[Callable[..., None]]:
+    """The callbacks of ``emitter`` named in ``wanted`` (class, method), in napari's order, as
+    bound methods (napari keeps a weak reference and the method's name)."""
     handlers = []
     for callback in emitter.callbacks:
         if not isinstance(callback, tuple):
@@ -122,7 +183,7 @@ def _napari_handlers(emitter: Any) -> list[Callable[[Any], None]]:
         owner = callback[0]()
         if owner is None or not type(owner).__module__.startswith("napari."):
             continue
-        if (type(owner).__name__, callback[1]) in HELD_BACK:
+        if (type(owner).__name__, callback[1]) in wanted:
             handlers.append(getattr(owner, callback[1]))
     return handlers
 

@@ -36,8 +36,8 @@ def target_layer_steps(
     viewer: napari.viewer.Viewer, layers: list[Any], results: list[Any]
 ) -> Generator[None, None, list[Any]]:
     """Show the targets of ``layers`` (named ``<input> target``): a layer of that name is updated
-    in place, a new one's model is built a turn before napari adds it (adding one image layer
-    costs the GUI thread ~115-130 ms of CPU time on the sample); the target layers."""
+    in place, a new one's model is built a turn before napari adds it, itself in turns of their
+    own (:func:`.layer_insert.add_layer_steps`); the target layers."""
     added = []
     for layer, (phase, acquisition, limits) in zip(layers, results, strict=True):
         out, kwargs, _ = image_layer(

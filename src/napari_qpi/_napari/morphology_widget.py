@@ -297,7 +297,7 @@ class CellMorphologyWidget(DockContainer):
 
     def _labels_layer(self, source: Any, result: dict[str, Any]) -> Generator[None, None, Any]:
         """The labels layer of ``source``'s cells, refreshed in place if it is already there
-        (a new one is added in two turns: :func:`add_layer_steps`)."""
+        (a new one is added in several turns: :func:`.layer_insert.add_layer_steps`)."""
         name = f"{source.name} cells"
         labels = result["labels"]
         old = self.viewer.layers[name] if name in self.viewer.layers else None

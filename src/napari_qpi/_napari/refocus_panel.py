@@ -283,8 +283,8 @@ class RefocusPanel(Container):
 
     def _preview_steps(self, result: Any, source: Any, z: float) -> Iterator[None]:
         """Show a preview: the first one's layer model is built a turn before napari adds it
-        (adding an image layer costs the GUI thread ~115-130 ms of CPU time on the sample);
-        later ones replace its data."""
+        (in turns of their own: :func:`.layer_insert.add_layer_steps`); later ones replace its
+        data."""
         phase, factor, limits = result
         name = f"{source.name} refocus preview"
         scale = np.array(source.scale[-2:], dtype=float) * factor

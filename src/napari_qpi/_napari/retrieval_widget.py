@@ -38,24 +38,16 @@ from ..reconstruct import (
     output_acquisition,
     plane_indices,
     reconstruct_cdp,
-    settings_record,
 )
 from ..retrieval import OffAxisSettings
 from ..retrieval.consistency import network_residual
 from .actions import ActionsBar, load_profile_dialog
 from .dock import DockContainer
 from .gui_settings import remember
-from .layer_insert import add_layer_steps, image_layer_steps
-from .layers import (
-    CDP_KEY,
-    METHOD_KEY,
-    acquisition_of,
-    image_layer,
-    jump_labels,
-    phase_contrast_limits,
-)
+from .layers import CDP_KEY, acquisition_of, jump_labels, phase_contrast_limits
 from .pickers import background_rank, hologram_rank, layer_picker
 from .refocus_panel import RefocusPanel
+from .retrieval_results import cdp_result_steps, partial_steps, result_steps, stack_planes
 from .task import Job, TaskControls
 
 WHOLE_STACK = "whole stack"
@@ -415,10 +407,10 @@ class PhaseRetrievalWidget(DockContainer):
                 job["acquisition"] = output_acquisition(acquisition, result.pixel_size_factor)
                 yield done, total
             if maps:
-                job["residual_map"] = _stack(maps, data.shape)
-            phase = _stack(planes, data.shape)
+                job["residual_map"] = stack_planes(maps, data.shape)
+            phase = stack_planes(planes, data.shape)
             if jumps is not None:  # here, not on the GUI thread: 170 ms for 16 planes of 1024^2
-                job["jumps"] = _stack(jumps, data.shape)
+                job["jumps"] = stack_planes(jumps, data.shape)
             return {**job, "phase": phase, "contrast_limits": phase_contrast_limits(phase)}
 
         return run()
@@ -429,28 +421,7 @@ class PhaseRetrievalWidget(DockContainer):
         partial, self._partial = self._partial, None
         if partial is None or not partial["planes"]:
             return None
-        return self._partial_steps(partial)
-
-    def _partial_steps(self, partial: dict[str, Any]) -> Generator[None, None, str]:
-        """Show a cancelled run's planes as a result is shown (:meth:`_show_result`: the layer
-        built a turn before napari inserts it, selected a turn later); what was kept."""
-        done = len(partial["planes"])  # the worker has stopped: no plane is added any more
-        planes, total, shape = partial["planes"][:done], partial["total"], partial["shape"]
-        yield  # the worker's last signals are handled in the turn that delivers the Cancel
-        missing = np.full_like(planes[0], np.nan)
-        result = {
-            **partial["job"],
-            "phase": _stack(planes + [missing] * (total - done), shape),
-            "contrast_limits": phase_contrast_limits(planes[0]),
-            "done": (done, total),
-        }
-        if partial["jumps"] is not None:  # the planes not done have no jumps
-            jumps = partial["jumps"][:done]
-            none = np.zeros_like(jumps[0])
-            result["jumps"] = _stack(jumps + [none] * (total - done), shape)
-        yield
-        name = yield from self._result_steps(result)
-        return f"kept the {done} of {total} planes done in '{name}' (the others are NaN)"
+        return partial_steps(self.viewer, partial)
 
     def _lazy_job(self, layer, data, method, reference, acquisition, settings, job) -> Job:
         def run() -> Job:
@@ -497,132 +468,16 @@ class PhaseRetrievalWidget(DockContainer):
 
         return run()
 
-    def _add_cdp_result(self, result: dict[str, Any]) -> str:
-        source = result["layer"]
-        method = {"name": result["method"], "source": source.name, **result["info"]}
-        data, kwargs, _ = image_layer(
-            result["phase"],
-            name=f"{source.name} phase ({result['method']})",
-            acquisition=result["acquisition"],
-            extra_metadata={METHOD_KEY: method},
-            colormap="viridis",
-            contrast_limits=phase_contrast_limits(result["phase"]),
-        )
-        return self._add_layer(data, kwargs)
-
     def _show_result(self, result: dict[str, Any]) -> Iterator[None]:
-        """Show the result in event-loop turns of their own (see TaskControls): the worker's
-        last signals are handled in the turn that delivers the result, and napari's adding of
-        one image layer alone costs the GUI thread ~115-130 ms of CPU time on the sample."""
+        """Show the result in event-loop turns of their own (see TaskControls and
+        :mod:`.retrieval_results`): the worker's last signals are handled in the turn that
+        delivers the result."""
+        self._partial = None
         yield
         if "settings" not in result:
-            self._add_cdp_result(result)
+            yield from cdp_result_steps(self.viewer, result)
         else:
-            yield from self._result_steps(result)
-
-    def _result_steps(self, result: dict[str, Any]) -> Generator[None, None, str]:
-        """Add the phase layer (named after the method, on the hologram's grid), then the
-        optional jumps and residual layers, each in a turn of its own; returns the name."""
-        self._partial = None
-        source = result["layer"]
-        phase = result["phase"]
-        scale = np.array(source.scale, dtype=float)
-        scale[-2:] *= result["factor"]
-        pixel = result["acquisition"].pixel_size_um
-        if pixel is not None:  # the pixel size shown in the dock (metadata, profile or typed)
-            scale[-2:] = pixel
-        method = {
-            "name": result["method"],
-            "settings": settings_record(result["settings"]),
-            "source": source.name,
-            "reference": result["reference"],
-        }
-        label = result["method"]
-        if "done" in result:
-            method["planes_done"] = list(result["done"])
-            label += ", {} of {} planes".format(*result["done"])
-        data, kwargs, _ = image_layer(
-            phase,
-            name=f"{source.name} phase ({label})",
-            acquisition=result["acquisition"],
-            extra_metadata={METHOD_KEY: method},
-            colormap="viridis",
-            contrast_limits=result["contrast_limits"],
-        )
-        kwargs["scale"] = tuple(scale)
-        kwargs["translate"] = tuple(source.translate)
-        kwargs["units"] = tuple(str(u) for u in source.units)
-        name = yield from self._layer_steps(data, kwargs)
-        if "jumps" in result:
-            yield
-            yield from self._jumps_steps(name, result["jumps"], kwargs)
-        if "residual_map" in result:
-            yield
-            yield from self._layer_steps(
-                result["residual_map"],
-                {
-                    "name": f"{name} residual vs hologram",
-                    "scale": kwargs["scale"],
-                    "translate": kwargs["translate"],
-                    "units": kwargs["units"],
-                    "colormap": "bwr",
-                    "contrast_limits": (-np.pi, np.pi),
-                    "metadata": {"qpi": {"modality": "residual", "of": name, "unit": "rad"}},
-                },
-            )
-        return name
-
-    def _jumps_steps(
-        self, name: str, labels: np.ndarray, kwargs: dict[str, Any]
-    ) -> Generator[None, None, None]:
-        """Add (or refresh) the labels layer ``labels`` of the 2 pi jumps of the phase layer
-        ``name`` (computed in the worker); a new layer's model is built a turn before it is added,
-        as in :meth:`_layer_steps`."""
-        jumps = f"{name} 2π jumps"
-        metadata = {"jump_fraction": float(labels.mean())}
-        old = self.viewer.layers[jumps] if jumps in self.viewer.layers else None
-        if isinstance(old, napari.layers.Labels) and old.ndim == labels.ndim:
-            # in place, as _add_layer does: removing a layer makes napari collect garbage
-            old.metadata, old.scale, old.data = metadata, kwargs["scale"], labels
-            return
-        if old is not None:
-            self.viewer.layers.remove(old)
-        new = napari.layers.Labels(
-            labels,
-            name=jumps,
-            scale=kwargs["scale"],
-            translate=kwargs["translate"],
-            units=kwargs["units"],
-            opacity=0.6,
-            metadata=metadata,
-        )
-        yield
-        yield from add_layer_steps(self.viewer, new)
-
-    def _add_layer(self, data: Any, kwargs: dict[str, Any]) -> str:
-        """Add an image layer at once (see :meth:`_layer_steps`); its name."""
-        return _exhaust(self._layer_steps(data, kwargs))
-
-    def _layer_steps(self, data: Any, kwargs: dict[str, Any]) -> Generator[None, None, str]:
-        """Add the result, or update the layer of the same name in place on a rerun
-        (:func:`image_layer_steps`); its name."""
-        return (yield from image_layer_steps(self.viewer, data, kwargs)).name
-
-
-def _exhaust(steps: Generator[None, None, str]) -> str:
-    """Run all the steps of a generator at once; what it returns."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-
-
-def _stack(planes: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """Planes of a stack of ``shape`` (leading axes, then Y, X) as one array."""
-    if len(planes) == 1 and len(shape) == 2:
-        return planes[0]
-    return np.stack(planes).reshape(*shape[:-2], *planes[0].shape)
+            yield from result_steps(self.viewer, result)
 
 
 _FITS: dict[tuple[str, str, str], bool] = {}

@@ -11,6 +11,7 @@ during the longest CPU gap (what to move off the GUI thread; a diagnosis aid, no
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import signal
 import time
@@ -43,6 +44,16 @@ class _StackSampler:
         self.interval_s = interval_s
         self.samples: list[tuple[float, tuple[str, ...]]] = []
         self._previous: Any = None
+        self.collections: list[tuple[float, float, int]] = []  # (start, stop, generation)
+        self._collecting: float | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """Python's garbage collections (no Python frame shows them in the stacks)."""
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        elif self._collecting is not None:
+            self.collections.append((self._collecting, time.perf_counter(), info["generation"]))
+            self._collecting = None
 
     def _sample(self, _signum: int, frame: Any) -> None:
         stack = []
@@ -55,10 +66,13 @@ class _StackSampler:
     def start(self) -> None:
         self._previous = signal.signal(signal.SIGALRM, self._sample)
         signal.setitimer(signal.ITIMER_REAL, self.interval_s, self.interval_s)
+        gc.callbacks.append(self._on_gc)
 
     def stop(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._previous)
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def report(self, start: float, stop: float, top: int = 40) -> str:
         """The frames most often on the stack between ``start`` and ``stop`` (perf_counter s),
@@ -67,6 +81,11 @@ class _StackSampler:
         lines = [f"  {len(stacks)} stack samples in the longest CPU gap; frames in most:"]
         inclusive = collections.Counter(frame for stack in stacks for frame in set(stack))
         lines += [f"    {count:4d}  {frame}" for frame, count in inclusive.most_common(top)]
+        lines += [
+            f"  garbage collection of generation {generation}: {1e3 * (end - begin):.0f} ms"
+            for begin, end, generation in self.collections
+            if begin <= stop and end >= start
+        ]
         return "\n".join(lines)
 
 

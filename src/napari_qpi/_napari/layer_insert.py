@@ -14,12 +14,12 @@ result 200-333 ms in the tests.
 ``EventEmitter.block(callback)``), runs each of them with the event napari emitted in a turn of
 its own, and selects the layer a turn later. napari's canvas already tolerates a layer without
 its visual for a while: it rebuilds its scene graph only once every layer has one (as during a
-batch insert). A layer with more axes than the viewer (the first z-stack) also has napari's dims
-sliders rebuilt a turn later (:class:`_SlidersLater`). Anything that would need the visual or the controls first runs the handlers
-held back at once: another insert, a removal, a move or a change of the active layer (napari
-emits ``inserting``, ``removing``, ``moving`` and the selection's ``active`` before the events
-whose handlers use them). Where this napari lacks one of the handlers or the insert-without-
-selecting switch, the layer is added the plain way.
+batch insert). Anything that would need the visual or the controls first runs the handlers held
+back at once: another insert, a removal, a move or a change of the active layer (napari emits
+``inserting``, ``removing``, ``moving`` and the selection's ``active`` before the events whose
+handlers use them). A layer with more axes than the viewer (the first z-stack) also has napari's
+dims sliders rebuilt a turn later (:class:`_SlidersLater`). Where this napari lacks one of the
+handlers or the insert-without-selecting switch, the layer is added the plain way.
 """
 
 from __future__ import annotations

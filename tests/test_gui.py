@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from napari.utils.status_messages import format_feature_value  # how napari prints a value
 
-from _heartbeat import FIRST_INSERT_MS, GAP_MS, Heartbeat, load
+from _heartbeat import FIRST_INSERT_MS, GAP_MS, Heartbeat, load, warm_ups_done
 from napari_qpi._napari.morphology_widget import CellMorphologyWidget
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi.physics import random_cells
@@ -359,7 +359,7 @@ def test_gui_thread_gaps_while_retrieving_and_measuring_and_again(make_napari_vi
     retrieval, morphology = _dock(
         viewer, PhaseRetrievalWidget(viewer), CellMorphologyWidget(viewer)
     )
-    assert warm_up_display().wait(60)  # done while a user would still be choosing settings
+    warm_ups_done(qtbot, warm_up_display())  # done while a user would still be choosing settings
     qtbot.wait(300)
     wall, cpu = {}, {}
     runs = [("retrieval", retrieval), ("measure", morphology)] * 2  # first runs, then reruns

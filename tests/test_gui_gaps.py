@@ -15,7 +15,7 @@ from importlib.resources import files
 
 import pytest
 
-from _heartbeat import FIRST_INSERT_MS, GAP_MS, Heartbeat, load
+from _heartbeat import FIRST_INSERT_MS, GAP_MS, Heartbeat, load, warm_ups_done
 from napari_qpi._napari.finetune_widget import FinetuneWidget, warm_up
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi._napari.task import warm_up_display
@@ -23,7 +23,7 @@ from napari_qpi._napari.task import warm_up_display
 BASE = "tiny-gap-base"
 
 
-def _window(make_napari_viewer, *widgets_of):
+def _window(make_napari_viewer, qtbot, *widgets_of):
     """A shown 1400 x 900 window with the hologram sample and the given widgets docked."""
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
@@ -31,7 +31,7 @@ def _window(make_napari_viewer, *widgets_of):
     widgets = [make(viewer) for make in widgets_of]
     for widget in widgets:
         viewer.window.add_dock_widget(widget, name=type(widget).__name__, area="right")
-    assert warm_up_display().wait(60)  # done while a user would still be choosing settings
+    warm_ups_done(qtbot, warm_up_display())  # done while a user would still be choosing settings
     return viewer, widgets
 
 
@@ -63,9 +63,9 @@ def test_filling_targets_and_training_leave_the_gui_thread_free(
     """Fill the targets of the sample hologram (twice: the second fill updates the layer), then
     train a tiny model for a few steps with its live loss plot, then train again."""
     register_tiny_prnet(BASE)
-    viewer, [widget] = _window(make_napari_viewer, FinetuneWidget)
+    viewer, [widget] = _window(make_napari_viewer, qtbot, FinetuneWidget)
     widget.inputs.value = [viewer.layers["hologram"]]
-    assert warm_up().wait(60)
+    warm_ups_done(qtbot, warm_up())
     qtbot.wait(300)
     gaps = {"fill 1": _fill(widget, qtbot), "fill 2": _fill(widget, qtbot)}
     assert [t.name for t in widget.targets.value] == ["hologram target"]
@@ -93,7 +93,7 @@ def test_filling_targets_and_training_leave_the_gui_thread_free(
 def test_refocus_preview_and_autofocus_leave_the_gui_thread_free(make_napari_viewer, qtbot):
     """Tick live preview, move the z slider in steps (as a drag does; the first preview adds its
     layer), move it again, then click Autofocus."""
-    viewer, [widget] = _window(make_napari_viewer, PhaseRetrievalWidget)
+    viewer, [widget] = _window(make_napari_viewer, qtbot, PhaseRetrievalWidget)
     panel = widget.refocus
     assert panel.usable
     qtbot.wait(300)
@@ -149,7 +149,7 @@ def test_retrieving_with_2pi_jumps_marked_leaves_the_gui_thread_free(
 
     from napari_qpi._napari import retrieval_widget
 
-    viewer, [widget] = _window(make_napari_viewer, PhaseRetrievalWidget)
+    viewer, [widget] = _window(make_napari_viewer, qtbot, PhaseRetrievalWidget)
     widget.mark_jumps.value = True
     computed_on: list[str] = []
 
@@ -251,7 +251,7 @@ def test_cancel_on_a_stack_shows_the_planes_done_and_leaves_the_gui_thread_free(
     viewer.open(_stack_file(tmp_path), plugin="napari-qpi")  # the hologram and its lazy phase
     widget = PhaseRetrievalWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Phase retrieval", area="right")
-    assert warm_up_display().wait(60)
+    warm_ups_done(qtbot, warm_up_display())
     assert widget.hologram.value.name == "timelapse"
     assert widget.planes.value == retrieval_widget.WHOLE_STACK
     widget.mark_jumps.value = True

@@ -63,6 +63,9 @@ def add_layer_steps(viewer: Any, layer: Any) -> Generator[None, None, Any]:
     layers._activate_on_insert = False
     try:
         viewer.add_layer(layer)
+    except BaseException:
+        sliders.run()  # the sliders follow the dims again at once
+        raise
     finally:
         layers._activate_on_insert = activate
         held.release_block()

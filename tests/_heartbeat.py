@@ -22,14 +22,6 @@ import numpy as np
 
 #: The issue's bound on any GUI-thread gap (ms of the GUI thread's CPU time between two ticks).
 GAP_MS = 200
-#: The bound on the first insert of a napari layer (its vispy visual and controls widget, one
-#: napari call we cannot split): 80-290 ms of GUI-thread CPU time on the development machine
-#: (load 0.4-5) and 301 ms for the first z-stack on CI's machine (load 1.1) before the heartbeat
-#: took its first tick at its start; since then the first fill measures 127-412 ms (load
-#: 2.4-5.9) and the first z-stack 221-333. About twice the worst seen: a sanity bound on a turn
-#: that is napari's own insert, which the issue's 200 ms cannot bound on this software-rendered
-#: 2-core machine; the steps we own are held to GAP_MS.
-FIRST_INSERT_MS = 900
 
 
 class _StackSampler:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from napari.utils.status_messages import format_feature_value  # how napari prints a value
 
-from _heartbeat import FIRST_INSERT_MS, GAP_MS, Heartbeat, load, warm_ups_done
+from _heartbeat import GAP_MS, Heartbeat, load, warm_ups_done
 from napari_qpi._napari.morphology_widget import CellMorphologyWidget
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi.physics import random_cells
@@ -376,17 +376,12 @@ def test_gui_thread_gaps_while_retrieving_and_measuring_and_again(make_napari_vi
     print(f"{load()}; longest gap, click to result shown (ms):")
     print("  wall clock:", {k: round(v) for k, v in wall.items()})
     print("  GUI thread CPU:", {k: round(v) for k, v in cpu.items()})
-    # Reruns stay well under 200 ms (CPU 17-83 ms at load 1.5-5.2). The first Run and the first
-    # Measure spend 106-154 and 89-119 ms of CPU time in their longest turn at load 1.5-2.1
-    # (152 / 94 at load 5.2), and that turn is one napari call: inserting the image layer (its
-    # vispy visual, its controls widget) or the labels layer (also the vispy overlays for
-    # painting polygons and the brush); the selection change that shows the layer's controls
-    # runs a turn later (task.add_layer_steps; 188-189 and 147-151 ms in one turn, same load).
-    # Their CPU time is not steady enough under other load (up to 275 ms when this process ran
-    # at a higher priority) for the 200 ms to hold here without flaking, so they have a
-    # looser bound.
-    assert max(cpu["retrieval 2"], cpu["measure 2"]) < GAP_MS, cpu
-    assert max(cpu["retrieval 1"], cpu["measure 1"]) < FIRST_INSERT_MS, cpu
+    # The first Run and the first Measure add their image or labels layer in turns
+    # (layer_insert.add_layer_steps: the model, napari's visual, its controls widget, the
+    # selection): their longest turns 79-135 and 89-130 ms of CPU time at load 2.8-4.3 (shared
+    # 2-core machine, Xvfb), where napari's insert in one turn took 125-210 and 142-249 (same
+    # runs). Reruns update the layers in place: 30-110 ms.
+    assert max(cpu.values()) < GAP_MS, cpu
 
 
 def test_garbage_is_collected_on_the_gui_thread_while_a_job_runs(make_napari_viewer, qtbot):

@@ -15,7 +15,7 @@ from importlib.resources import files
 
 import pytest
 
-from _heartbeat import FIRST_INSERT_MS, GAP_MS, Heartbeat, load, warm_ups_done
+from _heartbeat import GAP_MS, Heartbeat, load, warm_ups_done
 from napari_qpi._napari.finetune_widget import FinetuneWidget, warm_up
 from napari_qpi._napari.retrieval_widget import PhaseRetrievalWidget
 from napari_qpi._napari.task import warm_up_display
@@ -82,12 +82,11 @@ def test_filling_targets_and_training_leave_the_gui_thread_free(
         gaps[f"train {run}"] = _measure(qtbot, widget.controls.run_button.native.click, trained)
         assert widget.plot.train and widget.plot.validation  # the plot was drawn as it trained
     _report("fill targets, train", gaps)
-    assert max(cpu for key, (_, cpu) in gaps.items() if key != "fill 1") < GAP_MS, gaps
-    # The first fill's longest turn is one napari call: inserting the target image layer (its
-    # vispy visual and its controls widget; the selection that shows them comes a turn later):
-    # 103-199 ms of CPU time at load 1.3-5 (shared 2-core machine, Xvfb, software OpenGL),
-    # most of them 110-165. The 200 ms cannot hold there without flaking, hence:
-    assert gaps["fill 1"][1] < FIRST_INSERT_MS, gaps
+    # The first fill adds the target image layer in turns (layer_insert.add_layer_steps: the
+    # model, napari's visual, its controls widget, the selection): its longest turn 85-134 ms of
+    # CPU time at load 2.8-4.3 (shared 2-core machine, Xvfb, software OpenGL), where napari's
+    # insert in one turn took 143-187 (same runs, same load).
+    assert max(cpu for _, cpu in gaps.values()) < GAP_MS, gaps
 
 
 def test_refocus_preview_and_autofocus_leave_the_gui_thread_free(make_napari_viewer, qtbot):
@@ -131,12 +130,11 @@ def test_refocus_preview_and_autofocus_leave_the_gui_thread_free(make_napari_vie
     assert viewer.layers["hologram z-stack"] is stack  # updated in place, not removed
     assert stack.data.shape[0] == 7 and stack.translate[0] == pytest.approx(-8.0)
     _report("refocus", gaps)
-    assert max(gaps[k][1] for k in ("preview 2", "autofocus", "z-stack 2")) < GAP_MS, gaps
-    # the first z-stack's longest turn is napari inserting its image layer, as for the preview
-    assert gaps["z-stack 1"][1] < FIRST_INSERT_MS, gaps
-    # the first preview's longest turn is napari inserting the preview image layer, as in the
-    # first fill above: 79-144 ms of CPU time at load 1.3-5
-    assert gaps["preview 1"][1] < FIRST_INSERT_MS, gaps
+    # The first preview and the first z-stack add their layer in turns, as the first fill does;
+    # the z-stack's new axis also has napari's dims sliders rebuilt in a turn of their own
+    # (layer_insert._SlidersLater): longest turns 95-120 and 92-143 ms of CPU time at load
+    # 2.8-4.3, where napari's insert in one turn took 181-192 and 286-353 (same runs).
+    assert max(cpu for _, cpu in gaps.values()) < GAP_MS, gaps
 
 
 def test_retrieving_with_2pi_jumps_marked_leaves_the_gui_thread_free(
@@ -170,14 +168,11 @@ def test_retrieving_with_2pi_jumps_marked_leaves_the_gui_thread_free(
     assert viewer.layers.selection.active.name == "hologram phase (classical) 2π jumps"
     assert len(computed_on) == 2 and threading.main_thread().name not in computed_on
     _report("retrieval with 2π jumps", gaps)
-    # The rerun stays well under 200 ms. The first run's longest turn is one napari call:
-    # inserting the jumps labels layer (its vispy visual and the polygon overlay's lines, its
-    # controls widget; the selection that shows them comes a turn later): 122-169 ms of CPU time
-    # at load 1.3-5, once 219 (load 1.3); it was 221-253 at load 1.3-1.8 when the mask was
-    # computed and the layer added and selected in one turn. The mask itself is ~1 ms on the
-    # sample (170 ms for 16 planes of 1024^2), now in the worker. Hence the looser bound:
-    assert gaps["run 2"][1] < GAP_MS, gaps
-    assert gaps["run 1"][1] < FIRST_INSERT_MS, gaps
+    # The first run's longest turn is napari's visual of the jumps labels layer (with the vispy
+    # overlays for painting: polygon lines, brush), in a turn of its own (layer_insert): 127-138
+    # ms of CPU time at load 2.8-4.3, where the insert in one turn took 181-203 (same runs).
+    # The mask itself is ~1 ms on the sample (170 ms for 16 planes of 1024^2), in the worker.
+    assert max(cpu for _, cpu in gaps.values()) < GAP_MS, gaps
 
 
 def test_the_loss_plot_draws_at_most_two_points_a_pixel_column_and_keeps_the_envelope():
@@ -297,9 +292,9 @@ def test_cancel_on_a_stack_shows_the_planes_done_and_leaves_the_gui_thread_free(
     assert viewer.layers.selection.active.name == jumps_name
     # the loop turned between inserting the layer and selecting it, and again before the jumps
     assert (True, False, False) in seen and (True, True, False) in seen, sorted(set(seen))
-    # its longest turn is napari inserting the phase (or its jumps) layer, as in the first Run
-    assert gaps["cancel"][1] < FIRST_INSERT_MS, gaps
-    assert gaps["run to plane 6"][1] < GAP_MS, gaps
+    # its layers are added in turns as the first Run's are: longest turn 108-126 ms of CPU time
+    # at load 2.8-4.3, where the inserts in one turn took 211-259 (same runs)
+    assert max(cpu for _, cpu in gaps.values()) < GAP_MS, gaps
 
 
 @pytest.mark.parametrize("between", ["select it", "remove it", "add another", "nothing"])

@@ -133,7 +133,7 @@ def warm_ups_done(qtbot: Any, *done: Any) -> None:
     """Wait for the warm-up events ``done`` and then for the full garbage collection each warm-up
     asks of the GUI thread at its end (``gc_pin``: queued to the GUI thread just after its event is
     set; 0.4-0.9 s wall clock on the shared machine). A click before that collection ran had it
-    in one of its turns: the first fill's longest turn was 352-474 ms of CPU time in 4 of 9 runs,
+    in one of its turns: the first fill's longest turn was 352-474 ms of CPU time in 5 of 12 runs,
     one collection of generation 2 (895 ms wall) in the profiled one."""
     from napari_qpi._napari.gc_pin import gui_thread_collector
 

@@ -67,6 +67,14 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         "space; 3: each connection sees a neighbourhood at its own resolution)",
     )
     flags.add(
+        "--native-head",
+        type=int,
+        default=0,
+        help="PRNet: channels of a head at the network's input grid (the native grid with a "
+        "front end) that adds a correction from the output stage and the input itself; 0: "
+        "none (the head upsamples the stride-2-or-coarser output stage)",
+    )
+    flags.add(
         "--front-end",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -266,6 +274,7 @@ def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
         "cells_positive": args.cells_positive,
         "stage_refine": args.stage_refine,
         "branch_kernel": args.branch_kernel,
+        **({"native_head": args.native_head} if args.native_head else {}),
         **_front_end(args),
     }
 

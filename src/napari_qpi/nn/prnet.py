@@ -149,6 +149,13 @@ class PRNetConfig:
         the fringes, and turning fringes into phase needs a neighbourhood of about a fringe period.
         With 3 each connection sees a 3x3 neighbourhood at its own resolution (a search then keeps
         shallow taps, but the retrained net was no better: docs/searched_models.md).
+    native_head
+        Channels of a head at the network's input grid (the native grid with a front end), or 0
+        (default: the head reads the output stage, at half that grid or coarser, and upsamples
+        bilinearly). With ``k > 0`` a :class:`NativeHead` adds a correction computed at the
+        input grid from the output stage (projected to ``k`` channels and upsampled) and the
+        input itself (the front end's cos / sin / log amplitude / classical phase): detail
+        finer than two input pixels no longer has to pass through the stride-2 encoder.
     front_end
         ``None`` (default): the encoder reads the normalised hologram. A
         :class:`~napari_qpi.nn.frontend.FrontEndConfig` (or its dict): the hologram is first
@@ -167,6 +174,7 @@ class PRNetConfig:
     cells_positive: bool = False
     stage_refine: bool = False
     branch_kernel: int = 1
+    native_head: int = 0
     front_end: FrontEndConfig | None = None
 
     def __post_init__(self) -> None:
@@ -184,13 +192,20 @@ class PRNetConfig:
             )
         if self.branch_kernel not in (1, 3):
             raise ModelError(f"branch_kernel must be 1 or 3, got {self.branch_kernel}")
+        if self.native_head < 0:
+            raise ModelError(
+                f"native_head must be 0 (none) or a channel count, got {self.native_head}"
+            )
         if self.connectivity is not None:
             self.connectivity = normalise_connectivity(self.connectivity)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields; ``front_end`` only when set (old cards stay as they were)."""
+        """JSON-serialisable fields; ``front_end`` and ``native_head`` only when set (old cards
+        stay as they were)."""
         data = asdict(self)
         data.pop("front_end")
+        if not self.native_head:
+            data.pop("native_head")
         if self.front_end is not None:
             data["front_end"] = self.front_end.to_dict()
         return data
@@ -284,6 +299,39 @@ class RefineBlock(nn.Module):
         return x + self.body(x)
 
 
+class NativeHead(nn.Module):
+    """A phase correction at the network's input grid, added to the coarse head's output.
+
+    ``conv3x3(ReLU6(BN(conv3x3([up(conv1x1(ReLU6(D))), x]))))``: the output stage ``D``
+    (stride 2 or coarser) projected to ``channels`` maps and upsampled bilinearly to the input
+    grid, concatenated with the network's input ``x`` (at a front end's native grid: cos / sin
+    of the wrapped phase, log amplitude, classical phase in radians, coordinates), two 3x3
+    convolutions to one channel (radians). The last convolution starts at zero, so a new head
+    leaves the network's output as it was (a warm start from the same network without one).
+    Cost per input pixel: ``9 * channels * (channels + inputs + 1)`` multiply-adds.
+    """
+
+    def __init__(self, stage_channels: int, input_channels: int, channels: int) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.ReLU6(), nn.Conv2d(stage_channels, channels, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(channels + input_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, 1, 3, padding=1),
+        )
+        init_weights(self)
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, stage: Tensor, x: Tensor) -> Tensor:
+        """(B, 1, H, W) correction in radians from the stage (B, C, h, w) and input (B, I, H, W)."""
+        up = F.interpolate(
+            self.project(stage), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.body(torch.cat([up, x], dim=1))
+
+
 class PRNet(nn.Module):
     """Phase retrieval network: hologram in, phase (radians) out.
 
@@ -313,9 +361,8 @@ class PRNet(nn.Module):
             levels.append(NUM_ENDPOINTS - 1)
         self.front_end = None if config.front_end is None else OffAxisFrontEnd(config.front_end)
         first = config.in_channels if self.front_end is None else self.front_end.out_channels
-        self.encoder = MobileNetV2(
-            config.width, first + 2 * config.coord_channels, num_stages=max(levels) + 1
-        )
+        inputs = first + 2 * config.coord_channels
+        self.encoder = MobileNetV2(config.width, inputs, num_stages=max(levels) + 1)
         channels = {f"E{i}": c for i, c in enumerate(self.encoder.channels)}
         channels[GLOBAL] = self.encoder.channels[-1]
         channels |= {stage: config.decoder_channels for stage in STAGES}
@@ -342,6 +389,11 @@ class PRNet(nn.Module):
         if config.front_end is not None and config.front_end.residual:
             nn.init.zeros_(self.head[-1].weight)  # starts as the classical method
             nn.init.zeros_(self.head[-1].bias)
+        self.native_head = (
+            NativeHead(config.decoder_channels, inputs, config.native_head)
+            if config.native_head
+            else None
+        )
 
     @property
     def stride(self) -> int:
@@ -401,11 +453,15 @@ class PRNet(nn.Module):
             features[GLOBAL] = mean if global_feature is None else global_feature
         for stage, block in self.decoder.items():
             features[stage] = block(features, endpoints[STAGES.index(stage)].shape[-2:])
-        phase = self.head(features[self.output_stage])
+        stage = features[self.output_stage]
+        phase = F.interpolate(
+            self.head(stage), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+        if self.native_head is not None:
+            phase = phase + self.native_head(stage, x)
         if native is None:
-            phase = F.interpolate(phase, size=size, mode="bilinear", align_corners=False)
+            phase = _resize(phase, size)
         else:
-            phase = F.interpolate(phase, size=x.shape[-2:], mode="bilinear", align_corners=False)
             phase = OffAxisFrontEnd.restore(phase, native, size)
         if self.config.cells_positive if fix_sign is None else fix_sign:
             return make_cells_positive(phase)

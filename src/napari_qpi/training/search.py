@@ -396,18 +396,27 @@ def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     theirs = {**card.config}
     for config in (ours, theirs):
         config.pop("gated", None)
+    # A PRNet may add a native head to the network it starts from: the head starts at zero,
+    # so the warm-started model computes exactly what its init did.
+    added = ["native_head"] if ours.get("native_head") and not theirs.get("native_head") else []
+    for key in added:
+        ours.pop(key)
     if card.architecture.get("network") != family or ours != theirs:
         raise ModelError(
             f"--init {name}: its architecture ({card.architecture.get('network')}, {theirs}) "
             f"differs from the one to train ({family}, {ours}); give the same network flags "
-            "(for a searched model: --connectivity with its card)"
+            "(for a searched model: --connectivity with its card; a PRNet may add "
+            "--native-head to one without)"
         )
-    model.load_state_dict(source.state_dict())
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=not added)
+    if unexpected or any(not key.startswith(tuple(f"{a}." for a in added)) for key in missing):
+        raise ModelError(f"--init {name}: weights do not fit ({missing=}, {unexpected=})")
     return {
         "model": card.name,
         "sha256": card.sha256,
         "steps": card.training.get("steps"),
         "command": card.training.get("command"),
+        **({"added": added} if added else {}),
     }
 
 

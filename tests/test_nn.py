@@ -313,3 +313,38 @@ def test_cells_positive_network_is_the_plain_network_with_the_sign_rule(family: 
         raw = plain(x)
         torch.testing.assert_close(signed(x), raw * cells_positive_sign(raw))
         torch.testing.assert_close(signed(x, fix_sign=False), raw)
+
+
+def test_native_head_starts_as_the_network_without_it_and_then_learns_at_the_input_grid() -> None:
+    """A new native head adds zero, so a network gains one without changing its output; after
+    a few steps it corrects the phase pixel by pixel, where the coarse head cannot."""
+    connectivity = {"D0": ["E3", "G"]}  # the coarsest output: stride 8 taps into a stride-2 stage
+    plain = small_prnet(connectivity=connectivity).eval()
+    headed = small_prnet(connectivity=connectivity, native_head=4).eval()
+    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("native_head.") for k in missing)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(headed(x), plain(x))
+
+    target = x.clone()  # white noise: detail at the input's own pixel pitch
+    losses = {}
+    for name, net in (("plain", plain), ("headed", headed)):
+        net.train()
+        optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(60):
+            loss = F.mse_loss(net(x), target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        losses[name] = loss.item()
+    assert losses["plain"] > 0.5 and losses["headed"] < 0.2 * losses["plain"], losses
+
+
+def test_native_head_is_in_the_card_only_when_set() -> None:
+    assert "native_head" not in PRNetConfig(**SMALL).to_dict()  # old cards stay as they were
+    config = PRNetConfig(**SMALL, native_head=8)
+    assert config.to_dict()["native_head"] == 8
+    assert PRNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ModelError, match="native_head"):
+        PRNetConfig(native_head=-1)

@@ -559,3 +559,52 @@ def test_train_init_continues_a_registered_model(tmp_path):
 
     with pytest.raises(ModelError, match="differs"):
         run(tmp_path / "other", "--base-channels", "8", "--init", "tiny-unet-start")
+
+
+def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
+    """`--native-head K --init M` starts from M's weights with a head that adds zero."""
+    import argparse
+    import shutil
+
+    from napari_qpi.cli.training import add_train_arguments, train_main
+    from napari_qpi.errors import ModelError
+    from napari_qpi.models.registry import clear_cache, load_model, user_models_dir
+    from napari_qpi.nn import build_network
+    from napari_qpi.training.search import _warm_start
+
+    tiny = ["--width", "0.25", "--decoder-channels", "8", "--no-cells-positive"]
+    tiny += ["--connectivity", '{"D0": ["E2", "G"]}']
+
+    def run(out, *extra):
+        parser = argparse.ArgumentParser()
+        add_train_arguments(parser)
+        args = ["--out", str(out), *tiny, "--size", "64", "--steps", "2", "--batch-size", "2"]
+        args += ["--eval-images", "1", "--val-every", "0", "--quiet", *extra]
+        return train_main(parser.parse_args(args))
+
+    assert run(tmp_path / "tiny-prnet-start") == 0
+    shutil.copytree(tmp_path / "tiny-prnet-start", user_models_dir() / "tiny-prnet-start")
+    clear_cache()
+    start, card = load_model("tiny-prnet-start", device="cpu", cached=False)
+    headed = build_network("prnet", {**card.config, "native_head": 4})
+    provenance = _warm_start(headed, "prnet", "tiny-prnet-start")
+    assert provenance["added"] == ["native_head"]
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(headed.eval()(x), start.eval()(x))
+
+    assert run(tmp_path / "headed", "--native-head", "4", "--init", "tiny-prnet-start") == 0
+    card = json.loads((tmp_path / "headed" / "card.json").read_text())
+    assert card["architecture"]["config"]["native_head"] == 4
+    assert card["training"]["init"]["added"] == ["native_head"]
+    assert "--native-head 4" in card["training"]["command"]
+    with pytest.raises(ModelError, match="differs"):  # a head does not excuse another change
+        run(
+            tmp_path / "other",
+            "--native-head",
+            "4",
+            "--decoder-channels",
+            "16",
+            "--init",
+            "tiny-prnet-start",
+        )

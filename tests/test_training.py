@@ -562,7 +562,8 @@ def test_train_init_continues_a_registered_model(tmp_path):
 
 
 def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
-    """`--native-head K --init M` starts from M's weights with a head that adds zero."""
+    """`--native-head K --init M` starts from M's weights with a head that adds zero; a front-end
+    network may also move to another native grid."""
     import argparse
     import shutil
 
@@ -570,9 +571,10 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     from napari_qpi.errors import ModelError
     from napari_qpi.models.registry import clear_cache, load_model, user_models_dir
     from napari_qpi.nn import build_network
+    from napari_qpi.training.data import DataConfig, synthetic_batch
     from napari_qpi.training.search import _warm_start
 
-    tiny = ["--width", "0.25", "--decoder-channels", "8", "--no-cells-positive"]
+    tiny = ["--width", "0.25", "--decoder-channels", "8", "--no-cells-positive", "--residual"]
     tiny += ["--connectivity", '{"D0": ["E2", "G"]}']
 
     def run(out, *extra):
@@ -586,10 +588,11 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     shutil.copytree(tmp_path / "tiny-prnet-start", user_models_dir() / "tiny-prnet-start")
     clear_cache()
     start, card = load_model("tiny-prnet-start", device="cpu", cached=False)
+    start_card_config = card.config
     headed = build_network("prnet", {**card.config, "native_head": 4})
     provenance = _warm_start(headed, "prnet", "tiny-prnet-start")
     assert provenance["added"] == ["native_head"]
-    x = torch.randn(1, 1, 64, 64)
+    x, _ = synthetic_batch(DataConfig(size=64, batch_size=1), seed=0, step=0)
     with torch.no_grad():
         torch.testing.assert_close(headed.eval()(x), start.eval()(x))
 
@@ -598,6 +601,11 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     assert card["architecture"]["config"]["native_head"] == 4
     assert card["training"]["init"]["added"] == ["native_head"]
     assert "--native-head 4" in card["training"]["command"]
+    assert run(tmp_path / "tight", "--native-grid", "tight", "--init", "tiny-prnet-start") == 0
+    card = json.loads((tmp_path / "tight" / "card.json").read_text())
+    assert card["architecture"]["config"]["front_end"]["grid"] == "tight"
+    assert card["training"]["init"]["grid"] == {"from": "integer", "to": "tight"}
+    assert "grid" not in start_card_config["front_end"]  # the start's card was left as it was
     with pytest.raises(ModelError, match="differs"):  # a head does not excuse another change
         run(
             tmp_path / "other",

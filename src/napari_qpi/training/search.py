@@ -20,6 +20,7 @@ to a constant), see :mod:`.metrics`.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -392,15 +393,16 @@ def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     from ..models.registry import load_model
 
     source, card = load_model(name, device="cpu", cached=False)
-    ours = {**model.config.to_dict()}
-    theirs = {**card.config}
+    ours, theirs = copy.deepcopy(model.config.to_dict()), copy.deepcopy(dict(card.config))
     for config in (ours, theirs):
         config.pop("gated", None)
-    # A PRNet may add a native head to the network it starts from: the head starts at zero,
-    # so the warm-started model computes exactly what its init did.
+    # A PRNet may add a native head to the network it starts from (the head starts at zero,
+    # so the warm-started model computes exactly what its init did on the same grid), and any
+    # front-end network may move to another native grid (no weight depends on the grid).
     added = ["native_head"] if ours.get("native_head") and not theirs.get("native_head") else []
     for key in added:
         ours.pop(key)
+    grids = [config.get("front_end", {}).pop("grid", "integer") for config in (ours, theirs)]
     if card.architecture.get("network") != family or ours != theirs:
         raise ModelError(
             f"--init {name}: its architecture ({card.architecture.get('network')}, {theirs}) "
@@ -417,6 +419,7 @@ def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
         "steps": card.training.get("steps"),
         "command": card.training.get("command"),
         **({"added": added} if added else {}),
+        **({"grid": {"from": grids[1], "to": grids[0]}} if grids[0] != grids[1] else {}),
     }
 
 

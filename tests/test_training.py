@@ -563,16 +563,17 @@ def test_train_init_continues_a_registered_model(tmp_path):
 
 def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     """`--native-head K --init M` starts from M's weights with a head that adds zero; a front-end
-    network may also move to another native grid."""
+    network may also move to another native grid; `--init-encoder M` takes M's encoder only."""
     import argparse
     import shutil
 
     from napari_qpi.cli.training import add_train_arguments, train_main
     from napari_qpi.errors import ModelError
     from napari_qpi.models.registry import clear_cache, load_model, user_models_dir
+    from napari_qpi.models.weights import load_model_folder
     from napari_qpi.nn import build_network
     from napari_qpi.training.data import DataConfig, synthetic_batch
-    from napari_qpi.training.search import _warm_start
+    from napari_qpi.training.search import _warm_start, _warm_start_encoder
 
     tiny = ["--width", "0.25", "--decoder-channels", "8", "--no-cells-positive", "--residual"]
     tiny += ["--connectivity", '{"D0": ["E2", "G"]}']
@@ -606,6 +607,19 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     assert card["architecture"]["config"]["front_end"]["grid"] == "tight"
     assert card["training"]["init"]["grid"] == {"from": "integer", "to": "tight"}
     assert "grid" not in start_card_config["front_end"]  # the start's card was left as it was
+    # another connectivity on the start's encoder
+    other = ["--connectivity", '{"D0": ["E0", "D2"], "D2": ["E2", "G"]}']
+    assert run(tmp_path / "re", *other, "--init-encoder", "tiny-prnet-start") == 0
+    card = json.loads((tmp_path / "re" / "card.json").read_text())
+    assert card["training"]["init"]["part"] == "encoder"
+    retrained, _ = load_model_folder(tmp_path / "re")
+    assert retrained.connectivity == {"D0": ["E0", "D2"], "D2": ["E2", "G"]}
+    fresh = build_network("prnet", retrained.config.to_dict())
+    _warm_start_encoder(fresh, "prnet", "tiny-prnet-start")
+    for key, value in start.encoder.state_dict().items():
+        assert torch.equal(fresh.encoder.state_dict()[key], value), key
+    with pytest.raises(ModelError, match="does not fit"):
+        run(tmp_path / "wide", "--width", "0.5", "--init-encoder", "tiny-prnet-start")
     with pytest.raises(ModelError, match="differs"):  # a head does not excuse another change
         run(
             tmp_path / "other",

@@ -232,6 +232,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="registered model of the same architecture to start from (continues its training; "
         "its card's command and weights hash are recorded)",
     )
+    flags.add(
+        "--init-encoder",
+        help="PRNet: registered PRNet whose encoder to start from (same --width and inputs; "
+        "the decoder starts from random weights), e.g. to retrain a searched connectivity",
+    )
 
 
 SEARCHED_DESCRIPTION = (
@@ -429,6 +434,7 @@ def train_main(args: argparse.Namespace) -> int:
         eval_images=args.eval_images,
         data=args.data,
         init=args.init,
+        init_encoder=args.init_encoder,
     )
     trained = train(
         args.family,

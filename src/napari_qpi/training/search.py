@@ -88,6 +88,11 @@ class TrainSettings:
     init
         Name of a registered model of the same architecture to start from (a warm start that
         continues its training), or ``None`` to start from random weights.
+    init_encoder
+        Name of a registered PRNet whose *encoder* a PRNet starts from (same width and input
+        channels; the decoder and head start from random weights): a searched connectivity
+        retrained on an encoder that has already learnt the features, as the paper retrains on
+        an encoder pretrained on ImageNet.
     """
 
     family: str = "prnet"
@@ -107,6 +112,7 @@ class TrainSettings:
     eval_images: int = 16
     data: str = "standard"
     init: str | None = None
+    init_encoder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
@@ -368,7 +374,11 @@ def train(
     if family == "prnet":
         config["gated"] = False
     model = build_network(family, config)
+    if settings.init and settings.init_encoder:
+        raise InputError("give --init (the whole network) or --init-encoder, not both")
     start = _warm_start(model, family, settings.init) if settings.init else None
+    if settings.init_encoder:
+        start = _warm_start_encoder(model, family, settings.init_encoder)
     _, record = _run(
         model, settings, callbacks=callbacks, checkpoint_path=checkpoint_path, resume=resume
     )
@@ -420,6 +430,41 @@ def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
         "command": card.training.get("command"),
         **({"added": added} if added else {}),
         **({"grid": {"from": grids[1], "to": grids[0]}} if grids[0] != grids[1] else {}),
+    }
+
+
+def _warm_start_encoder(model: nn.Module, family: str, name: str) -> dict[str, Any]:
+    """Load the encoder of the registered PRNet ``name`` into the PRNet ``model``.
+
+    Raises
+    ------
+    ModelError
+        ``model`` or ``name`` is not a PRNet, or the encoders' inputs or shapes differ.
+    """
+    from ..models.registry import load_model
+
+    source, card = load_model(name, device="cpu", cached=False)
+    if family != "prnet" or card.architecture.get("network") != "prnet":
+        raise ModelError(f"--init-encoder {name}: both networks must be PRNets")
+    ours, theirs = model.encoder.state_dict(), source.encoder.state_dict()
+    inputs = [
+        (c.in_channels, c.coord_channels, c.front_end and c.front_end.channels)
+        for c in (model.config, source.config)
+    ]
+    misfit = [k for k, v in ours.items() if k not in theirs or theirs[k].shape != v.shape]
+    if inputs[0] != inputs[1] or misfit:
+        raise ModelError(
+            f"--init-encoder {name}: its encoder does not fit (inputs {inputs[1]} vs ours "
+            f"{inputs[0]}; {len(misfit)} tensors differ, e.g. {misfit[:2]}); give the same "
+            "--width, --coord-channels and front-end flags"
+        )
+    model.encoder.load_state_dict({k: theirs[k] for k in ours})
+    return {
+        "model": card.name,
+        "sha256": card.sha256,
+        "part": "encoder",
+        "steps": card.training.get("steps"),
+        "command": card.training.get("command"),
     }
 
 

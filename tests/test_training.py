@@ -607,6 +607,12 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     assert card["architecture"]["config"]["front_end"]["grid"] == "tight"
     assert card["training"]["init"]["grid"] == {"from": "integer", "to": "tight"}
     assert "grid" not in start_card_config["front_end"]  # the start's card was left as it was
+    # a model folder works as a registered name
+    start_folder = str(tmp_path / "tiny-prnet-start")
+    assert run(tmp_path / "from-folder", "--native-head", "4", "--init", start_folder) == 0
+    card = json.loads((tmp_path / "from-folder" / "card.json").read_text())
+    assert card["training"]["init"]["sha256"] == provenance["sha256"]
+
     # another connectivity on the start's encoder
     other = ["--connectivity", '{"D0": ["E0", "D2"], "D2": ["E2", "G"]}']
     assert run(tmp_path / "re", *other, "--init-encoder", "tiny-prnet-start") == 0

@@ -229,13 +229,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     flags.add(
         "--init",
-        help="registered model of the same architecture to start from (continues its training; "
-        "its card's command and weights hash are recorded)",
+        help="registered model (or model folder) of the same architecture to start from "
+        "(continues its training; its card's command and weights hash are recorded)",
     )
     flags.add(
         "--init-encoder",
-        help="PRNet: registered PRNet whose encoder to start from (same --width and inputs; "
-        "the decoder starts from random weights), e.g. to retrain a searched connectivity",
+        help="PRNet: registered PRNet (or model folder) whose encoder to start from (same "
+        "--width and inputs; the decoder starts from random weights), e.g. to retrain a "
+        "searched connectivity",
     )
 
 

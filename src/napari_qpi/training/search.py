@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, ModelError
-from ..models.card import ModelCard, validate_name
+from ..models.card import CARD_FILE, ModelCard, validate_name
 from ..models.weights import save_model_folder as write_folder
 from ..nn import build_network, clamp_gates_, count_parameters, gate_table, prune, sparsity_loss
 from ..nn.sparsemask import PRUNE_THRESHOLD, gate_parameters
@@ -86,8 +86,8 @@ class TrainSettings:
         Training distribution: ``"standard"``, or the ``"transfer"`` split's second microscope
         (the paper's test of a searched connectivity retrained on another system).
     init
-        Name of a registered model of the same architecture to start from (a warm start that
-        continues its training), or ``None`` to start from random weights.
+        Name of a registered model (or a model folder) of the same architecture to start from
+        (a warm start that continues its training), or ``None`` to start from random weights.
     init_encoder
         Name of a registered PRNet whose *encoder* a PRNet starts from (same width and input
         channels; the decoder and head start from random weights): a searched connectivity
@@ -392,6 +392,16 @@ def train(
     return TrainOutcome(model, record)
 
 
+def _load_start(name: str) -> tuple[nn.Module, ModelCard]:
+    """The model a warm start reads: a registered name, or a model folder (with its card)."""
+    from ..models.registry import load_model
+    from ..models.weights import load_model_folder
+
+    if (Path(name) / CARD_FILE).is_file():
+        return load_model_folder(name)
+    return load_model(name, device="cpu", cached=False)
+
+
 def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     """Load the weights of the registered model ``name`` into ``model``; return its provenance.
 
@@ -400,9 +410,7 @@ def _warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     ModelError
         ``name`` is not registered, or its architecture differs from ``model``'s.
     """
-    from ..models.registry import load_model
-
-    source, card = load_model(name, device="cpu", cached=False)
+    source, card = _load_start(name)
     ours, theirs = copy.deepcopy(model.config.to_dict()), copy.deepcopy(dict(card.config))
     for config in (ours, theirs):
         config.pop("gated", None)
@@ -441,9 +449,7 @@ def _warm_start_encoder(model: nn.Module, family: str, name: str) -> dict[str, A
     ModelError
         ``model`` or ``name`` is not a PRNet, or the encoders' inputs or shapes differ.
     """
-    from ..models.registry import load_model
-
-    source, card = load_model(name, device="cpu", cached=False)
+    source, card = _load_start(name)
     if family != "prnet" or card.architecture.get("network") != "prnet":
         raise ModelError(f"--init-encoder {name}: both networks must be PRNets")
     ours, theirs = model.encoder.state_dict(), source.encoder.state_dict()

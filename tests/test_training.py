@@ -636,3 +636,22 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
             "--init",
             "tiny-prnet-start",
         )
+
+
+def test_train_close_up_sets_the_fraction_of_close_up_batches(tmp_path):
+    import argparse
+
+    from napari_qpi.cli.training import add_train_arguments, train_main
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = ["--out", str(tmp_path / "m"), "--family", "unet", "--base-channels", "4"]
+    args += ["--size", "64", "--steps", "1", "--batch-size", "2", "--eval-images", "0"]
+    args += ["--val-every", "0", "--quiet", "--data", "large-cells", "--close-up", "0.1"]
+    assert train_main(parser.parse_args(args)) == 0
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training"]["data"]["close_up"] == 0.1  # large-cells' own is 0.3
+    assert (
+        card["training"]["settings"]["close_up"] == 0.1
+        and "--close-up 0.1" in card["training"]["command"]
+    )

@@ -220,6 +220,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "large-cells (standard with 30%% close-up batches: 1-2 cells spanning up to most of the "
         "field, 2.5-3 px fringes)",
     )
+    flags.add(
+        "--close-up",
+        type=float,
+        help="fraction of close-up batches (default: the --data distribution's own: 0.3 for "
+        "large-cells, 0 otherwise)",
+    )
     flags.add("--size", type=int, default=defaults.size, help="training field side, px")
     flags.add(
         "--steps",
@@ -436,6 +442,7 @@ def train_main(args: argparse.Namespace) -> int:
         data=args.data,
         init=args.init,
         init_encoder=args.init_encoder,
+        close_up=args.close_up,
     )
     trained = train(
         args.family,

@@ -88,6 +88,9 @@ class TrainSettings:
     init
         Name of a registered model (or a model folder) of the same architecture to start from
         (a warm start that continues its training), or ``None`` to start from random weights.
+    close_up
+        Fraction of close-up batches (``DataConfig.close_up``) instead of the one of ``data``
+        (0.3 for ``"large-cells"``), or ``None``.
     init_encoder
         Name of a registered PRNet whose *encoder* a PRNet starts from (same width and input
         channels; the decoder and head start from random weights): a searched connectivity
@@ -113,6 +116,7 @@ class TrainSettings:
     data: str = "standard"
     init: str | None = None
     init_encoder: str | None = None
+    close_up: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
@@ -265,6 +269,8 @@ def _run(
 ) -> tuple[FitResult, dict[str, Any]]:
     """Train ``model`` with ``settings`` on synthetic data; return the fit result and record."""
     data = replace(split_config(settings.data, settings.size), batch_size=settings.batch_size)
+    if settings.close_up is not None:
+        data = replace(data, close_up=settings.close_up)
     result = fit(
         model,
         _phase_loss_fn(

@@ -108,15 +108,30 @@ CORPUS = Path(__file__).parent / "data" / "real_holograms"
 def test_the_cli_reports_the_check_and_warns_in_one_line_each(
     tmp_path, capsys, register_tiny_prnet
 ) -> None:
-    """A real HL60 hologram (2.8 px fringes, 85 nm pixels): through a shipped network trained on
-    3-6 px fringes and 0.2-0.45 um pixels (warned, but its phase explains the hologram), and
-    through an untrained network (its phase does not: warned, recorded as not trusted)."""
+    """A real HL60 hologram (2.8 px fringes, 85 nm pixels): through the shipped searched network
+    with a card that states the standard training range, 3-6 px fringes and 0.2-0.45 um pixels
+    (warned, but its phase explains the hologram; the shipped card's own range, with close-ups,
+    holds these cameras), and through an untrained network (its phase does not: warned,
+    recorded as not trusted)."""
     from napari_qpi.cli import main
     from napari_qpi.io import read_image
+    from napari_qpi.models import delete_user_model, load_model, save_user_model
+    from napari_qpi.training.data import split_config
 
+    module, card = load_model("prnet-searched", device="cpu", cached=False)
+    narrow = card.replace(
+        name="searched-standard-range",
+        training={"data": split_config("standard", 128).to_dict()},
+        extra={k: v for k, v in card.extra.items() if k != "training_range"},
+    )
+    save_user_model(module, narrow, overwrite=True)
     source = CORPUS / "hl60_single_raw-oah.h5"
     args = ["reconstruct", str(source), "--workers", "0", "--quiet"]
-    assert main([*args, "--model", "prnet-searched", "--out", str(tmp_path / "searched")]) == 0
+    try:
+        code = main([*args, "--model", narrow.name, "--out", str(tmp_path / "searched")])
+    finally:
+        delete_user_model(narrow.name)
+    assert code == 0
     out, err = capsys.readouterr()
     assert "network vs hologram: median" in out and "all planes explained" in out
     lines = [line for line in err.splitlines() if "warning:" in line]

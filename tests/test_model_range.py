@@ -63,7 +63,7 @@ def hologram(period: float = 4.0, angle: float = 30.0, size: int = 128, seed: in
 @pytest.mark.parametrize(
     ("name", "periods", "pixels", "field"),
     [
-        ("prnet-searched", (3.0, 6.0), (0.2, 0.45), 128),
+        ("prnet-searched", (2.5, 6.0), (0.05, 0.45), 256),
         # standard fields plus close-ups (--data large-cells): 2.5-3 px fringes, 0.05-0.125 um
         ("unet", (2.5, 6.0), (0.05, 0.45), 256),
     ],
@@ -91,11 +91,11 @@ def test_a_card_without_the_key_is_read_from_its_training_data_or_its_base() -> 
     assert training_range(bare) is None
     tuned = bare.replace(family="finetuned", base_model="prnet-searched")
     assert training_range(tuned).source == "its base model 'prnet-searched'"
-    assert training_range(tuned).fringe_period_px == (3.0, 6.0)
+    assert training_range(tuned).fringe_period_px == (2.5, 6.0)  # standard fields + close-ups
 
 
 def test_data_outside_the_range_warns_in_one_line_and_inside_does_not() -> None:
-    card = get_card("prnet-searched")
+    _, card = flat_model()  # trained on the standard data: 3-6 px fringes, 0.2-0.45 um pixels
     inside = hologram(period=4.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

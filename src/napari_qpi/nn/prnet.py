@@ -12,7 +12,8 @@ so information only flows from coarse to fine. Each connection t contributes
 on a batch of one), the stage sums its contributions and applies a batch norm. The head applies
 ReLU6 and a 1x1 convolution to one channel to the *output stage*, the lowest-numbered stage present
 (D0 unless a search removed it), and upsamples bilinearly to the input size: the output is the
-phase in radians.
+phase in radians. An optional :class:`NativeHead` adds a correction computed at the input grid
+itself (``PRNetConfig.native_head``).
 
 The connectivity is a JSON-friendly mapping from stage to inputs, e.g.::
 

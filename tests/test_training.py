@@ -532,7 +532,7 @@ def test_train_init_continues_a_registered_model(tmp_path):
     from napari_qpi.errors import ModelError
     from napari_qpi.models.registry import clear_cache, load_model, user_models_dir
     from napari_qpi.nn import build_network
-    from napari_qpi.training.search import _warm_start
+    from napari_qpi.training.warm_start import warm_start
 
     def run(out, *extra):
         parser = argparse.ArgumentParser()
@@ -547,7 +547,7 @@ def test_train_init_continues_a_registered_model(tmp_path):
     start, start_card = load_model("tiny-unet-start", device="cpu", cached=False)
 
     fresh = build_network("unet", {"base_channels": 4, "cells_positive": False})
-    provenance = _warm_start(fresh, "unet", "tiny-unet-start")
+    provenance = warm_start(fresh, "unet", "tiny-unet-start")
     assert provenance["sha256"] == start_card.sha256 and provenance["steps"] == 2
     for key, value in start.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
@@ -573,7 +573,7 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     from napari_qpi.models.weights import load_model_folder
     from napari_qpi.nn import build_network
     from napari_qpi.training.data import DataConfig, synthetic_batch
-    from napari_qpi.training.search import _warm_start, _warm_start_encoder
+    from napari_qpi.training.warm_start import warm_start, warm_start_encoder
 
     tiny = ["--width", "0.25", "--decoder-channels", "8", "--no-cells-positive", "--residual"]
     tiny += ["--connectivity", '{"D0": ["E2", "G"]}']
@@ -591,7 +591,7 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     start, card = load_model("tiny-prnet-start", device="cpu", cached=False)
     start_card_config = card.config
     headed = build_network("prnet", {**card.config, "native_head": 4})
-    provenance = _warm_start(headed, "prnet", "tiny-prnet-start")
+    provenance = warm_start(headed, "prnet", "tiny-prnet-start")
     assert provenance["added"] == ["native_head"]
     x, _ = synthetic_batch(DataConfig(size=64, batch_size=1), seed=0, step=0)
     with torch.no_grad():
@@ -621,7 +621,7 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     retrained, _ = load_model_folder(tmp_path / "re")
     assert retrained.connectivity == {"D0": ["E0", "D2"], "D2": ["E2", "G"]}
     fresh = build_network("prnet", retrained.config.to_dict())
-    _warm_start_encoder(fresh, "prnet", "tiny-prnet-start")
+    warm_start_encoder(fresh, "prnet", "tiny-prnet-start")
     for key, value in start.encoder.state_dict().items():
         assert torch.equal(fresh.encoder.state_dict()[key], value), key
     with pytest.raises(ModelError, match="does not fit"):

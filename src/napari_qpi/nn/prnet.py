@@ -460,9 +460,7 @@ class PRNet(nn.Module):
         )
         if self.native_head is not None:
             phase = phase + self.native_head(stage, x)
-        if native is None:
-            phase = _resize(phase, size)
-        else:
+        if native is not None:  # without a front end the input grid is the hologram's
             phase = OffAxisFrontEnd.restore(phase, native, size)
         if self.config.cells_positive if fix_sign is None else fix_sign:
             return make_cells_positive(phase)

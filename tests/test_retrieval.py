@@ -344,6 +344,31 @@ def test_background_fit_and_mask(rng):
         fit_background(phase, order=2, mask=np.zeros_like(mask))
 
 
+@pytest.mark.parametrize("shape", [(90, 70), (300, 260)])  # one fit on every pixel; on a subgrid
+def test_polynomial_basis_refits_match_a_direct_least_squares_fit(rng, shape):
+    from napari_qpi.retrieval.background import PolynomialBasis
+
+    y, x = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    phase = (0.3 + 0.02 * x - 0.01 * y + 1e-4 * x * y + rng.normal(0, 0.05, shape)).astype(
+        np.float32
+    )
+    phase[5, 7] = np.nan
+    basis = PolynomialBasis(shape, 2)
+    for keep in (rng.random(shape) < 0.3, x < shape[1] / 2):
+        step = basis.step
+        sub_y, sub_x = y[::step, ::step], x[::step, ::step]
+        used = keep[::step, ::step] & np.isfinite(phase[::step, ::step])
+        ys = np.linspace(-1, 1, shape[0])[sub_y[used].astype(int)]
+        xs = np.linspace(-1, 1, shape[1])[sub_x[used].astype(int)]
+        design = np.stack([ys**0, xs, ys, xs**2, xs * ys, ys**2], axis=1)
+        expected = np.linalg.lstsq(design, phase[::step, ::step][used], rcond=None)[0]
+        np.testing.assert_allclose(basis.coefficients(phase, keep), expected, atol=1e-8)
+        np.testing.assert_allclose(
+            basis.fit(phase, keep), fit_background(phase, order=2, mask=keep), atol=1e-6
+        )
+    assert (basis.step > 1) == (shape[0] * shape[1] > 16384)
+
+
 def _cells_error(phase: np.ndarray, truth) -> tuple[float, float]:
     """RMSE in the cells and mean cell phase, after aligning the background at the median."""
     cells = truth.labels > 0

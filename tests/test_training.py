@@ -15,7 +15,7 @@ from torch import nn
 
 from napari_qpi.errors import QPIError
 from napari_qpi.training.loop import StopFlag, fit
-from napari_qpi.training.losses import phase_loss
+from napari_qpi.training.losses import LOG_MSE_FLOOR_RAD2, phase_loss
 from napari_qpi.training.metrics import evaluate, image_metrics, psnr
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -153,6 +153,27 @@ def test_phase_loss_ignores_offset_and_masked_pixels():
     mask[..., :2, :] = True
     assert phase_loss(prediction, target, mask, kind="mse").item() == pytest.approx(0.0, abs=1e-6)
     assert phase_loss(prediction, target).item() > 1.0
+
+
+def test_log_mse_loss_is_the_mean_log_of_each_fields_error_and_weighs_fields_by_relative_error():
+    target = torch.zeros(2, 1, 8, 8)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    prediction = (target + noise * torch.tensor([0.1, 3.0]).view(2, 1, 1, 1)).requires_grad_()
+    per_field = [phase_loss(prediction[i : i + 1], target[i : i + 1], kind="mse") for i in (0, 1)]
+    expected = sum(torch.log(m + LOG_MSE_FLOOR_RAD2) for m in per_field) / 2
+    loss = phase_loss(prediction, target, kind="log_mse")
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # Under mse the field with 30x the error takes ~900x the gradient; under log_mse each field's
+    # gradient is its own relative error, so both pull about equally (a field's pull on the
+    # loss, |grad| * |error|, is 2 / n_fields whatever its scale).
+    for kind, low, high in (("mse", 500.0, 2000.0), ("log_mse", 0.9, 1.1)):
+        (grad,) = torch.autograd.grad(phase_loss(prediction, target, kind=kind), prediction)
+        diff = prediction.detach() - prediction.detach().mean(dim=(2, 3), keepdim=True)
+        pull = (grad * diff).flatten(1).sum(1)
+        assert low < (pull[1] / pull[0]).item() < high
+    assert phase_loss(target + 5.0, target, kind="log_mse").item() == pytest.approx(
+        math.log(LOG_MSE_FLOOR_RAD2), rel=1e-5
+    )
 
 
 def test_sign_free_loss_takes_the_better_sign_per_image():

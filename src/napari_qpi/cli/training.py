@@ -111,7 +111,13 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
-    flags.add("--loss", choices=("l1", "mse"), default=defaults.loss)
+    flags.add(
+        "--loss",
+        choices=("l1", "mse", "log_mse"),
+        default=defaults.loss,
+        help="offset-free phase loss; log_mse: the mean over fields of ln(field MSE), the "
+        "held-out mean PSNR's gradient (close-up fields with large phase do not outweigh the rest)",
+    )
     flags.add("--seed", type=int, default=defaults.seed)
     flags.add(
         "--eval-images",

@@ -19,7 +19,11 @@ from torch import Tensor
 
 from ..errors import InputError
 
-Reduction = Literal["l1", "mse"]
+Reduction = Literal["l1", "mse", "log_mse"]
+
+#: Squared error (rad^2) added to each field's mean squared error before the logarithm of the
+#: ``"log_mse"`` loss: a field already fitted to ~0.01 rad RMS no longer pulls harder.
+LOG_MSE_FLOOR_RAD2 = 1e-4
 
 
 def offset_free_difference(
@@ -66,14 +70,23 @@ def phase_loss(
     kind: Reduction = "l1",
     sign_free: bool = False,
 ) -> Tensor:
-    """Mean absolute (``"l1"``, radians) or squared (``"mse"``, rad^2) phase error, offset-free.
+    """Offset-free phase error of a batch.
+
+    ``"l1"``: mean absolute error (radians) over all valid pixels of the batch; ``"mse"``: mean
+    squared error (rad^2) over them; ``"log_mse"``: the mean over the fields of
+    ``ln(mse_i + LOG_MSE_FLOOR_RAD2)``, the mean squared error of each field on a log scale. The
+    held-out score is the mean over fields of ``PSNR_i = 10 log10(range_i^2 / mse_i)``, so
+    ``"log_mse"`` descends that score directly: every field pulls by its *relative* error, and a
+    few fields with large phase (close-ups of big, many-times-wrapped cells, whose squared errors
+    are 10-50x those of the others) no longer set the direction of every step as they do under
+    ``"mse"``.
 
     The per-image mean of ``prediction - target`` over the pixels not ignored is removed first
-    (:func:`offset_free_difference`); the result is averaged over all valid pixels of the batch.
-    With ``sign_free``, each image counts with the sign of ``prediction`` that fits it better.
+    (:func:`offset_free_difference`). With ``sign_free``, each image counts with the sign of
+    ``prediction`` that fits it better.
     """
-    if kind not in ("l1", "mse"):
-        raise InputError(f"loss kind must be 'l1' or 'mse', got {kind!r}")
+    if kind not in ("l1", "mse", "log_mse"):
+        raise InputError(f"loss kind must be 'l1', 'mse' or 'log_mse', got {kind!r}")
 
     def per_image(candidate: Tensor) -> tuple[Tensor, Tensor]:
         difference, weight = offset_free_difference(candidate, target, ignore_mask)
@@ -83,4 +96,7 @@ def phase_loss(
     error, count = per_image(prediction)
     if sign_free:
         error = torch.minimum(error, per_image(-prediction)[0])
+    if kind == "log_mse":
+        per_field = error / count.clamp_min(1.0)
+        return torch.log(per_field + LOG_MSE_FLOOR_RAD2).mean()
     return error.sum() / count.sum().clamp_min(1.0)

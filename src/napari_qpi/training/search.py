@@ -69,9 +69,12 @@ class TrainSettings:
     lr, weight_decay
         AdamW base learning rate and weight decay (convolution weights only).
     loss
-        ``"mse"`` (default) or ``"l1"`` phase loss, offset-free; sign-free when the network is
-        ``cells_positive``. With cells covering a small part of each field, L1 keeps a network at
-        the zero-phase answer within a CPU budget (``benchmarks/loss_ablation.py``).
+        ``"mse"`` (default), ``"l1"`` or ``"log_mse"`` phase loss, offset-free; sign-free when
+        the network is ``cells_positive``. With cells covering a small part of each field, L1
+        keeps a network at the zero-phase answer within a CPU budget
+        (``benchmarks/loss_ablation.py``). ``"log_mse"`` (the mean over fields of the log of each
+        field's squared error: the held-out mean PSNR's own gradient) keeps a few large-phase
+        fields (close-ups) from setting every step's direction (:func:`.losses.phase_loss`).
     seed
         Seeds weights, data and gate noise.
     minutes

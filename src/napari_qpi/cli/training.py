@@ -18,6 +18,7 @@ from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
 from ..nn.frontend import CLASSICAL_INPUTS, GRIDS, FrontEndConfig, residual_front_end
 from ..training.loop import ProgressBar, clear_work_files
+from ..training.losses import LOSS_KINDS
 from ..training.search import (
     SEARCH_SHARE,
     SearchSettings,
@@ -113,7 +114,7 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
     flags.add(
         "--loss",
-        choices=("l1", "mse", "log_mse"),
+        choices=LOSS_KINDS,
         default=defaults.loss,
         help="offset-free phase loss; log_mse: the mean over fields of ln(field MSE), the "
         "held-out mean PSNR's gradient (close-up fields with large phase do not outweigh the rest)",

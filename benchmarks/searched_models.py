@@ -20,8 +20,9 @@ the acquisition metadata that a user's file may carry.
    the failures are counted.
 2. Parameters, and CPU latency of the networks' forward pass on a (1, 1, s, s) input at
    s = 256, 512, 1024 (``torch.inference_mode``, ``--threads`` threads, one warm-up call, median
-   of repeats), including an untrained U-Net with 64 base channels (the paper's baseline size),
-   and of the whole classical pipeline on a synthetic hologram of the same size.
+   of repeats, every method timed once per round in turn), including an untrained U-Net with 64
+   base channels (the paper's baseline size), and of the whole classical pipeline on a
+   synthetic hologram of the same size.
 3. Transfer: the searched model on the transfer split as is, and, if given, the model folder of
    ``--transfer-model``: any hologram model trained for the transfer system, e.g. the searched
    connectivity retrained there with
@@ -43,7 +44,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,18 +227,32 @@ def real_verdict(rows: Sequence[dict[str, float]]) -> bool:
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` in ms over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return interleaved_median_ms({"fn": fn}, repeats)["fn"]
+
+
+def interleaved_median_ms(
+    calls: Mapping[str, Callable[[], object]], repeats: int
+) -> dict[str, float]:
+    """Median wall time (ms) of each call over ``repeats`` rounds, after one warm-up call each.
+
+    Each round times every call once, in turn: a change in the machine's load during the
+    minutes a benchmark takes slows every method alike, so their ratios hold (timed one method
+    after another, the U-Net(64) took 510 ms at 256^2 in one run and 757 in the next).
+    """
+    for fn in calls.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
 
 
-def forward_latency(module: nn.Module, size: int, repeats: int) -> float:
-    """Median forward-pass time (ms) on the normalised standard-split hologram of ``size``^2 that
-    :func:`classical_latency` times (a network with an off-axis front end demodulates it, finds
+def forward_call(module: nn.Module, size: int) -> Callable[[], torch.Tensor]:
+    """One forward pass on the normalised standard-split hologram of ``size``^2 that
+    :func:`classical_call` runs (a network with an off-axis front end demodulates it, finds
     its sideband and, if residual, runs the classical unwrapping inside the forward: end to end)."""
     field = synthetic_field(split_config("standard", size), (LATENCY_SEED, size))
     x = torch.from_numpy(normalise_hologram(field.hologram))[None, None]
@@ -249,7 +264,7 @@ def forward_latency(module: nn.Module, size: int, repeats: int) -> float:
         with torch.inference_mode():
             return module(x)
 
-    return median_ms(forward, repeats)
+    return forward
 
 
 def thread_check(threads: int) -> float:
@@ -271,11 +286,11 @@ def thread_check(threads: int) -> float:
     return median_ms(forward, 9) / one
 
 
-def classical_latency(predict: Predict, size: int, repeats: int) -> float:
-    """Median time (ms) of a classical method on a standard-split hologram of ``size``^2."""
+def classical_call(predict: Predict, size: int) -> Callable[[], object]:
+    """A classical method on the standard-split hologram of ``size``^2 (array in, phase out)."""
     field = synthetic_field(split_config("standard", size), (LATENCY_SEED, size))
     acquisition = field.system.acquisition()
-    return median_ms(lambda: predict(field.hologram, acquisition), repeats)
+    return lambda: predict(field.hologram, acquisition)
 
 
 def run(
@@ -320,15 +335,13 @@ def run(
         log(f"accuracy {retrained.name}: transfer {transfer_accuracy['psnr_db']:.2f} dB")
     unet64 = Network(UNET64, build_network("unet", {"base_channels": 64}).eval(), None, "-")
     contention = [thread_check(threads) if threads > 1 else math.nan]
-    latency: dict[str, dict[int, float]] = {
-        name: {size: classical_latency(predict, size, repeats[size]) for size in sizes}
-        for name, predict in classical_methods().items()
-    }
-    for net in [*networks, unet64]:
-        latency[net.name] = {
-            size: forward_latency(net.module, size, repeats[size]) for size in sizes
-        }
-        log(f"latency {net.name}: " + ", ".join(f"{latency[net.name][s]:.0f} ms" for s in sizes))
+    latency: dict[str, dict[int, float]] = {}
+    for size in sizes:  # every method timed in turn, round after round (ratios hold)
+        calls = {name: classical_call(p, size) for name, p in classical_methods().items()}
+        calls |= {net.name: forward_call(net.module, size) for net in [*networks, unet64]}
+        for name, ms in interleaved_median_ms(calls, repeats[size]).items():
+            latency.setdefault(name, {})[size] = ms
+        log(f"latency {size}^2: " + ", ".join(f"{n} {latency[n][size]:.0f} ms" for n in calls))
     if threads > 1:
         contention.append(thread_check(threads))
         log(f"thread check: {contention[0]:.2f} before, {contention[1]:.2f} after the timings")
@@ -558,7 +571,9 @@ def render(results: Results, command: str, quick: bool) -> str:
         "",
         "### Latency",
         "",
-        f"CPU, {results.threads} threads, median over repeats ({repeats}) after a warm-up call. "
+        f"CPU, {results.threads} threads, median over repeats ({repeats}) after a warm-up call; "
+        "each round times every method once, in turn, so a change of the machine's load slows "
+        "all alike. "
         "Networks: forward pass of the normalised s x s synthetic hologram under "
         "`torch.inference_mode` (normalisation not included; a front end's sideband search, "
         "demodulation and classical unwrapping are inside the forward); classical: the whole "

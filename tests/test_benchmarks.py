@@ -108,6 +108,18 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert len(transfer) == 4 and transfer[-1][0].endswith(", as is")
 
 
+def test_latencies_are_timed_in_turn_round_after_round():
+    """Every method runs once per round, in turn (a load change slows all alike), after one
+    warm-up call each; each gets the median of its own rounds."""
+    bench = load_script("searched_models")
+    calls = []
+    timings = bench.interleaved_median_ms(
+        {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}, repeats=3
+    )
+    assert calls == ["a", "b", "c"] * 4
+    assert set(timings) == {"a", "b", "c"} and all(ms >= 0 for ms in timings.values())
+
+
 def test_resolution_reference_keeps_flat_phase_and_loses_detail_with_stride(tmp_path, monkeypatch):
     bench = load_script("resolution_bound")
     flat = np.full((64, 64), 1.5, dtype=np.float32)

@@ -634,6 +634,13 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     assert card["architecture"]["config"]["front_end"]["grid"] == "tight"
     assert card["training"]["init"]["grid"] == {"from": "integer", "to": "tight"}
     assert "grid" not in start_card_config["front_end"]  # the start's card was left as it was
+    assert run(tmp_path / "coma", "--background-order", "3", "--init", "tiny-prnet-start") == 0
+    card = json.loads((tmp_path / "coma" / "card.json").read_text())
+    assert card["architecture"]["config"]["front_end"]["background_order"] == 3
+    assert card["training"]["init"]["background_order"] == {"from": 2, "to": 3}
+    assert "--background-order 3" in card["training"]["command"]
+    coma, _ = load_model_folder(tmp_path / "coma")
+    assert coma.front_end.config.background_order == 3
     # a model folder works as a registered name
     start_folder = str(tmp_path / "tiny-prnet-start")
     assert run(tmp_path / "from-folder", "--native-head", "4", "--init", start_folder) == 0

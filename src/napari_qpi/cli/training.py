@@ -16,7 +16,13 @@ from typing import Any
 
 from ..errors import InputError, ModelError
 from ..models.card import CARD_FILE, ModelCard
-from ..nn.frontend import CLASSICAL_INPUTS, GRIDS, FrontEndConfig, residual_front_end
+from ..nn.frontend import (
+    CLASSICAL_BACKGROUND_ORDER,
+    CLASSICAL_INPUTS,
+    GRIDS,
+    FrontEndConfig,
+    residual_front_end,
+)
 from ..training.loop import ProgressBar, clear_work_files
 from ..training.losses import LOSS_KINDS
 from ..training.search import (
@@ -117,6 +123,14 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         "pixel, q an integer dividing both sides, as the classical method) or 'tight' (the "
         "smallest grid that holds the sideband filter: fewer pixels, cells the same size in "
         "native pixels whatever the fringe period and the field's side)",
+    )
+    flags.add(
+        "--background-order",
+        type=int,
+        default=CLASSICAL_BACKGROUND_ORDER,
+        help="with the front end: total degree (0-5) of the polynomial background the classical "
+        "phase it computes is corrected by (2: tilt, defocus, astigmatism, the classical "
+        "method's default; 3 also coma, which the simulated holograms have)",
     )
     flags.add("--batch-size", type=int, default=defaults.batch_size)
     flags.add("--lr", type=float, default=defaults.lr, help="AdamW learning rate")
@@ -290,7 +304,8 @@ def _front_end(args: argparse.Namespace) -> dict[str, Any]:
         config = FrontEndConfig()
     else:
         return {}
-    return {"front_end": replace(config, grid=grid).to_dict()}
+    order = getattr(args, "background_order", CLASSICAL_BACKGROUND_ORDER)
+    return {"front_end": replace(config, grid=grid, background_order=order).to_dict()}
 
 
 def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:

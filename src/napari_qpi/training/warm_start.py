@@ -3,8 +3,8 @@
 
 A start is a registered model name or a model folder. :func:`warm_start` takes the whole
 network of the same architecture (a PRNet may add a native head, a front-end network may move to
-another native grid); :func:`warm_start_encoder` only a PRNet's encoder, for another
-connectivity. Each returns the provenance the card records under ``training.init``.
+another native grid or background order); :func:`warm_start_encoder` only a PRNet's encoder,
+for another connectivity. Each returns the provenance the card records under ``training.init``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..models.card import CARD_FILE, ModelCard
+from ..nn.frontend import CLASSICAL_BACKGROUND_ORDER
 
 #: Architecture keys a PRNet warm start may add (its card lacks them), and the prefix of the
 #: weights each adds (they start at zero: :mod:`napari_qpi.nn.heads`).
@@ -51,7 +52,12 @@ def warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     added = [key for key in ADDABLE if key in ours and key not in theirs]
     for key in added:
         ours.pop(key)
+    # Nor does any weight depend on the front end's grid or background order.
     grids = [config.get("front_end", {}).pop("grid", "integer") for config in (ours, theirs)]
+    orders = [
+        config.get("front_end", {}).pop("background_order", CLASSICAL_BACKGROUND_ORDER)
+        for config in (ours, theirs)
+    ]
     if card.architecture.get("network") != family or ours != theirs:
         raise ModelError(
             f"--init {name}: its architecture ({card.architecture.get('network')}, {theirs}) "
@@ -69,6 +75,11 @@ def warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
         "command": card.training.get("command"),
         **({"added": added} if added else {}),
         **({"grid": {"from": grids[1], "to": grids[0]}} if grids[0] != grids[1] else {}),
+        **(
+            {"background_order": {"from": orders[1], "to": orders[0]}}
+            if orders[0] != orders[1]
+            else {}
+        ),
     }
 
 

@@ -623,12 +623,6 @@ def test_train_init_may_add_a_native_head_to_a_prnet(tmp_path):
     assert card["architecture"]["config"]["native_head"] == 4
     assert card["training"]["init"]["added"] == ["native_head"]
     assert "--native-head 4" in card["training"]["command"]
-    detail = ["--native-head", "4", "--head-upscale", "2", "--init", str(tmp_path / "headed")]
-    assert run(tmp_path / "detailed", *detail) == 0
-    card = json.loads((tmp_path / "detailed" / "card.json").read_text())
-    assert card["architecture"]["config"]["head_upscale"] == 2
-    assert card["training"]["init"]["added"] == ["head_upscale"]
-    assert "--head-upscale 2" in card["training"]["command"]
     assert run(tmp_path / "tight", "--native-grid", "tight", "--init", "tiny-prnet-start") == 0
     card = json.loads((tmp_path / "tight" / "card.json").read_text())
     assert card["architecture"]["config"]["front_end"]["grid"] == "tight"

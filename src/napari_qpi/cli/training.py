@@ -82,14 +82,6 @@ def _add_common(flags: Flags, defaults: TrainSettings) -> None:
         "none (the head upsamples the stride-2-or-coarser output stage)",
     )
     flags.add(
-        "--head-upscale",
-        type=int,
-        default=1,
-        help="PRNet with --native-head and a front end: the native head also draws detail on a "
-        "grid this many times finer than the native grid (a sub-pixel convolution; cell edges "
-        "steeper than a native pixel); 1: none",
-    )
-    flags.add(
         "--front-end",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -317,7 +309,6 @@ def _prnet_network(args: argparse.Namespace) -> dict[str, Any]:
         "stage_refine": args.stage_refine,
         "branch_kernel": args.branch_kernel,
         **({"native_head": args.native_head} if args.native_head else {}),
-        **({"head_upscale": args.head_upscale} if args.head_upscale != 1 else {}),
         **_front_end(args),
     }
 

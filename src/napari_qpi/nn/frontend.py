@@ -482,25 +482,13 @@ class OffAxisFrontEnd(nn.Module):
         return NativeInput(pad_to(features, stride), coords, grid, base)
 
     @staticmethod
-    def restore(
-        phase: Tensor, native: NativeInput, size: Sequence[int], detail: Tensor | None = None
-    ) -> Tensor:
+    def restore(phase: Tensor, native: NativeInput, size: Sequence[int]) -> Tensor:
         """Network output at the padded native grid (plus the classical phase of a residual
-        front end) -> (B, 1, H, W) at the hologram grid.
-
-        ``detail``: (B, 1, s h', s w') radians on a grid s times finer than the padded native
-        one (sample ``s j + r`` at native position ``j + r / s``), interpolated to the hologram
-        grid as well and added.
-        """
+        front end) -> (B, 1, H, W) at the hologram grid."""
         if native.base is not None:
             phase = phase + native.base
         height, width = native.grid.crop
-        out = upsample_native(phase[..., :height, :width], native.grid.pitch, size)
-        if detail is None:
-            return out
-        s = detail.shape[-1] // phase.shape[-1]
-        pitch = (native.grid.pitch[0] / s, native.grid.pitch[1] / s)
-        return out + upsample_native(detail[..., : s * height, : s * width], pitch, size)
+        return upsample_native(phase[..., :height, :width], native.grid.pitch, size)
 
 
 def probe_arguments(module: nn.Module, probe: Tensor) -> dict[str, Tensor]:

@@ -12,9 +12,8 @@ so information only flows from coarse to fine. Each connection t contributes
 on a batch of one), the stage sums its contributions and applies a batch norm. The head applies
 ReLU6 and a 1x1 convolution to one channel to the *output stage*, the lowest-numbered stage present
 (D0 unless a search removed it), and upsamples bilinearly to the input size: the output is the
-phase in radians. An optional :class:`~napari_qpi.nn.heads.NativeHead` adds a correction computed
-at the input grid itself (``PRNetConfig.native_head``), and detail on a finer grid
-(``PRNetConfig.head_upscale``).
+phase in radians. An optional :class:`NativeHead` adds a correction computed at the input grid
+itself (``PRNetConfig.native_head``).
 
 The connectivity is a JSON-friendly mapping from stage to inputs, e.g.::
 
@@ -43,7 +42,6 @@ from torch import Tensor, nn
 
 from ..errors import InputError, ModelError
 from .frontend import FrontEndConfig, NativeInput, OffAxisFrontEnd, as_front_end_config
-from .heads import NativeHead, RefineBlock
 from .mobilenet import NUM_ENDPOINTS, MobileNetV2, init_weights
 from .sign import make_cells_positive
 from .sparsemask import Gate, drop_dangling
@@ -159,11 +157,6 @@ class PRNetConfig:
         input grid from the output stage (projected to ``k`` channels and upsampled) and the
         input itself (the front end's cos / sin / log amplitude / classical phase): detail
         finer than two input pixels no longer has to pass through the stride-2 encoder.
-    head_upscale
-        With a native head and a front end: the head also draws detail on a grid this many
-        times finer than the native grid along each axis (a sub-pixel convolution,
-        :class:`~napari_qpi.nn.heads.NativeHead`), interpolated to the hologram grid and added:
-        cell edges steeper than one native pixel. 1 (default): none.
     front_end
         ``None`` (default): the encoder reads the normalised hologram. A
         :class:`~napari_qpi.nn.frontend.FrontEndConfig` (or its dict): the hologram is first
@@ -183,7 +176,6 @@ class PRNetConfig:
     stage_refine: bool = False
     branch_kernel: int = 1
     native_head: int = 0
-    head_upscale: int = 1
     front_end: FrontEndConfig | None = None
 
     def __post_init__(self) -> None:
@@ -205,25 +197,16 @@ class PRNetConfig:
             raise ModelError(
                 f"native_head must be 0 (none) or a channel count, got {self.native_head}"
             )
-        if self.head_upscale < 1:
-            raise ModelError(f"head_upscale must be 1 (none) or more, got {self.head_upscale}")
-        if self.head_upscale > 1 and not (self.native_head and self.front_end is not None):
-            raise ModelError(
-                "head_upscale > 1 draws detail finer than a front end's native grid: it needs "
-                "native_head > 0 and a front end (--native-head, --front-end)"
-            )
         if self.connectivity is not None:
             self.connectivity = normalise_connectivity(self.connectivity)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields; ``front_end``, ``native_head`` and ``head_upscale`` only
-        when set (old cards stay as they were)."""
+        """JSON-serialisable fields; ``front_end`` and ``native_head`` only when set (old cards
+        stay as they were)."""
         data = asdict(self)
         data.pop("front_end")
         if not self.native_head:
             data.pop("native_head")
-        if self.head_upscale == 1:
-            data.pop("head_upscale")
         if self.front_end is not None:
             data["front_end"] = self.front_end.to_dict()
         return data
@@ -294,6 +277,62 @@ class DecoderStage(nn.Module):
         return out if self.refine is None else self.refine(out)
 
 
+class RefineBlock(nn.Module):
+    """``x + BN(conv1x1(ReLU6(BN(dwconv3x3(ReLU6(x))))))``: a 3x3 neighbourhood per stage.
+
+    A depthwise 3x3 and a pointwise 1x1 convolution cost ``C * (9 + C)`` weights, an eighth of a
+    full 3x3 convolution at C = 64. The last batch norm starts at zero scale, so a new block is
+    the identity and a stage starts as it would without it.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU6(),
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class NativeHead(nn.Module):
+    """A phase correction at the network's input grid, added to the coarse head's output.
+
+    ``conv3x3(ReLU6(BN(conv3x3([up(conv1x1(ReLU6(D))), x]))))``: the output stage ``D``
+    (stride 2 or coarser) projected to ``channels`` maps and upsampled bilinearly to the input
+    grid, concatenated with the network's input ``x`` (at a front end's native grid: cos / sin
+    of the wrapped phase, log amplitude, classical phase in radians, coordinates), two 3x3
+    convolutions to one channel (radians). The last convolution starts at zero, so a new head
+    leaves the network's output as it was (a warm start from the same network without one).
+    Cost per input pixel: ``9 * channels * (channels + inputs + 1)`` multiply-adds.
+    """
+
+    def __init__(self, stage_channels: int, input_channels: int, channels: int) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.ReLU6(), nn.Conv2d(stage_channels, channels, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(channels + input_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, 1, 3, padding=1),
+        )
+        init_weights(self)
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, stage: Tensor, x: Tensor) -> Tensor:
+        """(B, 1, H, W) correction in radians from the stage (B, C, h, w) and input (B, I, H, W)."""
+        up = F.interpolate(
+            self.project(stage), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.body(torch.cat([up, x], dim=1))
+
+
 class PRNet(nn.Module):
     """Phase retrieval network: hologram in, phase (radians) out.
 
@@ -352,7 +391,7 @@ class PRNet(nn.Module):
             nn.init.zeros_(self.head[-1].weight)  # starts as the classical method
             nn.init.zeros_(self.head[-1].bias)
         self.native_head = (
-            NativeHead(config.decoder_channels, inputs, config.native_head, config.head_upscale)
+            NativeHead(config.decoder_channels, inputs, config.native_head)
             if config.native_head
             else None
         )
@@ -419,12 +458,10 @@ class PRNet(nn.Module):
         phase = F.interpolate(
             self.head(stage), size=x.shape[-2:], mode="bilinear", align_corners=False
         )
-        detail = None
         if self.native_head is not None:
-            correction, detail = self.native_head(stage, x)
-            phase = phase + correction
+            phase = phase + self.native_head(stage, x)
         if native is not None:  # without a front end the input grid is the hologram's
-            phase = OffAxisFrontEnd.restore(phase, native, size, detail)
+            phase = OffAxisFrontEnd.restore(phase, native, size)
         if self.config.cells_positive if fix_sign is None else fix_sign:
             return make_cells_positive(phase)
         return phase

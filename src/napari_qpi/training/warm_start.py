@@ -19,10 +19,6 @@ from ..errors import ModelError
 from ..models.card import CARD_FILE, ModelCard
 from ..nn.frontend import CLASSICAL_BACKGROUND_ORDER
 
-#: Architecture keys a PRNet warm start may add (its card lacks them), and the prefix of the
-#: weights each adds (they start at zero: :mod:`napari_qpi.nn.heads`).
-ADDABLE: dict[str, str] = {"native_head": "native_head.", "head_upscale": "native_head.detail."}
-
 
 def load_start(name: str) -> tuple[nn.Module, ModelCard]:
     """The model a warm start reads: a registered name, or a model folder (with its card)."""
@@ -46,10 +42,10 @@ def warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     ours, theirs = copy.deepcopy(model.config.to_dict()), copy.deepcopy(dict(card.config))
     for config in (ours, theirs):
         config.pop("gated", None)
-    # A PRNet may add a native head, or its detail, to the network it starts from (both start
-    # at zero, so the warm-started model computes exactly what its init did on the same grid),
-    # and any front-end network may move to another native grid (no weight depends on the grid).
-    added = [key for key in ADDABLE if key in ours and key not in theirs]
+    # A PRNet may add a native head to the network it starts from (the head starts at zero,
+    # so the warm-started model computes exactly what its init did on the same grid), and any
+    # front-end network may move to another native grid (no weight depends on the grid).
+    added = ["native_head"] if ours.get("native_head") and not theirs.get("native_head") else []
     for key in added:
         ours.pop(key)
     # Nor does any weight depend on the front end's grid or background order.
@@ -63,10 +59,10 @@ def warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
             f"--init {name}: its architecture ({card.architecture.get('network')}, {theirs}) "
             f"differs from the one to train ({family}, {ours}); give the same network flags "
             "(for a searched model: --connectivity with its card; a PRNet may add "
-            "--native-head or --head-upscale to one without)"
+            "--native-head to one without)"
         )
     missing, unexpected = model.load_state_dict(source.state_dict(), strict=not added)
-    if unexpected or any(not key.startswith(tuple(ADDABLE[a] for a in added)) for key in missing):
+    if unexpected or any(not key.startswith(tuple(f"{a}." for a in added)) for key in missing):
         raise ModelError(f"--init {name}: weights do not fit ({missing=}, {unexpected=})")
     return {
         "model": card.name,

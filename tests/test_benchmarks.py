@@ -84,12 +84,12 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "benchmarks.md").exists()
     models = [card.name for card in list_models("hologram")]
     assert "bench-searched" in models
-    methods = [bench.CLASSICAL, bench.CLASSICAL_CARRIER, *models]
+    methods = [bench.CLASSICAL, bench.CLASSICAL_CARRIER, bench.CLASSICAL_ORDER3, *models]
     accuracy = table_rows(out, "| method | family | parameters | PSNR")
     assert [row[0] for row in accuracy] == [bench.ZERO, *methods] * len(bench.SPLITS)
     for row in accuracy:
         assert all(math.isfinite(float(cell)) for cell in row[3:7]), row
-        assert row[7] == "0 of 2" or row[0] == bench.CLASSICAL, row
+        assert row[7] == "0 of 2" or row[0] in (bench.CLASSICAL, bench.CLASSICAL_ORDER3), row
     real = table_rows(out, "| method | npz with bg_data")
     # every method on the real HL60 corpus ("carrier known" would repeat the classical row:
     # the corpus has no carrier metadata)
@@ -99,13 +99,13 @@ def test_searched_models_benchmark_quick(tmp_path, monkeypatch, capsys):
     assert [row[0] for row in latency] == [*methods, bench.UNET64]
     assert all(float(row[2]) > 0 for row in latency)
     transfer = table_rows(out, "| method | training |")
-    assert len(transfer) == 5
+    assert len(transfer) == 6
     assert transfer[-1][0] == "(b) bench-transfer, retrained on the transfer system"
     assert all(math.isfinite(float(cell)) for row in transfer for cell in row[2:6])
     # no model trained on the transfer system is shipped: without the option, no row (b)
     alone = replace(measured[0], transfer_model=None, transfer_accuracy=None)
     transfer = table_rows(bench.render(alone, "python ...", True), "| method | training |")
-    assert len(transfer) == 4 and transfer[-1][0].endswith(", as is")
+    assert len(transfer) == 5 and transfer[-1][0].endswith(", as is")
 
 
 def test_latencies_are_timed_in_turn_round_after_round():

@@ -19,10 +19,10 @@ the acquisition metadata that a user's file may carry.
    that raises on a field (e.g. no sideband found) is scored as returning zero phase there, and
    the failures are counted.
 2. Parameters, and CPU latency of the networks' forward pass on a (1, 1, s, s) input at
-   s = 256, 512, 1024 (``torch.inference_mode``, ``--threads`` threads, one warm-up call, median
-   of repeats, every method timed once per round in turn), including an untrained U-Net with 64
-   base channels (the paper's baseline size), and of the whole classical pipeline on a
-   synthetic hologram of the same size.
+   s = 256, 512, 1024 (``torch.inference_mode``, ``--threads`` threads, median of repeats;
+   each round runs every method in turn, twice, timing the second run), including an
+   untrained U-Net with 64 base channels (the paper's baseline size), and of the whole
+   classical pipeline on a synthetic hologram of the same size.
 3. Transfer: the searched model on the transfer split as is, and, if given, the model folder of
    ``--transfer-model``: any hologram model trained for the transfer system, e.g. the searched
    connectivity retrained there with
@@ -242,17 +242,19 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def interleaved_median_ms(
     calls: Mapping[str, Callable[[], object]], repeats: int
 ) -> dict[str, float]:
-    """Median wall time (ms) of each call over ``repeats`` rounds, after one warm-up call each.
+    """Median wall time (ms) of each call over ``repeats`` rounds.
 
-    Each round times every call once, in turn: a change in the machine's load during the
-    minutes a benchmark takes slows every method alike, so their ratios hold (timed one method
-    after another, the U-Net(64) took 510 ms at 256^2 in one run and 757 in the next).
+    Each round runs every call in turn, twice, and times the second run: a change in the
+    machine's load during the minutes a benchmark takes slows every method alike, so their
+    ratios hold (timed one method after another, the U-Net(64) took 510 ms at 256^2 in one run
+    and 757 in the next), and no method is timed cold just after another one freed gigabytes
+    (the U-Net(64) at 1024^2: the searched network took 316 ms warm, 417-453 timed right after
+    it).
     """
-    for fn in calls.values():
-        fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
+            fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -582,9 +584,9 @@ def render(results: Results, command: str, quick: bool) -> str:
         "",
         "### Latency",
         "",
-        f"CPU, {results.threads} threads, median over repeats ({repeats}) after a warm-up call; "
-        "each round times every method once, in turn, so a change of the machine's load slows "
-        "all alike. "
+        f"CPU, {results.threads} threads, median over repeats ({repeats}); each round runs "
+        "every method in turn, twice, and times the second run, so a change of the machine's "
+        "load slows all alike and none is timed cold. "
         "Networks: forward pass of the normalised s x s synthetic hologram under "
         "`torch.inference_mode` (normalisation not included; a front end's sideband search, "
         "demodulation and classical unwrapping are inside the forward); classical: the whole "

@@ -141,11 +141,12 @@ class FrontEndConfig:
         in native pixels whatever the fringe period and the field's side.
     background_order
         Total degree (0-5) of the polynomial background :func:`classical_native` fits and
-        removes from the classical phase (radians; 2 removes tilt, defocus and astigmatism, 4
-        also spherical aberration), for the ``classical*`` channels and the phase a residual
-        network's output is added to. Default :data:`CLASSICAL_BACKGROUND_ORDER`, the classical
-        method's; fine-tuning to a microscope with stronger aberrations may raise it
-        (:class:`~napari_qpi.training.finetune.FinetuneSettings` ``front_end_order``).
+        removes from the classical phase (radians; 2 removes tilt, defocus and astigmatism, 3
+        also coma, 4 also spherical aberration), for the ``classical*`` channels and the phase a
+        residual network's output is added to. Default :data:`CLASSICAL_BACKGROUND_ORDER`, the
+        classical method's; the shipped hologram networks use 3 (``train --background-order``:
+        the simulator draws coma); fine-tuning to a microscope with stronger aberrations may
+        raise it (:class:`~napari_qpi.training.finetune.FinetuneSettings` ``front_end_order``).
     """
 
     filter: str = "smooth_disk"

@@ -48,7 +48,7 @@ def warm_start(model: nn.Module, family: str, name: str) -> dict[str, Any]:
     added = ["native_head"] if ours.get("native_head") and not theirs.get("native_head") else []
     for key in added:
         ours.pop(key)
-    # Nor does any weight depend on the front end's grid or background order.
+    # No weight depends on the front end's grid or background order either.
     grids = [config.get("front_end", {}).pop("grid", "integer") for config in (ours, theirs)]
     orders = [
         config.get("front_end", {}).pop("background_order", CLASSICAL_BACKGROUND_ORDER)

@@ -45,7 +45,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ from napari_qpi.errors import ModelError, QPIError
 from napari_qpi.models import CARD_FILE, ModelCard, list_models, load_model
 from napari_qpi.models.weights import load_model_folder
 from napari_qpi.nn import build_network, count_parameters
+from napari_qpi.nn.inference import for_inference
 from napari_qpi.retrieval import retrieve_offaxis
 from napari_qpi.retrieval.deep import retrieve_deep
 from napari_qpi.retrieval.model_range import range_of_data
@@ -90,22 +91,28 @@ Scores = dict[str, float]
 
 @dataclass
 class Network:
-    """A network under test and where it came from (``card`` is None for an untrained one)."""
+    """A network under test and where it came from (``card`` is None for an untrained one).
+
+    ``module`` is made faster for inference on creation, as
+    :func:`~napari_qpi.models.load_model` makes the models it serves
+    (:func:`~napari_qpi.nn.inference.for_inference`: batch norms folded into the convolutions,
+    the same output); ``parameters`` counts the network as trained, before the folding.
+    """
 
     name: str
     module: nn.Module
     card: ModelCard | None
     origin: str
+    parameters: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = count_parameters(self.module)
+        self.module = for_inference(self.module)
 
     @property
     def family(self) -> str:
         """The card's family (``"searched"``, ``"baseline"``, ...)."""
         return self.card.family if self.card is not None else "baseline"
-
-    @property
-    def parameters(self) -> int:
-        """Number of parameters."""
-        return count_parameters(self.module)
 
     def predict(self, hologram: np.ndarray, acquisition: Acquisition) -> np.ndarray:
         """Phase (rad) of one raw hologram, whole field, as a user gets it; no metadata used."""
@@ -350,7 +357,7 @@ def run(
     if retrained is not None:
         transfer_accuracy = score(retrained.predict, held_out["transfer"])
         log(f"accuracy {retrained.name}: transfer {transfer_accuracy['psnr_db']:.2f} dB")
-    unet64 = Network(UNET64, build_network("unet", {"base_channels": 64}).eval(), None, "-")
+    unet64 = Network(UNET64, build_network("unet", {"base_channels": 64}), None, "-")
     contention = [thread_check(threads) if threads > 1 else math.nan]
     latency: dict[str, dict[int, float]] = {}
     for size in sizes:  # every method timed in turn, round after round (ratios hold)

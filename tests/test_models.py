@@ -170,10 +170,16 @@ def test_save_list_load_gives_same_outputs(dirs: dict[str, Path]) -> None:
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     assert loaded_card == card
     x = batch()
+    private, _ = load_model("tiny-unet", device="cpu", cached=False)
     with torch.no_grad():
-        expected, got, exact = fp16_copy(net)(x), loaded(x), net(x)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        expected, got, exact, as_saved = fp16_copy(net)(x), loaded(x), net(x), private(x)
+    # the private copy is the saved network as built; the cached one is served with its batch
+    # norms folded into the convolutions (napari_qpi.nn.inference): the same output
+    torch.testing.assert_close(as_saved, expected, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got, exact, rtol=1e-2, atol=1e-2)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in private.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in loaded.modules())
 
     assert load_model("tiny-unet", device="cpu")[0] is loaded
     assert load_model("tiny-unet", device="cpu", cached=False)[0] is not loaded
@@ -223,7 +229,7 @@ def test_name_collision_refused_unless_overwrite(dirs: dict[str, Path]) -> None:
     assert new is not old and card.description == "v2"
     x = batch()
     with torch.no_grad():
-        torch.testing.assert_close(new(x), fp16_copy(second)(x), rtol=0, atol=0)
+        torch.testing.assert_close(new(x), fp16_copy(second)(x), rtol=1e-5, atol=1e-5)
     assert [p.name for p in dirs["user"].iterdir()] == ["tiny-unet"]
 
 

@@ -348,3 +348,37 @@ def test_native_head_is_in_the_card_only_when_set() -> None:
     assert PRNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ModelError, match="native_head"):
         PRNetConfig(native_head=-1)
+
+
+@pytest.mark.parametrize("family", ["prnet", "unet"])
+def test_for_inference_folds_batch_norms_and_keeps_the_output(family: str) -> None:
+    """Batch norms with trained statistics folded into their convolutions, channels-last
+    weights: the same phase to float rounding, fewer modules, no batch norm after a
+    convolution left."""
+    import copy
+
+    from napari_qpi.nn.inference import fold_batch_norms, for_inference
+
+    torch.manual_seed(3)
+    net = small_prnet(branch_kernel=3) if family == "prnet" else UNet(UNetConfig(base_channels=8))
+    for module in net.modules():  # statistics and affine maps as training leaves them
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(2, net.config.in_channels, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+    fast = for_inference(copy.deepcopy(net))
+    assert not fast.training and not any(p.requires_grad for p in fast.parameters())
+    assert fold_batch_norms(copy.deepcopy(fast)) == 0  # nothing left to fold
+    norms = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert left < norms
+    weights = [m.weight for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    with torch.no_grad():
+        got = fast(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

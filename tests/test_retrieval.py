@@ -344,6 +344,57 @@ def test_background_fit_and_mask(rng):
         fit_background(phase, order=2, mask=np.zeros_like(mask))
 
 
+def test_background_mask_on_a_coarser_grid(rng):
+    """``grid`` caps the side of the subgrid the pixels are classified on: a coarse grid finds
+    the same cell and nearly the same background pixels; a nonsense grid is refused."""
+    y, x = np.mgrid[:200, :300].astype(np.float32)
+    background = 0.5 + 0.01 * x - 0.02 * y + 3e-5 * (x - 150) ** 2
+    phase = background + rng.normal(0, 0.02, background.shape).astype(np.float32)
+    phase[60:100, 100:150] += 4.0
+    fine = background_mask(phase, order=2)
+    coarse = background_mask(phase, order=2, grid=64)  # every 5th pixel
+    assert coarse.shape == phase.shape and not coarse[60:100, 100:150].any()
+    assert 0.95 < np.mean(coarse == fine) < 1.0  # the guard band's edges move
+    fitted = fit_background(phase, order=2, mask=coarse)
+    assert np.abs(fitted - background).max() < 0.02
+    for bad in (4, 64.0, True):
+        with pytest.raises(InputError, match="mask grid"):
+            background_mask(phase, grid=bad)
+
+
+def test_noise_sigma_takes_numpy_medians_exactly(rng):
+    """The fast median of :func:`noise_sigma` rounds as ``np.median`` (odd and even counts,
+    float32 and float64, ties, non-finite values dropped)."""
+    from napari_qpi.retrieval.background import noise_sigma
+
+    def reference(residual: np.ndarray) -> float:
+        r = residual[np.isfinite(residual)]
+        r = r[:: max(1, r.size // 16384)]
+        sides = [np.abs(r[r < 0]), r[r > 0]]
+        sigmas = [1.4826 * float(np.median(side)) for side in sides if side.size >= 8]
+        return min(sigmas) + 1e-6 if sigmas else 1e-6
+
+    for case in range(300):
+        size = int(rng.integers(1, 40000))
+        values = rng.normal(rng.uniform(-1, 1), rng.uniform(0.01, 2), size)
+        values = values.astype(np.float32 if case % 3 else np.float64)
+        if case % 4 == 0:
+            values = np.round(values, 2)
+        if case % 5 == 0:
+            values[rng.integers(0, size, size // 10 + 1)] = np.nan
+        assert noise_sigma(values) == reference(values), case
+
+
+def test_polynomial_bases_are_shared_and_read_only():
+    from napari_qpi.retrieval.background import polynomial_basis
+
+    basis = polynomial_basis((60, 80), 3)
+    assert polynomial_basis((60, 80), 3) is basis
+    assert polynomial_basis((60, 80), 2) is not basis
+    with pytest.raises(ValueError, match="read-only"):
+        basis.design[0, 0] = 1.0
+
+
 @pytest.mark.parametrize("shape", [(90, 70), (300, 260)])  # one fit on every pixel; on a subgrid
 def test_polynomial_basis_refits_match_a_direct_least_squares_fit(rng, shape):
     from napari_qpi.retrieval.background import PolynomialBasis

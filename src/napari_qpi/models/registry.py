@@ -248,7 +248,9 @@ def load_model(
 
     The weights are checked against the card's sha256 and parsed as safetensors. Loaded models
     are kept in a small per-process cache (:data:`CACHE_SIZE`), so a model is read once; a cached
-    module is shared, so do not train or modify it.
+    module is shared and made faster for inference
+    (:func:`~napari_qpi.nn.inference.for_inference`: batch norms folded into the convolutions,
+    the same output), so it cannot be trained or saved: load a private copy for that.
 
     Parameters
     ----------
@@ -258,8 +260,8 @@ def load_model(
         ``"cpu"``, ``"cuda"``, ``"mps"``, a :class:`torch.device`, or ``None`` for the best
         available (:func:`select_device`).
     cached
-        ``False`` returns a private copy (e.g. to fine-tune), neither taken from nor added to
-        the cache.
+        ``False`` returns a private copy as the card describes it (e.g. to fine-tune or save),
+        neither taken from nor added to the cache.
 
     Returns
     -------
@@ -288,6 +290,9 @@ def load_model(
         data = read_weights(card, folder)
         module = build_model(card, decode_weights(data, card.name)).to(dev)
         if cached:
+            from ..nn.inference import for_inference
+
+            module = for_inference(module)
             _CACHE[key] = (module, card)
             while len(_CACHE) > CACHE_SIZE:
                 _CACHE.popitem(last=False)

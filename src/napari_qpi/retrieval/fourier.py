@@ -154,21 +154,33 @@ def _whitened_peak(
     return (ky, kx), float(np.exp(whitened[ky, kx]) * 0.9)
 
 
-def _whitened(magnitude: np.ndarray, shape: tuple[int, int], min_freq: float) -> np.ndarray:
-    """Log of the 3x3-smoothed half spectrum minus its ring mean; ``-inf`` where not searched."""
+@lru_cache(maxsize=8)
+def _rings(shape: tuple[int, int], min_freq: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ring of each half-spectrum bin (its radius in bins of the longer side), the number of bins
+    per ring, and the bins not searched (within ``min_freq`` of DC, beyond Nyquist, the mirrored
+    half of the ``fx = 0`` column); read-only, shared by every image of a shape."""
     h, w = shape
     fy = sfft.fftfreq(h).astype(np.float32)[:, None]
     fx = sfft.rfftfreq(w).astype(np.float32)[None, :]
     radius = np.sqrt(fy * fy + fx * fx)
-    ring = np.minimum((radius * max(h, w)).astype(np.intp), max(h, w))
+    ring = np.minimum((radius * max(h, w)).astype(np.intp), max(h, w)).ravel()
+    counts = np.maximum(np.bincount(ring), 1)
+    excluded = (radius < min_freq) | (radius > 0.5)
+    excluded[h // 2 + 1 :, 0] = True
+    for array in (ring, counts, excluded):
+        array.setflags(write=False)
+    return ring, counts, excluded
+
+
+def _whitened(magnitude: np.ndarray, shape: tuple[int, int], min_freq: float) -> np.ndarray:
+    """Log of the 3x3-smoothed half spectrum minus its ring mean; ``-inf`` where not searched."""
+    ring, counts, excluded = _rings(shape, min_freq)
     smooth = ndimage.uniform_filter(magnitude, size=3, mode=("wrap", "reflect"))
     log_mag = np.log(smooth + np.float32(1e-12 * (smooth.max() + 1e-30)))
-    counts = np.bincount(ring.ravel())
-    sums = np.bincount(ring.ravel(), weights=log_mag.ravel())
-    ring_mean = sums / np.maximum(counts, 1)
-    whitened = log_mag - ring_mean[ring].astype(np.float32)
-    whitened[(radius < min_freq) | (radius > 0.5)] = -np.inf
-    whitened[h // 2 + 1 :, 0] = -np.inf
+    sums = np.bincount(ring, weights=log_mag.ravel())
+    ring_mean = sums / counts
+    whitened = log_mag - ring_mean[ring].astype(np.float32).reshape(log_mag.shape)
+    whitened[excluded] = -np.inf
     return whitened
 
 
@@ -226,8 +238,15 @@ def _quick_spectrum(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     crop = np.asarray(image[y0 : y0 + ch, x0 : x0 + cw], dtype=np.float32)
     crop = crop - crop.mean(dtype=np.float64)
-    win = np.outer(np.hanning(ch), np.hanning(cw)).astype(np.float32)
-    return np.abs(sfft.rfft2(crop * win, workers=fft_workers())), (ch, cw)
+    return np.abs(sfft.rfft2(crop * _hann(ch, cw), workers=fft_workers())), (ch, cw)
+
+
+@lru_cache(maxsize=8)
+def _hann(height: int, width: int) -> np.ndarray:
+    """2-D Hann window (float32, read-only)."""
+    window = np.outer(np.hanning(height), np.hanning(width)).astype(np.float32)
+    window.setflags(write=False)
+    return window
 
 
 def _bin_to_freq(ky: float, kx: float, shape: tuple[int, int]) -> tuple[float, float]:

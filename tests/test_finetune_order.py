@@ -34,6 +34,13 @@ SYSTEM = OffAxisSystem(
 )
 
 
+#: A residual front end whose classical phase has a third-order background, as the shipped ones.
+ORDER3_CONFIG = {
+    **TINY_PRNET,
+    "front_end": {**RESIDUAL_FRONT_END.to_dict(), "background_order": 3},
+}
+
+
 @pytest.fixture
 def residual_base(register_tiny_prnet):
     """A tiny untrained residual PRNet (the classical phase, order 2, plus a zero correction)."""
@@ -112,6 +119,28 @@ def test_an_order_for_a_model_without_the_classical_phase_is_refused(register_ti
             _settings("x", front_end_order=bad)
 
 
+def test_cli_classical_targets_keep_the_base_models_order(register_tiny_prnet, tmp_path, capsys):
+    """Without ``--classical-order`` the classical targets take the order of the base model's
+    front end (the shipped hologram networks: 3), so fine-tuning does not move it; the new
+    card's command records the order used."""
+    base = register_tiny_prnet(f"{MADE_HERE}order3-base", "prnet", ORDER3_CONFIG)
+    holograms, _ = _data(2)
+    acquisition = SYSTEM.acquisition()
+    files = [
+        write_image(tmp_path / f"h{i}.ome.tif", hologram, acquisition=acquisition)
+        for i, hologram in enumerate(holograms)
+    ]
+    parser = argparse.ArgumentParser()
+    add_finetune_arguments(parser)
+    argv = ["--base", base, "--inputs", *map(str, files), "--targets", "classical"]
+    argv += ["--epochs", "1", "--crop", "96", "--batch-size", "2", "--work", str(tmp_path / "w.pt")]
+    assert finetune_main(parser.parse_args([*argv, "--quiet", "--out", f"{MADE_HERE}kept"])) == 0
+    assert "removes a background of order" not in capsys.readouterr().out
+    made = get_card(f"{MADE_HERE}kept")
+    assert made.architecture["config"]["front_end"]["background_order"] == 3
+    assert "--classical-order 3" in made.training["command"]
+
+
 def test_cli_front_end_follows_the_classical_order_of_the_targets(residual_base, tmp_path, capsys):
     card = get_card(residual_base)
     assert front_end_order_for(card, 4) == 4 and front_end_order_for(card, 2) is None
@@ -153,6 +182,13 @@ def test_widget_gives_the_targets_order_to_a_residual_model_when_ticked(
     widget.inputs.value = [viewer.layers["holo"]]
     widget.base.value, widget.model_name.value = residual_base, f"{MADE_HERE}gui"
     assert widget.fill_model.value is True and widget.settings().front_end_order is None  # 2
+    assert widget.fill_order.value == 2
+    order3 = register_tiny_prnet(f"{MADE_HERE}order3-base", "prnet", ORDER3_CONFIG)
+    widget.reset_choices()
+    widget.base.value = order3  # the targets' order follows the base model's front end
+    assert widget.fill_order.value == 3 and widget.settings().front_end_order is None
+    widget.base.value = residual_base
+    assert widget.fill_order.value == 2
     widget.fill_order.value = 4
     assert widget.settings().front_end_order == 4
     widget.fill_model.value = False

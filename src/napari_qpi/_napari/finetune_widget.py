@@ -44,6 +44,7 @@ from ..training.finetune import (
     FinetuneEvent,
     FinetuneOutcome,
     FinetuneSettings,
+    base_front_end_order,
     check_new_name,
     default_checkpoint,
     front_end_order_for,
@@ -138,8 +139,9 @@ class FinetuneWidget(DockContainer):
             value=OffAxisSettings().background_order,
             min=0,
             max=5,
-            tooltip="order of the polynomial background the classical targets remove; raise it "
-            "for microscopes with strong (e.g. spherical) aberrations",
+            tooltip="order of the polynomial background the classical targets remove (set to "
+            "the base model's own when it has one: 3 for the shipped hologram networks); raise "
+            "it for microscopes with strong (e.g. spherical) aberrations",
         )
         self.fill_model = CheckBox(
             text="in the model too",
@@ -244,10 +246,9 @@ class FinetuneWidget(DockContainer):
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
         self._base_changed()
-        remember(
+        remember(  # not the targets' order: it follows the base model (_base_changed)
             "finetune",
             {
-                "fill_order": self.fill_order,
                 "fill_model": self.fill_model,
                 "epochs": self.epochs,
                 "lr": self.lr,
@@ -289,6 +290,9 @@ class FinetuneWidget(DockContainer):
         self.self_supervised.visible = bool(name)
         if name and not self.model_name.value:
             self.model_name.value = _free_name(f"{name}-finetuned")
+        order = base_front_end_order(get_card(name)) if name else None
+        if order is not None:  # classical targets keep the order the model's front end uses
+            self.fill_order.value = order
 
     def _show_pairs(self, *_: Any) -> None:
         inputs, targets = self.inputs.value, self.targets.value

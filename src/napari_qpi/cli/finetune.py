@@ -23,6 +23,7 @@ from ..models.registry import export_model
 from ..training.finetune import (
     FinetunePlan,
     FinetuneSettings,
+    base_front_end_order,
     check_new_name,
     classical_targets,
     default_checkpoint,
@@ -57,8 +58,10 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add(
         "--classical-order",
         type=int,
-        default=2,
-        help="background order of --targets classical (raise it for strong aberrations)",
+        choices=range(6),
+        help="background order of --targets classical (raise it for strong aberrations; "
+        "default: the order of the classical phase in the base model's front end, 3 for the "
+        "shipped hologram networks, else 2 as the classical method)",
     )
     flags.add(
         "--front-end-order",
@@ -188,6 +191,8 @@ def finetune_main(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> FinetunePlan:
     """Read the files the flags name and check them (:func:`plan_finetune`)."""
+    if args.classical_order is None:  # recorded in the new card's command as resolved
+        args.classical_order = _default_classical_order(args.base)
     settings = FinetuneSettings(
         name=args.out,
         epochs=args.epochs,
@@ -231,6 +236,16 @@ def _plan(args: argparse.Namespace) -> FinetunePlan:
         command=command_line(args),
         masks=stack_masks[0] if stack_masks else None,
     )
+
+
+def _default_classical_order(base: str) -> int:
+    """The background order of the base model's front-end classical phase, so that classical
+    targets do not move it; the classical method's default for any other model."""
+    from ..models.registry import get_card
+    from ..retrieval.offaxis import OffAxisSettings
+
+    order = base_front_end_order(get_card(base))
+    return OffAxisSettings().background_order if order is None else order
 
 
 def _front_end_order(args: argparse.Namespace) -> int | None:

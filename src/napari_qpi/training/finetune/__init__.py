@@ -43,6 +43,7 @@ from .data import (
     split_pairs,
 )
 from .plan import (
+    base_front_end_order,
     front_end_order_for,
     plan_finetune,
     set_front_end_order,
@@ -65,6 +66,7 @@ __all__ = [
     "FinetunePlan",
     "FinetuneSettings",
     "Pair",
+    "base_front_end_order",
     "check_new_name",
     "classical_targets",
     "clear_work_files",

@@ -207,17 +207,25 @@ def uses_classical_phase(model: nn.Module) -> bool:
     return reads_classical(getattr(getattr(model, "front_end", None), "config", None))
 
 
-def front_end_order_for(card: ModelCard, order: int) -> int | None:
-    """``order`` for :class:`FinetuneSettings` ``front_end_order`` when ``card``'s model computes
-    the classical phase in its front end with another background order; else None (nothing to
-    change). What the CLI and the widget do with the order the user chose for the targets."""
+def base_front_end_order(card: ModelCard) -> int | None:
+    """The background order of the classical phase ``card``'s model computes in its front end
+    (the shipped hologram networks: 3), or None when it computes none. What the classical
+    targets of a fine-tuning default to, so that fine-tuning keeps the model's order."""
     from ...nn.frontend import as_front_end_config, reads_classical
 
     config = card.architecture.get("config")
     front_end = as_front_end_config(config.get("front_end")) if isinstance(config, dict) else None
     if front_end is None or not reads_classical(front_end):
         return None
-    return None if front_end.background_order == int(order) else int(order)
+    return front_end.background_order
+
+
+def front_end_order_for(card: ModelCard, order: int) -> int | None:
+    """``order`` for :class:`FinetuneSettings` ``front_end_order`` when ``card``'s model computes
+    the classical phase in its front end with another background order; else None (nothing to
+    change). What the CLI and the widget do with the order the user chose for the targets."""
+    base = base_front_end_order(card)
+    return None if base is None or base == int(order) else int(order)
 
 
 def set_front_end_order(

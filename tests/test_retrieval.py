@@ -364,7 +364,7 @@ def test_background_mask_on_a_coarser_grid(rng):
 
 def test_noise_sigma_takes_numpy_medians_exactly(rng):
     """The fast median of :func:`noise_sigma` rounds as ``np.median`` (odd and even counts,
-    float32 and float64, ties, non-finite values dropped)."""
+    float32, float64 and integers, ties, non-finite values dropped)."""
     from napari_qpi.retrieval.background import noise_sigma
 
     def reference(residual: np.ndarray) -> float:
@@ -383,6 +383,8 @@ def test_noise_sigma_takes_numpy_medians_exactly(rng):
         if case % 5 == 0:
             values[rng.integers(0, size, size // 10 + 1)] = np.nan
         assert noise_sigma(values) == reference(values), case
+    integers = np.arange(-10, 12)  # np.median of integers is a float: -5.5 on the negative side
+    assert noise_sigma(integers) == reference(integers) == pytest.approx(1.4826 * 5.5 + 1e-6)
 
 
 def test_polynomial_bases_are_shared_and_read_only():

@@ -172,6 +172,8 @@ def _median(values: np.ndarray) -> float:
     """``np.median`` of a 1-D array of finite values, rounded as it rounds (the mean of the two
     middle values in the array's dtype), without its general-purpose overhead (the background
     fits take a few dozen medians of a few thousand values per image)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)  # np.median's mean of integers is a float
     n = values.size
     middle = n // 2
     if n % 2:

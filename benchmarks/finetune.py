@@ -20,7 +20,7 @@ learning rate annealed over the budget; validation not counted), as the widget's
 Bases whose front end computes the classical phase (the residual ``prnet-searched`` and ``unet``)
 are fine-tuned with its background order set to ``--front-end-order`` (default 4, the order this
 microscope's spherical aberration needs, what ``napari-qpi finetune --classical-order 4 --targets
-classical`` does; ``base`` keeps the shipped order 2), and are also scored untrained with it.
+classical`` does; ``base`` keeps the shipped order, 3), and are also scored untrained with it.
 Run it on an otherwise idle machine: the note records the load average. Scores are on 16 other
 fields of the same microscope (``--test``) with
 :func:`napari_qpi.training.metrics.image_metrics` (median of prediction - truth over the true

@@ -119,20 +119,26 @@ def test_an_order_for_a_model_without_the_classical_phase_is_refused(register_ti
             _settings("x", front_end_order=bad)
 
 
+def _cli_classical_targets(base: str, folder) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The finetune parser and the start of a command fine-tuning ``base`` on two holograms
+    of :data:`SYSTEM` written to ``folder`` with classical targets."""
+    holograms, _ = _data(2)
+    acquisition = SYSTEM.acquisition()
+    files = [
+        write_image(folder / f"h{i}.ome.tif", hologram, acquisition=acquisition)
+        for i, hologram in enumerate(holograms)
+    ]
+    parser = argparse.ArgumentParser()
+    add_finetune_arguments(parser)
+    return parser, ["--base", base, "--inputs", *map(str, files), "--targets", "classical"]
+
+
 def test_cli_classical_targets_keep_the_base_models_order(register_tiny_prnet, tmp_path, capsys):
     """Without ``--classical-order`` the classical targets take the order of the base model's
     front end (the shipped hologram networks: 3), so fine-tuning does not move it; the new
     card's command records the order used."""
     base = register_tiny_prnet(f"{MADE_HERE}order3-base", "prnet", ORDER3_CONFIG)
-    holograms, _ = _data(2)
-    acquisition = SYSTEM.acquisition()
-    files = [
-        write_image(tmp_path / f"h{i}.ome.tif", hologram, acquisition=acquisition)
-        for i, hologram in enumerate(holograms)
-    ]
-    parser = argparse.ArgumentParser()
-    add_finetune_arguments(parser)
-    argv = ["--base", base, "--inputs", *map(str, files), "--targets", "classical"]
+    parser, argv = _cli_classical_targets(base, tmp_path)
     argv += ["--epochs", "1", "--crop", "96", "--batch-size", "2", "--work", str(tmp_path / "w.pt")]
     assert finetune_main(parser.parse_args([*argv, "--quiet", "--out", f"{MADE_HERE}kept"])) == 0
     assert "removes a background of order" not in capsys.readouterr().out
@@ -144,15 +150,7 @@ def test_cli_classical_targets_keep_the_base_models_order(register_tiny_prnet, t
 def test_cli_front_end_follows_the_classical_order_of_the_targets(residual_base, tmp_path, capsys):
     card = get_card(residual_base)
     assert front_end_order_for(card, 4) == 4 and front_end_order_for(card, 2) is None
-    holograms, _ = _data(2)
-    acquisition = SYSTEM.acquisition()
-    files = [
-        write_image(tmp_path / f"h{i}.ome.tif", hologram, acquisition=acquisition)
-        for i, hologram in enumerate(holograms)
-    ]
-    parser = argparse.ArgumentParser()
-    add_finetune_arguments(parser)
-    argv = ["--base", residual_base, "--inputs", *map(str, files), "--targets", "classical"]
+    parser, argv = _cli_classical_targets(residual_base, tmp_path)
     argv += ["--classical-order", "4", "--epochs", "1", "--crop", "96", "--batch-size", "2"]
     argv += ["--work", str(tmp_path / "cli.pt"), "--quiet", "--out"]
     assert finetune_main(parser.parse_args([*argv, f"{MADE_HERE}cli"])) == 0

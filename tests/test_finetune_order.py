@@ -217,3 +217,21 @@ def test_benchmark_quick_run_sets_the_order_of_a_residual_base(residual_base, ca
     assert f"| {residual_base} (before), front-end background order 4, no training |" in out
     assert "the front end's classical background order set to 4" in out
     assert "The untrained base with the front end's order set scores" in out
+
+
+def test_widget_base_that_vanished_keeps_the_order(make_napari_viewer, residual_base, monkeypatch):
+    """A base model that cannot be read any more (removed since the list was made) leaves the
+    targets' order as it was instead of raising in the GUI's signal handler."""
+    from napari_qpi._napari import finetune_widget
+    from napari_qpi.errors import ModelError
+
+    widget = finetune_widget.FinetuneWidget(make_napari_viewer())
+    widget.base.value = residual_base
+    widget.fill_order.value = 4
+
+    def vanished(name: str):
+        raise ModelError(f"no model named {name!r}")
+
+    monkeypatch.setattr(finetune_widget, "get_card", vanished)
+    widget._base_changed()
+    assert widget.fill_order.value == 4

@@ -290,7 +290,10 @@ class FinetuneWidget(DockContainer):
         self.self_supervised.visible = bool(name)
         if name and not self.model_name.value:
             self.model_name.value = _free_name(f"{name}-finetuned")
-        order = base_front_end_order(get_card(name)) if name else None
+        try:
+            order = base_front_end_order(get_card(name)) if name else None
+        except QPIError:  # a model removed since the list was made: Start names the problem
+            order = None
         if order is not None:  # classical targets keep the order the model's front end uses
             self.fill_order.value = order
 

@@ -272,7 +272,7 @@ def background_mask(
     Works when one cell fills half the field, when cells crowd it and on curved backgrounds
     (measured on the real HL60 corpus, ``benchmarks/real_holograms.py``). Sign-agnostic, so the
     result can decide the sign of the phase. Large images are classified on a subgrid of at most
-    ``MASK_GRID`` pixels on a side.
+    ``grid`` pixels on a side (default :data:`MASK_GRID`).
 
     Parameters
     ----------

@@ -352,12 +352,12 @@ def test_native_head_is_in_the_card_only_when_set() -> None:
 
 @pytest.mark.parametrize("family", ["prnet", "unet"])
 def test_for_inference_folds_batch_norms_and_keeps_the_output(family: str) -> None:
-    """Batch norms with trained statistics folded into their convolutions, channels-last
-    weights: the same phase to float rounding, fewer modules, no batch norm after a
-    convolution left."""
+    """Batch norms with trained statistics folded into their convolutions (a PRNet's decoder
+    stages' into their branches), channels-last weights: the same phase to float rounding,
+    fewer modules, no batch norm after a convolution left."""
     import copy
 
-    from napari_qpi.nn.inference import fold_batch_norms, for_inference
+    from napari_qpi.nn.inference import fold_batch_norms, fold_stage_norms, for_inference
 
     torch.manual_seed(3)
     net = small_prnet(branch_kernel=3) if family == "prnet" else UNet(UNetConfig(base_channels=8))
@@ -374,6 +374,10 @@ def test_for_inference_folds_batch_norms_and_keeps_the_output(family: str) -> No
     fast = for_inference(copy.deepcopy(net))
     assert not fast.training and not any(p.requires_grad for p in fast.parameters())
     assert fold_batch_norms(copy.deepcopy(fast)) == 0  # nothing left to fold
+    assert fold_stage_norms(copy.deepcopy(fast)) == 0
+    if family == "prnet":  # every stage's norm folded into its branches (G's included)
+        assert len(net.decoder) > 1 and "G" in net.decoder["D0"].inputs
+        assert not any(isinstance(s.norm, nn.BatchNorm2d) for s in fast.decoder.values())
     norms = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     left = sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert left < norms
@@ -382,3 +386,29 @@ def test_for_inference_folds_batch_norms_and_keeps_the_output(family: str) -> No
     with torch.no_grad():
         got = fast(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with torch.inference_mode():  # stages sum their branches in place here
+        torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_gated_stage_keeps_its_norm_for_inference() -> None:
+    """A gate scales a branch after its convolution, so the stage norm's shift cannot move into
+    a bias: the search supernet's stages keep their norms and their output."""
+    import copy
+
+    from napari_qpi.nn.inference import for_inference
+
+    torch.manual_seed(4)
+    net = small_prnet(gated=True).eval()
+    for gate in gates(net):
+        gate.weight.data.uniform_(0.2, 0.9)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+    fast = for_inference(copy.deepcopy(net))
+    assert all(isinstance(stage.norm, nn.BatchNorm2d) for stage in fast.decoder.values())
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-5)

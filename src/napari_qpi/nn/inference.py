@@ -9,7 +9,10 @@ Two rewrites that change no result beyond float rounding (1e-6 rad on the shippe
   convolution directly followed by its batch norm in an ``nn.Sequential`` is folded (the
   MobileNet-v2 blocks, the U-Net's double convolutions, the decoder branches); the batch norm
   becomes an ``nn.Identity``, so the module keeps its structure and parameter names but loses
-  the batch norms' statistics: it can no longer be trained or saved as a model.
+  the batch norms' statistics: it can no longer be trained or saved as a model. A PRNet decoder
+  stage's own batch norm, after the sum of its branches, folds into the branches' last
+  convolutions as well (:meth:`~napari_qpi.nn.prnet.DecoderStage.fold_norm`: upsampling is
+  linear and keeps constants).
 - **Channels-last weights on the CPU** (``torch.channels_last``): oneDNN's convolutions then run
   without reordering every feature map to its blocked layout and back. Measured on this
   project's 2-core CPU at 256^2 (2026-12-07): the searched network's body 22.4 -> 14.4 ms, the
@@ -25,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .prnet import DecoderStage
 
 
 def fold_batch_norms(module: nn.Module) -> int:
@@ -48,12 +53,21 @@ def fold_batch_norms(module: nn.Module) -> int:
     return folded
 
 
+def fold_stage_norms(module: nn.Module) -> int:
+    """Fold the batch norm of every ungated PRNet decoder stage of ``module`` into its branches
+    (:meth:`~napari_qpi.nn.prnet.DecoderStage.fold_norm`), in place, after
+    :func:`fold_batch_norms`; returns how many."""
+    return sum(stage.fold_norm() for stage in module.modules() if isinstance(stage, DecoderStage))
+
+
 def for_inference(module: nn.Module) -> nn.Module:
-    """``module`` in eval mode, batch norms folded (:func:`fold_batch_norms`), and, on the CPU,
-    its weights in channels-last layout; in place, returned for chaining. No gradient is
-    tracked for its parameters afterwards (inference only)."""
+    """``module`` in eval mode, batch norms folded (:func:`fold_batch_norms`, then
+    :func:`fold_stage_norms`), and, on the CPU, its weights in channels-last layout; in place,
+    returned for chaining. No gradient is tracked for its parameters afterwards (inference
+    only)."""
     module.eval()
     fold_batch_norms(module)
+    fold_stage_norms(module)
     module.requires_grad_(False)
     parameter = next(module.parameters(), None)
     if parameter is not None and parameter.device.type == "cpu":
@@ -61,4 +75,4 @@ def for_inference(module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["fold_batch_norms", "for_inference"]
+__all__ = ["fold_batch_norms", "fold_stage_norms", "for_inference"]

@@ -266,15 +266,60 @@ class DecoderStage(nn.Module):
         contributions of equal resolution are summed before they are upsampled once.
         """
         weights = self.gate() if self.gate is not None else None
+        in_place = not torch.is_grad_enabled()  # no graph to keep: reuse the branches' outputs
         by_size: dict[torch.Size, Tensor] = {}
         for k, name in enumerate(self.inputs):
             y = self.branches[name](features[name])
             if weights is not None:
                 y = weights[k] * y
             key = y.shape[-2:]
-            by_size[key] = by_size[key] + y if key in by_size else y
-        out = self.norm(sum(_resize(y, size) for y in by_size.values()))
+            by_size[key] = _add(by_size[key], y, in_place) if key in by_size else y
+        total: Tensor | None = None
+        for y in by_size.values():
+            y = _resize(y, size)
+            total = y if total is None else _add(total, y, in_place)
+        assert total is not None  # a stage has at least one input
+        out = self.norm(total)
         return out if self.refine is None else self.refine(out)
+
+    def fold_norm(self) -> bool:
+        """Fold the stage's eval-mode batch norm into its branches' convolutions, in place.
+
+        In eval mode the norm is a per-channel affine map ``s * z + t`` of the stage's sum ``z``.
+        Bilinear upsampling and the broadcast of ``G`` are linear and keep constants, so scaling
+        each branch's last convolution (weights and bias) by ``s`` and adding ``t`` to one bias
+        gives the same output without a pass over the stage's feature map. Only for an ungated
+        stage whose branches end in a convolution with a bias, i.e. after
+        :func:`~napari_qpi.nn.inference.fold_batch_norms` (a gate would scale ``t`` too).
+        Returns whether the norm was folded; the stage's norm is an ``nn.Identity`` afterwards.
+        """
+        norm = self.norm
+        if (
+            self.gate is not None
+            or not isinstance(norm, nn.BatchNorm2d)
+            or norm.training
+            or norm.running_mean is None
+            or norm.running_var is None
+        ):
+            return False
+        convs = [_last_conv(self.branches[name]) for name in self.inputs]
+        if any(conv is None or conv.bias is None for conv in convs):
+            return False
+        with torch.no_grad():
+            scale = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                scale = scale * norm.weight
+            shift = -norm.running_mean * scale
+            if norm.bias is not None:
+                shift = shift + norm.bias
+            for index, conv in enumerate(convs):
+                assert conv is not None and conv.bias is not None
+                conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
+                conv.bias.mul_(scale.to(conv.bias.dtype))
+                if index == 0:
+                    conv.bias.add_(shift.to(conv.bias.dtype))
+        self.norm = nn.Identity()
+        return True
 
 
 class RefineBlock(nn.Module):
@@ -516,6 +561,20 @@ def _branch(in_channels: int, out_channels: int, norm: bool, kernel: int = 1) ->
         nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(out_channels),
     )
+
+
+def _last_conv(branch: nn.Module) -> nn.Conv2d | None:
+    """The convolution a branch ends with (``nn.Identity`` left by a folded norm skipped)."""
+    layers = [layer for layer in branch.children() if not isinstance(layer, nn.Identity)]
+    return layers[-1] if layers and isinstance(layers[-1], nn.Conv2d) else None
+
+
+def _add(total: Tensor, y: Tensor, in_place: bool) -> Tensor:
+    """``total + y``; into ``total`` when allowed and ``total`` is a tensor of its own (not a
+    broadcast view, whose elements share memory) of the sum's shape."""
+    if in_place and total.shape == y.shape and 0 not in total.stride():
+        return total.add_(y)
+    return total + y
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:

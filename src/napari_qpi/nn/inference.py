@@ -14,8 +14,8 @@ Two rewrites that change no result beyond float rounding (1e-6 rad on the shippe
   convolutions as well (:meth:`~napari_qpi.nn.prnet.DecoderStage.fold_norm`: upsampling is
   linear and keeps constants).
 - **Channels-last weights on the CPU** (``torch.channels_last``): oneDNN's convolutions then run
-  without reordering every feature map to its blocked layout and back. Measured on this
-  project's 2-core CPU at 256^2 (2026-12-07): the searched network's body 22.4 -> 14.4 ms, the
+  without reordering every feature map to its blocked layout and back. Measured at 256^2 on a
+  2-core Intel Xeon @ 2.80 GHz (2026-12-07): the searched network's body 22.4 -> 14.4 ms, the
   untrained U-Net(64) 675 -> 531 ms (``benchmarks/searched_models.py`` times every network so).
 
 :func:`~napari_qpi.models.load_model` applies :func:`for_inference` to the models it caches (a
